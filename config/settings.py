@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant answering questions inside Slack. "
+    "Answer clearly and concisely, using Markdown where it helps."
+)
+
+
+S = TypeVar("S", bound="StorageSettings")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it in one line."""
+
+
+class StorageSettings(BaseSettings):
+    """What every entry point needs: where the database is."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///bot.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        """Accept the URLs platforms hand out (`postgres://`, `sqlite:///`) and pick the async driver."""
+        for prefix, driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(prefix):
+                return driver + url[len(prefix):]
+        if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class BillingSettings(StorageSettings):
+    """Credits and pricing: enough for `python -m billing`, which needs no Slack or Anthropic secrets."""
+
+    claude_model: str = "claude-sonnet-4-6"
+    claude_max_tokens: int = Field(1024, gt=0)
+    ai_credits_per_message: int | None = Field(None, gt=0)
+    free_credits: int = Field(0, ge=0)
+    credits_per_usd: int = Field(100, gt=0)
+    credit_markup_percent: int = Field(0, ge=0)
+    prices_file: Path | None = None
+    low_balance_threshold: int = Field(100, ge=0)
+    reservation_ttl_seconds: int = Field(900, gt=0)
+    sweep_interval_seconds: float = Field(60.0, gt=0)
+
+    # Stripe
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_max_network_retries: int = Field(2, ge=0, le=10)
+    public_url: str | None = None
+    credit_packs: str = "500:5.00,2000:18.00"
+    stripe_currency: str = "usd"
+    credits_buyers: Literal["everyone", "admins"] = "everyone"
+
+    @field_validator("stripe_currency")
+    @classmethod
+    def _lower_currency(cls, currency: str) -> str:
+        return currency.lower()
+
+    @property
+    def stripe_enabled(self) -> bool:
+        return bool(self.stripe_secret_key and self.stripe_webhook_secret and self.public_url)
+
+
+class Settings(BillingSettings):
+    """Everything `python -m bot` needs."""
+
+    # Slack
+    slack_bot_token: str | None = None
+    slack_signing_secret: str
+    slack_app_token: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_update_interval: float = Field(1.0, gt=0)
+    slack_edits_per_minute: int = Field(50, gt=0)
+    slack_budget_share: int = Field(1, ge=1)
+
+    # Claude
+    anthropic_api_key: str
+    anthropic_base_url: str | None = None
+    claude_max_retries: int = Field(2, ge=0, le=5)
+    claude_retry_max_wait: float = Field(8.0, ge=0)
+    claude_timeout: float = Field(60.0, gt=0)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_token_budget: int = Field(8000, ge=0)
+    history_retention_days: int = Field(30, ge=1)
+
+    # Serving
+    port: int = Field(3000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, url: str) -> str:
+        return url if url.endswith("/") else url + "/"
+
+    @model_validator(mode="after")
+    def _slack_credentials(self) -> Settings:
+        if not self.slack_bot_token and not (self.slack_client_id and self.slack_client_secret):
+            raise ValueError(
+                "SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"
+            )
+        return self
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret and not self.slack_bot_token)
+
+
+def _describe(error: dict) -> str:
+    name = str(error["loc"][0]).upper() if error.get("loc") else ""
+    if error["type"] == "missing":
+        return f"{name} is required"
+    message = error["msg"].removeprefix("Value error, ")
+    if not name:
+        return message
+    return f"{name} is invalid: {message}"
+
+
+def load_settings(kind: type[S] = Settings, **overrides) -> S:
+    """Read the settings once; raise ConfigError with one line naming the first bad setting."""
+    try:
+        return kind(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
