@@ -1,0 +1,139 @@
+"""Conversation history, kept in the bot's own database.
+
+Slack lets apps outside the Marketplace read a thread once a minute, so the bot cannot rebuild
+context from Slack on every message. Every turn it takes part in is stored here, keyed by
+workspace, channel and thread; Slack is read only for a thread the bot has never been part of.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.claude_stream import estimate_tokens
+from bot.tables import conversation_turns
+
+log = logging.getLogger(__name__)
+
+# Enough rows to fill any sensible token budget, without reading a years-long DM.
+MAX_ROWS = 400
+
+
+@dataclass(frozen=True)
+class ThreadKey:
+    team_id: str
+    channel_id: str
+    thread_ts: str  # "" for a DM's top level, which is one running conversation
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" or "assistant"
+    content: str
+
+
+def trim_to_budget(turns: list[Turn], token_budget: int) -> list[Turn]:
+    """The newest turns that fit in the budget, starting with a user turn as the API requires."""
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = estimate_tokens(turn.content)
+        if used + cost > token_budget:
+            break
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+    while kept and kept[0].role != "user":
+        kept.pop(0)
+    return kept
+
+
+def merge_consecutive(turns: list[Turn]) -> list[Turn]:
+    merged: list[Turn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role:
+            merged[-1] = Turn(turn.role, f"{merged[-1].content}\n\n{turn.content}")
+        else:
+            merged.append(turn)
+    return merged
+
+
+class ConversationHistory:
+    def __init__(self, engine: AsyncEngine, *, token_budget: int, clock: Callable[[], datetime]):
+        self._engine = engine
+        self._token_budget = token_budget
+        self._clock = clock
+
+    def _where(self, key: ThreadKey):
+        c = conversation_turns.c
+        return (c.team_id == key.team_id) & (c.channel_id == key.channel_id) & (c.thread_ts == key.thread_ts)
+
+    async def load(self, key: ThreadKey) -> list[Turn]:
+        c = conversation_turns.c
+        query = select(c.role, c.content).where(self._where(key)).order_by(c.id.desc()).limit(MAX_ROWS)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        turns = [Turn(role, content) for role, content in reversed(rows)]
+        return trim_to_budget(merge_consecutive(turns), self._token_budget)
+
+    async def knows(self, key: ThreadKey) -> bool:
+        query = select(conversation_turns.c.id).where(self._where(key)).limit(1)
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).first() is not None
+
+    async def append(self, key: ThreadKey, turns: list[Turn]) -> None:
+        if not turns:
+            return
+        now = self._clock()
+        rows = [
+            {
+                "team_id": key.team_id,
+                "channel_id": key.channel_id,
+                "thread_ts": key.thread_ts,
+                "role": turn.role,
+                "content": turn.content,
+                "created_at": now,
+            }
+            for turn in turns
+        ]
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(conversation_turns), rows)
+
+    async def forget_team(self, team_id: str) -> int:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(delete(conversation_turns).where(conversation_turns.c.team_id == team_id))
+        return result.rowcount
+
+    async def purge_older_than(self, age: timedelta) -> int:
+        cutoff = self._clock() - age
+        async with self._engine.begin() as connection:
+            result = await connection.execute(delete(conversation_turns).where(conversation_turns.c.created_at < cutoff))
+        return result.rowcount
+
+
+async def read_thread_from_slack(
+    client: AsyncWebClient, *, channel: str, thread_ts: str, before_ts: str, bot_user_id: str | None
+) -> list[Turn] | None:
+    """The earlier messages of a thread the bot was not part of; None when Slack would not say."""
+    try:
+        response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200)
+    except SlackApiError as error:
+        log.warning("could not read thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
+        return None
+    turns = []
+    for message in response.get("messages", []):
+        if message.get("ts") == before_ts or not message.get("text"):
+            continue
+        if bot_user_id and message.get("user") == bot_user_id:
+            turns.append(Turn("assistant", message["text"]))
+        else:
+            author = message.get("user") or message.get("username") or "someone"
+            turns.append(Turn("user", f"<@{author}>: {message['text']}"))
+    return merge_consecutive(turns)

@@ -1,0 +1,35 @@
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.answer import answer_question
+from bot.question import is_user_message, question_from_event
+from bot.services import Services
+
+
+def register(app: AsyncApp) -> None:
+    app.event("app_mention")(on_mention)
+    app.event("message")(on_message)
+
+
+async def on_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
+    if is_user_message(event):
+        _hand_over(body, event, context)
+
+
+async def on_message(body: dict, event: dict, context: AsyncBoltContext) -> None:
+    # Channel messages reach the bot as app_mention; only direct messages are questions here.
+    if event.get("channel_type") == "im" and is_user_message(event):
+        _hand_over(body, event, context)
+
+
+def _hand_over(body: dict, event: dict, context: AsyncBoltContext) -> None:
+    services: Services = context["services"]
+    question = question_from_event(
+        event,
+        event_id=body.get("event_id") or f"{event['channel']}:{event['ts']}",
+        team_id=context.team_id or body.get("team_id", ""),
+        bot_user_id=context.bot_user_id,
+    )
+    services.tasks.spawn(
+        answer_question(question, context.client, services, bot_user_id=context.bot_user_id),
+        name=f"answer {question.event_id}",
+    )

@@ -1,0 +1,62 @@
+"""A question to the bot, read from a Slack event: who asked, where to answer, which conversation it continues."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.history import ThreadKey
+
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+
+
+@dataclass(frozen=True)
+class Question:
+    event_id: str
+    team_id: str
+    user_id: str
+    channel_id: str
+    ts: str
+    text: str
+    reply_thread_ts: str | None  # None: answer at the top level of a DM
+    conversation: ThreadKey
+    joins_existing_thread: bool  # asked inside a thread that was already there
+
+    @property
+    def reservation_id(self) -> str:
+        """One reservation per question, whatever the number of deliveries."""
+        return f"answer:{self.team_id}:{self.event_id}"
+
+
+def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    return text.strip()
+
+
+def question_from_event(event: dict, *, event_id: str, team_id: str, bot_user_id: str | None) -> Question:
+    channel = event["channel"]
+    thread_ts = event.get("thread_ts")
+    is_dm = event.get("channel_type") == "im" or channel.startswith("D")
+    if is_dm:
+        reply_thread_ts = thread_ts
+        conversation_ts = thread_ts or ""
+    else:
+        reply_thread_ts = thread_ts or event["ts"]
+        conversation_ts = reply_thread_ts
+    return Question(
+        event_id=event_id,
+        team_id=team_id,
+        user_id=event.get("user", ""),
+        channel_id=channel,
+        ts=event["ts"],
+        text=strip_bot_mention(event.get("text", ""), bot_user_id),
+        reply_thread_ts=reply_thread_ts,
+        conversation=ThreadKey(team_id, channel, conversation_ts),
+        joins_existing_thread=bool(thread_ts) and thread_ts != event["ts"],
+    )
+
+
+def is_user_message(event: dict) -> bool:
+    """A person wrote it: not a bot (the bot itself included), not an edit, deletion, join or other subtype."""
+    return not event.get("subtype") and not event.get("bot_id") and bool(event.get("user"))

@@ -1,0 +1,112 @@
+"""One bot process: the HTTP endpoints, the optional Socket Mode connection, and periodic upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from sqlalchemy import text
+
+from bot.app import build_bolt_app
+from bot.services import EVENT_CLAIM_RETENTION, Services, build_services, utc_now
+from config import Settings
+from storage import create_engine, migrate
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 20.0
+
+
+def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
+    async def slack_events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(2):
+                async with services.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+        except Exception as error:
+            log.warning("health check: database not answering (%s)", error.__class__.__name__)
+            return web.json_response({"ok": False, "database": "unavailable"}, status=503)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/slack/events", slack_events)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def upkeep(services: Services) -> None:
+    """Release reservations orphaned by a crash, and forget what no longer matters; at start, then periodically."""
+    while True:
+        try:
+            released = await services.credits.sweep_expired()
+            if released:
+                log.warning("released %d expired credit reservations", released)
+            await services.events.forget_older_than(EVENT_CLAIM_RETENTION)
+        except Exception:
+            log.exception("periodic upkeep failed; trying again later")
+        await asyncio.sleep(services.settings.sweep_interval_seconds)
+
+
+@dataclass
+class RunningBot:
+    services: Services
+    bolt: AsyncApp
+    runner: web.AppRunner
+    port: int
+    background: list[asyncio.Task] = field(default_factory=list)
+    socket_mode: object | None = None
+
+    async def stop(self) -> None:
+        """Stop taking requests, let answers in progress finish (or wrap them up), then close."""
+        await self.runner.shutdown()
+        if self.socket_mode is not None:
+            await self.socket_mode.close_async()
+        await self.services.tasks.drain(DRAIN_TIMEOUT)
+        for task in self.background:
+            task.cancel()
+        await self.runner.cleanup()
+        await self.services.claude.close()
+        await self.services.engine.dispose()
+
+
+async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0", port: int | None = None) -> RunningBot:
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    services = build_services(settings, engine, clock=clock)
+    bolt = build_bolt_app(services)
+    runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, settings.port if port is None else port)
+    await site.start()
+    bound_port = site._server.sockets[0].getsockname()[1]
+    running = RunningBot(services, bolt, runner, bound_port)
+    running.background.append(asyncio.get_running_loop().create_task(upkeep(services), name="upkeep"))
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        running.socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+        await running.socket_mode.connect_async()
+    log.info("bot listening on port %d", bound_port)
+    return running
+
+
+async def serve_forever(settings: Settings) -> None:
+    running = await start_bot(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing answers in progress")
+    await running.stop()

@@ -1,0 +1,65 @@
+"""Everything the bot says in Slack on its own behalf. Never exception text, never a secret."""
+
+from __future__ import annotations
+
+from bot.claude_stream import Failure
+
+THINKING = "_Thinking…_"
+
+HELP = (
+    "Hi! Ask me anything by mentioning me with your question, for example "
+    "`@{bot} how do I rotate a key?`, or send me a direct message. "
+    "Follow-up questions in the same thread keep the conversation going.\n\n"
+    "Answers are paid from this workspace's credits: `/credits` shows the balance and how to top up."
+)
+
+_FAILURES = {
+    Failure.RATE_LIMITED: "Claude is receiving too many requests right now, so I couldn't finish. Please try again in a minute.",
+    Failure.OVERLOADED: "Claude is overloaded right now, so I couldn't finish. Please try again in a few minutes.",
+    Failure.UNAVAILABLE: "I couldn't reach Claude just now. Please try again in a few minutes.",
+    Failure.REJECTED: "Claude couldn't process this request (it may be too long). Try a shorter question or start a new thread.",
+    Failure.MISCONFIGURED: "The bot's connection to Claude isn't set up correctly. Please let the person who runs this bot know.",
+    Failure.INTERRUPTED: "The answer was interrupted before it was finished. Please ask again.",
+}
+
+UNEXPECTED = "Something went wrong on my side while answering. Please try again."
+
+
+def _with_request_id(text: str, request_id: str | None) -> str:
+    return f"{text} _(request id: `{request_id}`)_" if request_id else text
+
+
+def claude_failed(failure: Failure, request_id: str | None) -> str:
+    return "⚠️ " + _with_request_id(_FAILURES[failure], request_id)
+
+
+def cut_at_length_limit(max_tokens: int) -> str:
+    return (
+        f"✂️ _The answer was cut here because it reached the length limit ({max_tokens:,} tokens). "
+        "Ask me to continue if you need the rest._"
+    )
+
+
+REFUSED = "🚫 _Claude declined to answer this request._"
+
+HISTORY_UNAVAILABLE = (
+    "_I couldn't read the earlier messages of this thread (Slack limits how often apps may read threads), "
+    "so this answer is based on your message alone._"
+)
+
+
+def insufficient_credits(available: int, price: str) -> str:
+    return (
+        f"This workspace doesn't have enough credits for an answer: *{available:,}* credits available, "
+        f"and {price}. Use `/credits` to see the balance and top up."
+    )
+
+
+def low_balance(balance: int) -> str:
+    return f"💳 _Heads-up: this workspace has {balance:,} credits left. Use `/credits` to top up._"
+
+
+def with_notices(*notices: str | None) -> str:
+    """Notices shown under an answer, separated from it by a blank line."""
+    present = [notice for notice in notices if notice]
+    return "".join(f"\n\n{notice}" for notice in present)

@@ -1,0 +1,161 @@
+"""The real bot on a free port, talking to local fakes of Slack and Anthropic; tests talk to it over HTTP
+with requests signed the way Slack signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+from slack_sdk.signature import SignatureVerifier
+
+from bot.server import RunningBot, start_bot
+from config import Settings, load_settings
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.slack import FakeSlack
+
+SIGNING_SECRET = "test-signing-secret"
+TEAM = "T0001"
+BOT_TOKEN = "xoxb-test-token-T0001"
+BOT_USER = "UBOT"
+_ids = itertools.count(1)
+_ts = itertools.count(1)
+
+
+def new_ts() -> str:
+    return f"{1_700_000_000 + next(_ts)}.000100"
+
+
+def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, **overrides) -> Settings:
+    values = {
+        "slack_bot_token": BOT_TOKEN,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": slack.api_url,
+        "anthropic_api_key": "test-anthropic-key",
+        "anthropic_base_url": claude.base_url,
+        "database_url": database_url,
+        "port": 0,
+        "slack_update_interval": 0.2,
+        "claude_retry_max_wait": 1.0,
+        "free_credits": 0,
+        "ai_credits_per_message": 1,
+        "sweep_interval_seconds": 3600,
+    }
+    values.update(overrides)
+    return load_settings(_env_file=None, **values)
+
+
+@dataclass
+class Sent:
+    status: int
+    event_id: str
+    ts: str
+    body: str = ""
+
+
+@dataclass
+class BotHarness:
+    slack: FakeSlack
+    claude: FakeAnthropic
+    bot: RunningBot
+    http: aiohttp.ClientSession
+    signing_secret: str = SIGNING_SECRET
+    sent: list[Sent] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.bot.port}"
+
+    @property
+    def services(self):
+        return self.bot.services
+
+    def signed_headers(self, body: str, *, timestamp: int | None = None, secret: str | None = None) -> dict:
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        signature = SignatureVerifier(secret or self.signing_secret).generate_signature(timestamp=str(timestamp), body=body)
+        return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": signature}
+
+    async def post_signed(self, body: str, content_type: str, *, headers: dict | None = None, **sign) -> tuple[int, str]:
+        all_headers = {"Content-Type": content_type, **self.signed_headers(body, **sign), **(headers or {})}
+        async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=all_headers) as response:
+            return response.status, await response.text()
+
+    async def send_event(self, event: dict, *, team: str = TEAM, event_id: str | None = None, headers: dict | None = None, **sign) -> Sent:
+        event_id = event_id or f"Ev{next(_ids):08d}"
+        envelope = {
+            "token": "legacy",
+            "team_id": team,
+            "api_app_id": "A0001",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
+        }
+        status, text = await self.post_signed(json.dumps(envelope), "application/json", headers=headers, **sign)
+        sent = Sent(status, event_id, event.get("ts", ""), text)
+        self.sent.append(sent)
+        return sent
+
+    async def mention(self, text: str, *, channel: str = "C0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM, **kwargs) -> Sent:
+        ts = new_ts()
+        event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}".rstrip(), "ts": ts, "channel": channel, "event_ts": ts, "team": team}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return await self.send_event(event, team=team, **kwargs)
+
+    async def dm(self, text: str, *, channel: str = "D0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM, **kwargs) -> Sent:
+        ts = new_ts()
+        event = {"type": "message", "channel_type": "im", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": team}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return await self.send_event(event, team=team, **kwargs)
+
+    async def command(self, command: str, text: str = "", *, user: str = "U0001", team: str = TEAM, channel: str = "C0001") -> tuple[int, dict | str]:
+        form = {
+            "token": "legacy", "team_id": team, "team_domain": "acme", "channel_id": channel, "channel_name": "general",
+            "user_id": user, "user_name": "someone", "command": command, "text": text, "api_app_id": "A0001",
+            "response_url": f"{self.slack.api_url.rstrip('/')}/../response/{next(_ids)}", "trigger_id": f"trig{next(_ids)}",
+        }
+        status, body = await self.post_signed(urlencode(form), "application/x-www-form-urlencoded")
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body
+
+    async def idle(self, timeout: float = 15.0) -> None:
+        """Wait until every answer in progress has finished."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.services.tasks):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(self.services.tasks)} answers still running after {timeout}s")
+            await asyncio.sleep(0.02)
+
+    def replies(self, channel: str, thread_ts: str | None) -> list:
+        if thread_ts is None:
+            return [m for m in self.slack.channel_messages(channel) if not m.thread_ts and not m.deleted]
+        return self.slack.thread(channel, thread_ts)
+
+    def reply_text(self, channel: str, thread_ts: str | None) -> str:
+        return "\n".join(self.slack.visible_markdown(m) for m in self.replies(channel, thread_ts))
+
+
+async def start_harness(database_url: str, **overrides) -> BotHarness:
+    slack = FakeSlack()
+    await slack.start()
+    slack.add_workspace(TEAM, BOT_TOKEN, bot_user_id=BOT_USER)
+    claude = FakeAnthropic()
+    await claude.start()
+    bot = await start_bot(test_settings(database_url, slack, claude, **overrides), host="127.0.0.1", port=0)
+    return BotHarness(slack, claude, bot, aiohttp.ClientSession())
+
+
+async def stop_harness(harness: BotHarness) -> None:
+    await harness.http.close()
+    await harness.bot.stop()
+    await harness.claude.stop()
+    await harness.slack.stop()
