@@ -17,7 +17,6 @@ def build_bolt_app(services: Services) -> AsyncApp:
     settings = services.settings
     app = AsyncApp(
         signing_secret=settings.slack_signing_secret,
-        token=settings.slack_bot_token,
         # Bolt hands every listener a client built from this one, so SLACK_API_URL reaches them all.
         client=AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
         process_before_response=False,

@@ -41,7 +41,7 @@ def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, **
         "port": 0,
         "slack_update_interval": 0.2,
         "claude_retry_max_wait": 1.0,
-        "free_credits": 0,
+        "free_credits": 1_000_000,
         "ai_credits_per_message": 1,
         "sweep_interval_seconds": 3600,
     }

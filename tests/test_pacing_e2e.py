@@ -38,7 +38,7 @@ async def test_first_text_is_shown_without_waiting_for_the_interval(start_bot_on
     await asyncio.sleep(0.3)
     first = h.slack.calls_to("chat.update")
     assert len(first) == 1, "the first delta is shown at once"
-    assert first[0].params["blocks"][0]["text"].startswith("first words")
+    assert first[0].params["blocks"][0]["text"].startswith("first")
     await h.idle()
     assert h.reply_text("C0001", sent.ts) == "first words and then a lot more"
 
@@ -89,7 +89,7 @@ async def test_a_deleted_reply_stops_claude_at_once(start_bot_on_sqlite):
 
 
 async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(start_bot_on_sqlite):
-    h = await start_bot_on_sqlite(slack_update_interval=0.05)
+    h = await start_bot_on_sqlite(slack_update_interval=0.05, claude_max_tokens=16_000)
     code = "\n".join(f"    step_{i}()  # do the thing number {i}" for i in range(500))
     answer = "Intro paragraph.\n\n```python\n" + code + "\n```\n\nThat's all."
     h.claude.enqueue(Script(text=answer, delta_chars=400))

@@ -1,0 +1,241 @@
+"""Prepaid credits per workspace: reserve before asking Claude, settle for what it consumed.
+
+Each operation is one transaction. An answer's life:
+    reserve  -> a "held" reservation; `reserved` grows, the balance does not change yet
+    settle   -> held -> "settled": the hold is returned and the charge (at most the hold) taken
+    release  -> held -> "released": Claude produced nothing, nothing is charged
+    sweep    -> held past its TTL -> "expired": the hold is returned (the bot died or could not settle)
+A reservation leaves "held" through exactly one conditional UPDATE, which is what makes settle,
+release and the sweeper idempotent and safe against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billing import reports, settlement
+from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
+from billing.results import Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
+from billing.settlement import UnknownReservationError
+from billing.tables import credit_accounts as accounts
+from billing.tables import credit_ledger as ledger
+from billing.tables import credit_reservations as reservations
+from billing.tables import insert_once
+from config import BillingSettings
+
+FREE_CREDITS_SOURCE = "free-credits"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Credits:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        free_credits: int = 0,
+        reservation_ttl: timedelta = timedelta(minutes=15),
+        low_balance_threshold: int = 100,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self.engine = engine
+        self.free_credits = free_credits
+        self.reservation_ttl = reservation_ttl
+        self.low_balance_threshold = low_balance_threshold
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, engine: AsyncEngine, settings: BillingSettings, clock: Callable[[], datetime] = utc_now) -> Credits:
+        return cls(
+            engine,
+            free_credits=settings.free_credits,
+            reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            low_balance_threshold=settings.low_balance_threshold,
+            clock=clock,
+        )
+
+    def _now(self) -> datetime:
+        return utc(self.clock())
+
+    # --- answers -------------------------------------------------------------------------------
+
+    async def reserve(self, team_id: str, user_id: str | None, amount: int, reservation_id: str) -> Reservation | Insufficient:
+        """Hold `amount` credits for one answer, only if that many are available. Idempotent on reservation_id."""
+        if amount < 0:
+            raise ValueError(f"cannot reserve a negative amount ({amount})")
+        now = self._now()
+        async with self.engine.begin() as connection:
+            existing = await _find_reservation(connection, reservation_id)
+            if existing is not None:
+                return existing
+            await open_account(connection, team_id, now)
+            await self._grant_free_credits_once(connection, team_id, now)
+            async with connection.begin_nested() as savepoint:
+                held = (
+                    await connection.execute(
+                        sa.update(accounts)
+                        .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
+                        .values(reserved=accounts.c.reserved + amount)
+                        .returning(accounts.c.team_id)
+                    )
+                ).first()
+                if held is not None:
+                    inserted = (
+                        await connection.execute(
+                            insert_once(connection, reservations, "id")
+                            .values(
+                                id=reservation_id,
+                                team_id=team_id,
+                                user_id=user_id,
+                                amount=amount,
+                                status="held",
+                                created_at=now,
+                                expires_at=now + self.reservation_ttl,
+                            )
+                            .returning(reservations.c.id)
+                        )
+                    ).first()
+                    if inserted is not None:
+                        return Reservation(id=reservation_id, team_id=team_id, amount=amount)
+                    await savepoint.rollback()  # a concurrent call with the same id won: keep its hold only
+            # Refused, or beaten by a concurrent call with the same id that may have used the credits.
+            existing = await _find_reservation(connection, reservation_id)
+            if existing is not None:
+                return existing
+            balance, reserved = await read_balance(connection, team_id)
+            return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
+
+    async def _grant_free_credits_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> None:
+        """A workspace's trial credits, once ever: keyed by its team id, so a workspace that leaves and
+        comes back, or whose account a purchase opened first, gets them exactly once."""
+        if self.free_credits <= 0:
+            return
+        already = await connection.execute(
+            sa.select(ledger.c.id).where(ledger.c.source == FREE_CREDITS_SOURCE, ledger.c.external_id == team_id)
+        )
+        if already.first() is not None:
+            return  # the common case, answered without touching the account row
+        await apply_once(  # a concurrent first sight is caught by the unique key and undone
+            connection,
+            team_id=team_id,
+            amount=self.free_credits,
+            kind="trial",
+            source=FREE_CREDITS_SOURCE,
+            external_id=team_id,
+            now=now,
+            low_balance_threshold=self.low_balance_threshold,
+            memo="free credits for a new workspace",
+        )
+
+    async def settle(self, reservation_id: str, charge: int) -> Settlement:
+        """Charge for an answer, at most what was reserved; exactly once however often it is called.
+
+        After release() it charges nothing (already_settled=True); after the sweeper expired the
+        reservation it charges at most what is available then, still once."""
+        if charge < 0:
+            raise ValueError(f"cannot charge a negative amount ({charge})")
+        async with self.engine.begin() as connection:
+            return await settlement.settle(connection, reservation_id, charge, self._now(), self.low_balance_threshold)
+
+    async def release(self, reservation_id: str) -> None:
+        """Claude failed before producing anything: return the hold, charge nothing. Idempotent."""
+        now = self._now()
+        async with self.engine.begin() as connection:
+            released = (
+                await connection.execute(
+                    sa.update(reservations)
+                    .where(reservations.c.id == reservation_id, reservations.c.status == "held")
+                    .values(status="released", charged=0, closed_at=now)
+                    .returning(reservations.c.team_id, reservations.c.amount)
+                )
+            ).first()
+            if released is None:
+                if await _find_reservation(connection, reservation_id) is None:
+                    raise UnknownReservationError(f"no reservation {reservation_id}")
+                return  # already settled, released or expired
+            # No ledger row: the balance did not change, and the reservation row records the release.
+            await connection.execute(
+                sa.update(accounts)
+                .where(accounts.c.team_id == released.team_id)
+                .values(reserved=accounts.c.reserved - released.amount)
+            )
+
+    async def sweep_expired(self) -> int:
+        """Return the holds of reservations past their expiry; how many. One transaction per reservation,
+        so a sweep never holds many locks, and the conditional UPDATE loses gracefully to a late settle."""
+        now = self._now()
+        async with self.engine.begin() as connection:
+            due = (
+                await connection.execute(
+                    sa.select(reservations.c.id)
+                    .where(reservations.c.status == "held", reservations.c.expires_at <= now)
+                    .order_by(reservations.c.expires_at)
+                )
+            ).scalars().all()
+        swept = 0
+        for reservation_id in due:
+            async with self.engine.begin() as connection:
+                if await settlement.expire(connection, reservation_id, now, self.reservation_ttl):
+                    swept += 1
+        return swept
+
+    # --- top-ups and corrections ---------------------------------------------------------------
+
+    async def grant(
+        self, team_id: str, amount: int, *, kind: str, source: str, external_id: str,
+        user_id: str | None = None, memo: str | None = None,
+    ) -> GrantResult:
+        """Add (or, negative, take) credits once per (source, external_id). May take the balance below
+        zero: a refunded purchase is taken back even if it was already spent."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown ledger kind {kind!r}; expected one of {sorted(KINDS)}")
+        now = self._now()
+        async with self.engine.begin() as connection:
+            await open_account(connection, team_id, now)
+            balance = await apply_once(
+                connection, team_id=team_id, amount=amount, kind=kind, source=source, external_id=external_id,
+                now=now, low_balance_threshold=self.low_balance_threshold, user_id=user_id, memo=memo,
+            )
+            if balance is not None:
+                return GrantResult(applied=True, balance=balance)
+            current, _ = await read_balance(connection, team_id)
+            return GrantResult(applied=False, balance=current)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def balance(self, team_id: str) -> Balance:
+        async with self.engine.begin() as connection:
+            found = await read_balance(connection, team_id)
+        balance, reserved = found or (0, 0)
+        return Balance(team_id=team_id, balance=balance, reserved=reserved, available=balance - reserved)
+
+    async def usage(self, team_id: str, *, days: int = 30, top: int = 5) -> UsageSummary:
+        async with self.engine.begin() as connection:
+            return await reports.usage(connection, team_id, since=self._now() - timedelta(days=days), top=top)
+
+    async def history(self, team_id: str, *, limit: int = 50) -> list[LedgerEntry]:
+        async with self.engine.begin() as connection:
+            return await reports.history(connection, team_id, limit=limit)
+
+    async def verify(self) -> list[str]:
+        async with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # One snapshot for every query, so answers settling meanwhile do not show up as differences.
+                await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with connection.begin():
+                return await reports.verify(connection)
+
+
+async def _find_reservation(connection: AsyncConnection, reservation_id: str) -> Reservation | None:
+    row = (
+        await connection.execute(
+            sa.select(reservations.c.id, reservations.c.team_id, reservations.c.amount).where(reservations.c.id == reservation_id)
+        )
+    ).first()
+    return None if row is None else Reservation(id=row.id, team_id=row.team_id, amount=row.amount)

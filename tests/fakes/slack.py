@@ -1,0 +1,482 @@
+"""A local stand-in for the Slack Web API methods the bot uses, with Slack's rate limits and size limits.
+
+The real `AsyncWebClient(token, base_url=fake.api_url)` talks to this in-process aiohttp server, so the
+wire format is the real one: JSON bodies for chat.postMessage/update/postEphemeral and views.publish,
+form or query parameters for the rest, `Authorization: Bearer` (or a `token` form field), HTTP Basic auth
+for oauth.v2.access. Answers are HTTP 200 with `{"ok": ...}`, or 429 + `Retry-After` when rate limited.
+
+    fake = FakeSlack(clock=fake_clock, update_limit_per_minute=3)
+    await fake.start()
+    fake.add_workspace("T1", "xoxb-1")
+    client = AsyncWebClient("xoxb-1", base_url=fake.api_url)
+    ...
+    await fake.stop()
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+import zlib
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+WINDOW = 60.0  # Slack's per-minute tiers behave like a sliding minute
+MAX_BLOCKS = 50
+MAX_HOME_BLOCKS = 100
+MAX_SECTION_CHARS = 3000
+_DECODED_FIELDS = ("blocks", "attachments", "view")  # JSON strings when sent form-encoded
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict
+    team_id: str | None
+    at: float
+    status: int
+    response: dict
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    blocks: list | None
+    user: str
+    bot_id: str
+    team_id: str
+    edits: list[tuple[float, str, list | None]] = field(default_factory=list)
+    deleted: bool = False
+    markdown_text: str | None = None
+
+
+@dataclass
+class Ephemeral:
+    channel: str
+    user: str
+    text: str
+    blocks: list | None
+    message_ts: str
+    team_id: str
+    thread_ts: str | None = None
+
+
+@dataclass
+class Workspace:
+    team_id: str
+    bot_token: str
+    bot_user_id: str
+    bot_id: str
+    team_name: str
+    enterprise_id: str | None
+
+
+class SlackError(Exception):
+    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None):
+        super().__init__(error)
+        self.error, self.status, self.retry_after = error, status, retry_after
+
+
+class FakeSlack:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, update_limit_per_minute: int = 50,
+                 post_per_channel_per_second: float = 1.0, post_burst: int = 3, replies_limit_per_minute: int = 1,
+                 max_markdown_chars: int = 12000, max_text_chars: int = 4000, replies_page_limit: int = 15):
+        self.clock = clock
+        # Plain attributes, read on every call, so a test can tighten a limit on a running fake.
+        self.update_limit_per_minute = update_limit_per_minute
+        self.post_per_channel_per_second = post_per_channel_per_second
+        self.post_burst = post_burst
+        self.replies_limit_per_minute = replies_limit_per_minute
+        self.max_markdown_chars = max_markdown_chars
+        self.max_text_chars = max_text_chars
+        self.replies_page_limit = replies_page_limit
+        self.client_id: str | None = None  # when set, oauth.v2.access checks the app's credentials
+        self.client_secret: str | None = None
+        self.calls: list[Call] = []
+        self.messages: dict[str, Message] = {}
+        self.ephemeral: list[Ephemeral] = []
+        self.home_views: dict[tuple[str, str], dict] = {}
+        self.oauth_installs: dict[str, dict] = {}
+        self.responses: dict[str, list] = defaultdict(list)  # response_url posts, by the url's last segment
+        self.workspaces: dict[str, Workspace] = {}
+        self.users: dict[tuple[str, str], dict] = {}
+        self._tokens: dict[str, str] = {}
+        self._oauth_bot_ids: dict[str, str] = {}
+        self._history: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        self._faults: dict[str, deque] = defaultdict(deque)
+        self._windows: dict[tuple[str, str], deque] = defaultdict(deque)
+        self._buckets: dict[tuple[str, str], list[float]] = {}
+        self._last_ts_us = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._methods = {
+            "auth.test": self._auth_test, "chat.postMessage": self._post_message, "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral, "chat.delete": self._delete,
+            "conversations.replies": self._replies, "conversations.open": self._open, "users.info": self._users_info,
+            "views.publish": self._views_publish, "oauth.v2.access": self._oauth_access,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/response/{id}", self._handle_response_url)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # -- test set-up -------------------------------------------------------------------------------------
+
+    def add_workspace(self, team_id: str, bot_token: str, *, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
+                      team_name: str = "Acme", enterprise_id: str | None = None) -> None:
+        self.remove_workspace(team_id)
+        self.workspaces[team_id] = Workspace(team_id, bot_token, bot_user_id, bot_id, team_name, enterprise_id)
+        self._tokens[bot_token] = team_id
+
+    def remove_workspace(self, team_id: str) -> None:
+        """The app was uninstalled: its token stops working, what it posted stays."""
+        workspace = self.workspaces.pop(team_id, None)
+        if workspace:
+            self._tokens.pop(workspace.bot_token, None)
+
+    def add_user(self, team_id: str, user_id: str, *, is_admin: bool = False, is_owner: bool = False,
+                 name: str = "someone") -> None:
+        self.users[(team_id, user_id)] = {
+            "id": user_id, "team_id": team_id, "name": name, "real_name": name.title(), "deleted": False,
+            "is_admin": is_admin, "is_owner": is_owner, "is_primary_owner": False, "is_restricted": False,
+            "is_ultra_restricted": False, "is_bot": False, "is_app_user": False, "tz": "Europe/London",
+            "profile": {"real_name": name.title(), "display_name": name, "team": team_id},
+        }
+
+    def add_history(self, channel: str, thread_ts: str, messages: list[dict]) -> None:
+        self._history[(channel, thread_ts)].extend(messages)
+
+    def add_oauth_code(self, code: str, team_id: str, *, bot_token: str | None = None, bot_user_id: str = "UBOT",
+                       bot_id: str = "BBOT", team_name: str = "Acme", enterprise_id: str | None = None,
+                       user_id: str = "U0001", app_id: str = "A0001", user_token: str | None = None,
+                       scope: str = "app_mentions:read,chat:write,commands,im:history,users:read",
+                       user_scope: str = "") -> None:
+        """An authorization code the app can exchange once; the bot token works only after the exchange."""
+        authed_user = {"id": user_id, "scope": user_scope, "token_type": "user"}
+        if user_token:
+            authed_user["access_token"] = user_token
+        self.oauth_installs[code] = {
+            "ok": True, "app_id": app_id, "authed_user": authed_user, "scope": scope, "token_type": "bot",
+            "access_token": bot_token or f"xoxb-{team_id}-{zlib.crc32(code.encode()):010d}",
+            "bot_user_id": bot_user_id, "team": {"id": team_id, "name": team_name},
+            "enterprise": {"id": enterprise_id, "name": f"{team_name} Grid"} if enterprise_id else None,
+            "is_enterprise_install": False,
+        }
+        self._oauth_bot_ids[code] = bot_id
+
+    def inject(self, method: str, error: str, *, count: int = 1, retry_after: int = 1, status: int | None = None) -> None:
+        """The next `count` calls of `method` fail; "ratelimited" answers 429 + Retry-After like Slack."""
+        status = status or (429 if error == "ratelimited" else 200)
+        self._faults[method].extend([(error, status, retry_after)] * count)
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deleted the bot's message in Slack."""
+        self.messages[f"{channel}:{ts}"].deleted = True
+
+    # -- inspection --------------------------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        found = [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts and not m.deleted]
+        return sorted(found, key=lambda m: float(m.ts))
+
+    def channel_messages(self, channel: str) -> list[Message]:
+        """Every message the bot has in the channel, threads included, deleted ones too, in ts order."""
+        return sorted((m for m in self.messages.values() if m.channel == channel), key=lambda m: float(m.ts))
+
+    def visible_markdown(self, message: Message) -> str:
+        blocks = message.blocks or []
+        markdown = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
+        if markdown:
+            return "".join(markdown)
+        sections = [b["text"].get("text", "") for b in blocks
+                    if b.get("type") == "section" and isinstance(b.get("text"), dict)]
+        if sections:
+            return "".join(sections)
+        return message.text or message.markdown_text or ""
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        now = self.clock()
+        workspace = None
+        params: dict = {}
+        try:
+            params, token = await self._read(request)
+            if method not in self._methods:
+                raise SlackError("unknown_method")
+            if method != "oauth.v2.access":
+                workspace = self._authenticate(token)
+            self._take_fault(method)
+            body = self._methods[method](workspace, params, now)
+            status, headers = 200, {}
+        except SlackError as failure:
+            body, status = {"ok": False, "error": failure.error}, failure.status
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+        team_id = workspace.team_id if workspace else None
+        if method == "oauth.v2.access" and body.get("ok"):
+            team_id = body["team"]["id"]  # the install it answered belongs to that workspace
+        self.calls.append(Call(method, params, team_id, now, status, body))
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.content_type == "application/json" else dict(await request.post())
+        self.responses[request.match_info["id"]].append(body)
+        return web.Response(text="ok")
+
+    async def _read(self, request: web.Request) -> tuple[dict, str | None]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            try:
+                body = json.loads(await request.text() or "{}")
+                # Slack ignores a token inside a JSON body: JSON callers must use the Authorization header.
+                body.pop("token", None)
+            except (ValueError, AttributeError):
+                raise SlackError("invalid_json") from None
+            params.update(body)
+        elif request.can_read_body:
+            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        for name in _DECODED_FIELDS:
+            if isinstance(params.get(name), str):
+                try:
+                    params[name] = json.loads(params[name])
+                except ValueError:
+                    raise SlackError(f"invalid_{name}_format" if name != "view" else "invalid_arguments") from None
+        token = params.pop("token", None)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials:
+            token = credentials
+        elif scheme.lower() == "basic" and credentials:  # oauth.v2.access: the app's id and secret
+            params["client_id"], _, params["client_secret"] = base64.b64decode(credentials).decode().partition(":")
+        return params, token
+
+    def _authenticate(self, token: str | None) -> Workspace:
+        if not token:
+            raise SlackError("not_authed")
+        team_id = self._tokens.get(token)
+        if team_id is None:
+            raise SlackError("invalid_auth")
+        return self.workspaces[team_id]
+
+    def _take_fault(self, method: str) -> None:
+        if self._faults[method]:
+            error, status, retry_after = self._faults[method].popleft()
+            raise SlackError(error, status=status, retry_after=retry_after if status == 429 else None)
+
+    # -- limits --------------------------------------------------------------------------------------------
+
+    def _per_minute(self, key: tuple[str, str], limit: int, now: float) -> None:
+        """Sliding 60 s window over the calls let through; refused calls don't use up the budget."""
+        window = self._windows[key]
+        while window and window[0] <= now - WINDOW:
+            window.popleft()
+        if len(window) >= limit:
+            raise SlackError("ratelimited", status=429, retry_after=max(1, math.ceil(window[0] + WINDOW - now)))
+        window.append(now)
+
+    def _per_channel_post(self, team_id: str, channel: str, now: float) -> None:
+        """Token bucket: Slack allows short bursts, then about one post per second per channel."""
+        rate, burst = self.post_per_channel_per_second, self.post_burst
+        tokens, last = self._buckets.get((team_id, channel), (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1:
+            self._buckets[(team_id, channel)] = [tokens, now]
+            raise SlackError("ratelimited", status=429, retry_after=max(1, math.ceil((1 - tokens) / rate)))
+        self._buckets[(team_id, channel)] = [tokens - 1, now]
+
+    def _check_content(self, params: dict, *, blocks: list | None, text: str) -> None:
+        markdown_text = params.get("markdown_text")
+        if markdown_text is not None and (params.get("text") or params.get("blocks")):
+            raise SlackError("invalid_arguments")
+        if blocks is not None:
+            if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+                raise SlackError("invalid_blocks")
+            for block in blocks:
+                if (not isinstance(block, dict) or not block.get("type")
+                        or block["type"] == "markdown" and not block.get("text")
+                        or block["type"] == "section" and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_CHARS):
+                    raise SlackError("invalid_blocks")
+            if sum(len(b["text"]) for b in blocks if b["type"] == "markdown") > self.max_markdown_chars:
+                raise SlackError("msg_too_long")
+        if markdown_text is not None and len(markdown_text) > self.max_markdown_chars:
+            raise SlackError("msg_too_long")
+        if not blocks and len(text) > self.max_text_chars:
+            raise SlackError("msg_too_long")
+
+    # -- methods -------------------------------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        # Epoch-like (not the injected clock) so bot replies sort after the user messages tests make up.
+        self._last_ts_us = max(self._last_ts_us + 1, int(time.time() * 1_000_000))
+        return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
+
+    @staticmethod
+    def _message_json(m: Message) -> dict:
+        body = {"type": "message", "text": m.text, "user": m.user, "bot_id": m.bot_id, "app_id": "A0001",
+                "ts": m.ts, "team": m.team_id}
+        if m.blocks:
+            body["blocks"] = m.blocks
+        if m.thread_ts:
+            body["thread_ts"] = m.thread_ts
+        if m.edits:
+            body["edited"] = {"user": m.user, "ts": m.ts}
+        return body
+
+    def _own_message(self, ws: Workspace, channel: str | None, ts: str | None) -> Message:
+        if not channel:
+            raise SlackError("channel_not_found")
+        message = self.messages.get(f"{channel}:{ts}")
+        if message is None or message.deleted or message.team_id != ws.team_id:
+            raise SlackError("message_not_found")
+        return message
+
+    def _auth_test(self, ws: Workspace, params: dict, now: float) -> dict:
+        body = {"ok": True, "url": f"https://{ws.team_name.lower().replace(' ', '-')}.slack.com/", "team": ws.team_name,
+                "user": "bot", "team_id": ws.team_id, "user_id": ws.bot_user_id, "bot_id": ws.bot_id,
+                "is_enterprise_install": False}
+        if ws.enterprise_id:
+            body["enterprise_id"] = ws.enterprise_id
+        return body
+
+    def _post_message(self, ws: Workspace, params: dict, now: float) -> dict:
+        channel = params.get("channel")
+        if not channel:
+            raise SlackError("channel_not_found")
+        self._per_channel_post(ws.team_id, channel, now)
+        blocks, text = params.get("blocks"), params.get("text") or ""
+        if not (text or blocks or params.get("markdown_text") or params.get("attachments")):
+            raise SlackError("no_text")
+        self._check_content(params, blocks=blocks, text=text)
+        message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, blocks or None,
+                          ws.bot_user_id, ws.bot_id, ws.team_id, markdown_text=params.get("markdown_text"))
+        self.messages[f"{channel}:{message.ts}"] = message
+        return {"ok": True, "channel": channel, "ts": message.ts, "message": self._message_json(message)}
+
+    def _update(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.update"), self.update_limit_per_minute, now)
+        channel, ts = params.get("channel"), params.get("ts")
+        message = self._own_message(ws, channel, ts)
+        if not any(params.get(k) is not None for k in ("text", "blocks", "markdown_text", "attachments")):
+            raise SlackError("no_text")
+        if params.get("markdown_text") is not None:
+            text, blocks = "", None
+        else:
+            # Like Slack: a field left out keeps the message's previous value; `blocks: []` removes them.
+            text = params["text"] if "text" in params else message.text
+            blocks = params["blocks"] if "blocks" in params else message.blocks
+        self._check_content(params, blocks=blocks, text=text)
+        message.text, message.blocks = text, blocks or None
+        message.markdown_text = params.get("markdown_text")
+        message.edits.append((now, text, message.blocks))
+        return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": self._message_json(message)}
+
+    def _post_ephemeral(self, ws: Workspace, params: dict, now: float) -> dict:
+        channel, user = params.get("channel"), params.get("user")
+        if not channel or not user:
+            raise SlackError("channel_not_found" if not channel else "user_not_found")
+        blocks, text = params.get("blocks"), params.get("text") or ""
+        if not (text or blocks or params.get("markdown_text")):
+            raise SlackError("no_text")
+        self._check_content(params, blocks=blocks, text=text)
+        ephemeral = Ephemeral(channel, user, text or params.get("markdown_text") or "", blocks or None,
+                              self._next_ts(), ws.team_id, params.get("thread_ts"))
+        self.ephemeral.append(ephemeral)
+        return {"ok": True, "message_ts": ephemeral.message_ts}
+
+    def _delete(self, ws: Workspace, params: dict, now: float) -> dict:
+        channel, ts = params.get("channel"), params.get("ts")
+        self._own_message(ws, channel, ts).deleted = True
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _replies(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "conversations.replies"), self.replies_limit_per_minute, now)
+        channel, thread_ts = params.get("channel"), params.get("ts")
+        if not channel:
+            raise SlackError("channel_not_found")
+        if not thread_ts:
+            raise SlackError("thread_not_found")
+        ours = [self._message_json(m) for m in self.thread(channel, thread_ts)]
+        everything = sorted(self._history[(channel, thread_ts)] + ours,
+                            key=lambda m: (m.get("ts") != thread_ts, float(m.get("ts") or 0)))
+        limit = min(int(params.get("limit") or 1000), self.replies_page_limit)
+        start = int(base64.b64decode(params["cursor"]).decode().removeprefix("offset:")) if params.get("cursor") else 0
+        page, more = everything[start:start + limit], start + limit < len(everything)
+        cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
+        return {"ok": True, "messages": page, "has_more": more, "response_metadata": {"next_cursor": cursor}}
+
+    def _open(self, ws: Workspace, params: dict, now: float) -> dict:
+        users = sorted(u for u in str(params.get("users") or "").split(",") if u)
+        if not users:
+            raise SlackError("users_list_not_supplied")
+        # Deterministic ids: U0001's DM is D0001, like the DMs the test harness sends events from.
+        channel = f"D{users[0][1:]}" if len(users) == 1 else f"G{zlib.crc32(','.join(users).encode()):08X}"
+        return {"ok": True, "channel": {"id": channel}}
+
+    def _users_info(self, ws: Workspace, params: dict, now: float) -> dict:
+        user = self.users.get((ws.team_id, params.get("user") or ""))
+        if user is None:
+            raise SlackError("user_not_found")
+        return {"ok": True, "user": user}
+
+    def _views_publish(self, ws: Workspace, params: dict, now: float) -> dict:
+        user_id, view = params.get("user_id"), params.get("view")
+        if not user_id or not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments")
+        if len(view.get("blocks") or []) > MAX_HOME_BLOCKS:
+            raise SlackError("invalid_blocks")
+        view_id = f"V{zlib.crc32(f'{ws.team_id}:{user_id}'.encode()):08X}"
+        published = {"id": view_id, "team_id": ws.team_id, "type": "home", "blocks": view.get("blocks") or [],
+                     "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+                     "state": {"values": {}}, "hash": f"{now:.6f}", "app_id": "A0001", "bot_id": ws.bot_id}
+        self.home_views[(ws.team_id, user_id)] = published
+        return {"ok": True, "view": published}
+
+    def _oauth_access(self, ws: None, params: dict, now: float) -> dict:
+        client_id, client_secret = params.get("client_id"), params.get("client_secret")
+        if not client_id or (self.client_id and client_id != self.client_id):
+            raise SlackError("invalid_client_id")
+        if not client_secret or (self.client_secret and client_secret != self.client_secret):
+            raise SlackError("bad_client_secret")
+        code = params.get("code") or ""
+        payload = self.oauth_installs.pop(code, None)  # a code works once, like Slack's
+        if payload is None:
+            raise SlackError("invalid_code")
+        team = payload["team"]
+        self.add_workspace(team["id"], payload["access_token"], bot_user_id=payload["bot_user_id"],
+                           bot_id=self._oauth_bot_ids.pop(code), team_name=team["name"],
+                           enterprise_id=(payload["enterprise"] or {}).get("id"))
+        return payload

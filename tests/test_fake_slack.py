@@ -1,0 +1,207 @@
+"""The fake answers the real AsyncWebClient with Slack's shapes, rate limits and size limits."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tests.fakes.slack import FakeSlack
+
+TOKEN = "xoxb-T1-token"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+async def make(clock):
+    started = []
+
+    async def make(**limits) -> tuple[FakeSlack, AsyncWebClient]:
+        fake = FakeSlack(clock=clock, **limits)
+        await fake.start()
+        started.append(fake)
+        fake.add_workspace("T1", TOKEN, bot_user_id="UBOT", bot_id="BBOT")
+        return fake, AsyncWebClient(TOKEN, base_url=fake.api_url)
+
+    yield make
+    for fake in started:
+        await fake.stop()
+
+
+def markdown(text: str) -> dict:
+    return {"text": "plain fallback", "blocks": [{"type": "markdown", "text": text}]}
+
+
+async def failure(call) -> SlackApiError:
+    with pytest.raises(SlackApiError) as raised:
+        await call
+    return raised.value
+
+
+async def test_post_then_update_shows_the_latest_markdown(make):
+    fake, client = await make()
+    posted = await client.chat_postMessage(channel="C1", thread_ts="1700000001.000100", **markdown("Thinking…"))
+    assert re.fullmatch(r"\d{10}\.\d{6}", posted["ts"])
+    assert posted["message"]["user"] == "UBOT" and posted["message"]["bot_id"] == "BBOT"
+    assert posted["message"]["thread_ts"] == "1700000001.000100"
+    second = await client.chat_postMessage(channel="C1", thread_ts="1700000001.000100", text="plain")
+    assert float(second["ts"]) > float(posted["ts"])
+
+    updated = await client.chat_update(channel="C1", ts=posted["ts"], **markdown("**Done** here"))
+    assert updated["ts"] == posted["ts"] and updated["message"]["blocks"][0]["text"] == "**Done** here"
+    (reply, plain) = fake.thread("C1", "1700000001.000100")
+    assert fake.visible_markdown(reply) == "**Done** here"
+    assert fake.visible_markdown(plain) == "plain"
+    assert [(text, blocks[0]["text"]) for _, text, blocks in reply.edits] == [("plain fallback", "**Done** here")]
+    call = fake.calls_to("chat.update")[0]
+    assert call.team_id == "T1" and call.params["blocks"][0]["type"] == "markdown"
+
+
+async def test_form_encoded_calls_with_a_token_param_and_blocks_as_a_json_string(make):
+    fake, _ = await make()
+    anonymous = AsyncWebClient(base_url=fake.api_url)
+    blocks = json.dumps([{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}])
+    response = await anonymous.api_call("chat.postMessage", data={"token": TOKEN, "channel": "C2", "blocks": blocks})
+    assert response["ok"] and response.headers["content-type"].startswith("application/json")
+    (message,) = fake.channel_messages("C2")
+    assert message.blocks[0]["type"] == "section" and fake.visible_markdown(message) == "*hi*"
+
+
+async def test_tokens_methods_and_uninstalls(make):
+    fake, client = await make()
+    assert (await client.auth_test())["user_id"] == "UBOT"
+    assert (await failure(AsyncWebClient(base_url=fake.api_url).auth_test())).response["error"] == "not_authed"
+    assert (await failure(AsyncWebClient("xoxb-nope", base_url=fake.api_url).auth_test())).response["error"] == "invalid_auth"
+    assert (await failure(client.api_call("chat.frobnicate"))).response["error"] == "unknown_method"
+    fake.remove_workspace("T1")
+    assert (await failure(client.auth_test())).response["error"] == "invalid_auth"
+
+
+async def test_update_limit_answers_429_until_the_oldest_edit_leaves_the_window(make, clock):
+    fake, client = await make(update_limit_per_minute=3)
+    ts = (await client.chat_postMessage(channel="C1", text="x"))["ts"]
+    for n in range(3):
+        await client.chat_update(channel="C1", ts=ts, text=f"edit {n}")
+        clock.now += 10
+    limited = await failure(client.chat_update(channel="C1", ts=ts, text="too many"))
+    assert limited.response.status_code == 429 and limited.response["error"] == "ratelimited"
+    assert limited.response.headers["Retry-After"] == "30"
+    clock.now += 29.5  # refused calls don't use up the budget, so only the first edit has to age out
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="no"))).response.headers["Retry-After"] == "1"
+    clock.now += 0.5
+    await client.chat_update(channel="C1", ts=ts, text="made it")
+    assert [c.status for c in fake.calls_to("chat.update")] == [200, 200, 200, 429, 429, 200]
+
+
+async def test_an_update_after_the_user_deleted_the_message_is_not_found(make):
+    fake, client = await make()
+    ts = (await client.chat_postMessage(channel="C1", thread_ts="1.000001", text="hello"))["ts"]
+    fake.delete_message("C1", ts)
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="more"))).response["error"] == "message_not_found"
+    assert (await failure(client.chat_update(channel="C1", ts="1.000002", text="x"))).response["error"] == "message_not_found"
+    assert fake.thread("C1", "1.000001") == []
+
+
+async def test_size_limits(make):
+    fake, client = await make(post_burst=10)  # rejected posts still spend the channel's rate budget
+    too_long = await failure(client.chat_postMessage(channel="C1", **markdown("a" * 12_001)))
+    assert too_long.response["error"] == "msg_too_long"
+    await client.chat_postMessage(channel="C1", **markdown("a" * 12_000))
+    split = {"text": "x", "blocks": [{"type": "markdown", "text": "a" * 6_001}, {"type": "markdown", "text": "b" * 6_000}]}
+    assert (await failure(client.chat_postMessage(channel="C1", **split))).response["error"] == "msg_too_long"
+    ts = (await client.chat_postMessage(channel="C1", text="a" * 4_000))["ts"]
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="a" * 4_001))).response["error"] == "msg_too_long"
+    many = [{"type": "markdown", "text": "x"}] * 51
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=many))).response["error"] == "invalid_blocks"
+    empty = [{"type": "markdown", "text": ""}]
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=empty))).response["error"] == "invalid_blocks"
+    both = await failure(client.chat_postMessage(channel="C1", text="x", markdown_text="**x**"))
+    assert both.response["error"] == "invalid_arguments"
+    assert [len(m.text) for m in fake.channel_messages("C1")] == [14, 4000], "rejected calls change nothing"
+
+
+async def test_an_injected_ratelimit_answers_429_once(make):
+    fake, client = await make()
+    ts = (await client.chat_postMessage(channel="C1", text="x"))["ts"]
+    fake.inject("chat.update", "ratelimited", retry_after=7)
+    limited = await failure(client.chat_update(channel="C1", ts=ts, text="y"))
+    assert limited.response.status_code == 429 and limited.response.headers["Retry-After"] == "7"
+    await client.chat_update(channel="C1", ts=ts, text="y")
+    fake.inject("chat.update", "cant_update_message")
+    refused = await failure(client.chat_update(channel="C1", ts=ts, text="z"))
+    assert refused.response.status_code == 200 and refused.response["error"] == "cant_update_message"
+
+
+async def test_conversations_replies_is_tier_1_and_includes_the_bots_replies(make, clock):
+    fake, client = await make()
+    parent = "1700000001.000100"
+    fake.add_history("C1", parent, [{"type": "message", "user": "U1", "text": "question", "ts": parent},
+                                    {"type": "message", "user": "U2", "text": "me too", "ts": "1700000002.000100",
+                                     "thread_ts": parent}])
+    await client.chat_postMessage(channel="C1", thread_ts=parent, text="answer")
+    replies = await client.conversations_replies(channel="C1", ts=parent)
+    assert [m["text"] for m in replies["messages"]] == ["question", "me too", "answer"]
+    assert replies["messages"][2]["user"] == "UBOT" and replies["has_more"] is False
+    clock.now += 45
+    limited = await failure(client.conversations_replies(channel="C1", ts=parent))
+    assert limited.response.status_code == 429 and limited.response.headers["Retry-After"] == "15"
+    clock.now += 15
+    assert (await client.conversations_replies(channel="C1", ts=parent))["ok"]
+
+
+async def test_post_message_allows_a_burst_then_one_per_second_per_channel(make, clock):
+    fake, client = await make(post_burst=3, post_per_channel_per_second=1.0)
+    for n in range(3):
+        await client.chat_postMessage(channel="C1", text=f"post {n}")
+    limited = await failure(client.chat_postMessage(channel="C1", text="one too many"))
+    assert limited.response.status_code == 429 and limited.response.headers["Retry-After"] == "1"
+    await client.chat_postMessage(channel="C2", text="another channel has its own bucket")
+    clock.now += 1.0
+    await client.chat_postMessage(channel="C1", text="refilled")
+    assert len(fake.channel_messages("C1")) == 4
+
+
+async def test_oauth_code_exchange_installs_the_workspace_once(make):
+    fake, _ = await make()
+    fake.add_oauth_code("code-1", "T9", bot_token="xoxb-T9", bot_user_id="UB9", bot_id="BB9", team_name="Nine")
+    installed = AsyncWebClient("xoxb-T9", base_url=fake.api_url)
+    assert (await failure(installed.auth_test())).response["error"] == "invalid_auth", "no token before the exchange"
+    anonymous = AsyncWebClient(base_url=fake.api_url)
+    payload = await anonymous.oauth_v2_access(client_id="cid", client_secret="secret", code="code-1")
+    assert payload["access_token"] == "xoxb-T9" and payload["token_type"] == "bot"
+    assert payload["team"] == {"id": "T9", "name": "Nine"} and payload["enterprise"] is None
+    assert payload["authed_user"]["id"] == "U0001" and payload["bot_user_id"] == "UB9"
+    assert (await installed.auth_test())["bot_id"] == "BB9"
+    again = await failure(anonymous.oauth_v2_access(client_id="cid", client_secret="secret", code="code-1"))
+    assert again.response["error"] == "invalid_code"
+    assert fake.calls_to("oauth.v2.access")[0].team_id == "T9"
+
+
+async def test_users_info_views_publish_dms_and_ephemerals(make):
+    fake, client = await make()
+    fake.add_user("T1", "U1", is_admin=True, name="ada")
+    user = (await client.users_info(user="U1"))["user"]
+    assert user["is_admin"] and not user["is_owner"] and user["team_id"] == "T1" and user["name"] == "ada"
+    assert (await failure(client.users_info(user="U404"))).response["error"] == "user_not_found"
+    view = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Credits: 5"}}]}
+    assert (await client.views_publish(user_id="U1", view=view))["view"]["type"] == "home"
+    assert fake.home_views[("T1", "U1")]["blocks"] == view["blocks"]
+    opened = await client.conversations_open(users="U0001")
+    assert opened["channel"]["id"] == "D0001" == (await client.conversations_open(users="U0001"))["channel"]["id"]
+    ephemeral = await client.chat_postEphemeral(channel="C1", user="U1", text="only you")
+    assert fake.ephemeral[0].user == "U1" and fake.ephemeral[0].message_ts == ephemeral["message_ts"]
