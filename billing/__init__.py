@@ -4,6 +4,7 @@ The bot uses exactly what is exported here. `billing` never imports `bot`.
 """
 
 from billing.credits import Credits
+from billing.packs import CreditPack, find_pack, parse_credit_packs
 from billing.pricing import (
     FlatPricing,
     ModelPrices,
@@ -16,8 +17,21 @@ from billing.pricing import (
 )
 from billing.results import Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
 from billing.settlement import UnknownReservationError
+from billing.stripe_checkout import Checkout, CheckoutError, CheckoutLink, build_stripe_client
+from billing.stripe_web import stripe_routes
+from billing.stripe_webhook import PurchaseNotifier, StripeWebhook
 
 __all__ = [
+    "Checkout",
+    "CheckoutError",
+    "CheckoutLink",
+    "CreditPack",
+    "PurchaseNotifier",
+    "StripeWebhook",
+    "build_stripe_client",
+    "find_pack",
+    "parse_credit_packs",
+    "stripe_routes",
     "Balance",
     "Credits",
     "FlatPricing",

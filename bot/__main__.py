@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve_forever(settings))
-    except UnknownModelError as error:
+    except (UnknownModelError, ConfigError) as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

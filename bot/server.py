@@ -12,6 +12,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import text
 
+from billing import stripe_routes
 from bot.app import build_bolt_app
 from bot.services import EVENT_CLAIM_RETENTION, Services, build_services, utc_now
 from config import Settings
@@ -39,6 +40,7 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
     app = web.Application()
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
+    app.add_routes(stripe_routes(services.stripe_webhook))
     return app
 
 
@@ -50,6 +52,8 @@ async def upkeep(services: Services) -> None:
             if released:
                 log.warning("released %d expired credit reservations", released)
             await services.events.forget_older_than(EVENT_CLAIM_RETENTION)
+            if services.stripe_webhook is not None:
+                await services.stripe_webhook.prune_events()
         except Exception:
             log.exception("periodic upkeep failed; trying again later")
         await asyncio.sleep(services.settings.sweep_interval_seconds)
@@ -73,8 +77,7 @@ class RunningBot:
         for task in self.background:
             task.cancel()
         await self.runner.cleanup()
-        await self.services.claude.close()
-        await self.services.engine.dispose()
+        await self.services.close()
 
 
 async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0", port: int | None = None) -> RunningBot:

@@ -6,15 +6,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import anthropic
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import Credits, Pricing, build_pricing
+from billing import Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
 from bot.edit_scheduler import EditSchedulers
 from bot.event_dedup import EventLog
 from bot.history import ConversationHistory
-from config import Settings
+from bot.purchase_notices import SlackPurchaseNotices
+from config import ConfigError, Settings
 
 
 def utc_now() -> datetime:
@@ -33,16 +36,51 @@ class Services:
     edit_schedulers: EditSchedulers
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
+    http: aiohttp.ClientSession
+    checkout: Checkout | None
+    stripe_webhook: StripeWebhook | None
+
+    async def slack_client_for_team(self, team_id: str) -> AsyncWebClient | None:
+        """A Web API client for work that no Slack request started (a purchase granted by Stripe)."""
+        return AsyncWebClient(token=self.settings.slack_bot_token, base_url=self.settings.slack_api_url)
+
+    async def close(self) -> None:
+        await self.claude.close()
+        await self.http.close()
+        await self.engine.dispose()
+
+
+def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aiohttp.ClientSession, clock, notices):
+    if not settings.stripe_enabled:
+        return None, None
+    try:
+        packs = parse_credit_packs(settings.credit_packs, settings.stripe_currency)
+    except ValueError as error:
+        raise ConfigError(f"CREDIT_PACKS is invalid: {error}") from None
+    checkout = Checkout(
+        engine,
+        build_stripe_client(settings, http),
+        packs=packs,
+        currency=settings.stripe_currency,
+        public_url=settings.public_url,
+        clock=clock,
+    )
+    webhook = StripeWebhook(engine, credits, webhook_secret=settings.stripe_webhook_secret, notify=notices, clock=clock)
+    return checkout, webhook
 
 
 def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> Services:
-    """Raises billing.UnknownModelError when CLAUDE_MODEL has no price (usage pricing)."""
-    return Services(
+    """Raises billing.UnknownModelError when CLAUDE_MODEL has no price (usage pricing), ConfigError for bad packs.
+
+    Must run inside the event loop (it opens the HTTP session Stripe's client uses)."""
+    credits = Credits.from_settings(engine, settings, clock=clock)
+    http = aiohttp.ClientSession()
+    services = Services(
         settings=settings,
         engine=engine,
         events=EventLog(engine, clock),
         history=ConversationHistory(engine, token_budget=settings.history_token_budget, clock=clock),
-        credits=Credits.from_settings(engine, settings, clock=clock),
+        credits=credits,
         pricing=build_pricing(settings),
         claude=anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key,
@@ -57,7 +95,13 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         ),
         tasks=BackgroundTasks(),
         clock=clock,
+        http=http,
+        checkout=None,
+        stripe_webhook=None,
     )
+    notices = SlackPurchaseNotices(services.slack_client_for_team)
+    services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)
+    return services
 
 
 EVENT_CLAIM_RETENTION = timedelta(days=2)

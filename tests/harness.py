@@ -17,6 +17,11 @@ from bot.server import RunningBot, start_bot
 from config import Settings, load_settings
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.slack import FakeSlack
+from tests.fakes.stripe import FakeStripe
+
+STRIPE_SECRET_KEY = "sk_test_bot_4242"
+STRIPE_WEBHOOK_SECRET = "whsec_bot_secret"
+PUBLIC_URL = "https://bot.example.com"
 
 SIGNING_SECRET = "test-signing-secret"
 TEAM = "T0001"
@@ -30,8 +35,14 @@ def new_ts() -> str:
     return f"{1_700_000_000 + next(_ts)}.000100"
 
 
-def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, **overrides) -> Settings:
+def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, stripe: FakeStripe, **overrides) -> Settings:
     values = {
+        "stripe_secret_key": STRIPE_SECRET_KEY,
+        "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
+        "stripe_api_base": stripe.api_base,
+        "stripe_max_network_retries": 0,
+        "public_url": PUBLIC_URL,
+        "credit_packs": "500:5.00,2000:18.00",
         "slack_bot_token": BOT_TOKEN,
         "slack_signing_secret": SIGNING_SECRET,
         "slack_api_url": slack.api_url,
@@ -61,6 +72,7 @@ class Sent:
 class BotHarness:
     slack: FakeSlack
     claude: FakeAnthropic
+    stripe: FakeStripe
     bot: RunningBot
     http: aiohttp.ClientSession
     signing_secret: str = SIGNING_SECRET
@@ -119,13 +131,54 @@ class BotHarness:
         form = {
             "token": "legacy", "team_id": team, "team_domain": "acme", "channel_id": channel, "channel_name": "general",
             "user_id": user, "user_name": "someone", "command": command, "text": text, "api_app_id": "A0001",
-            "response_url": f"{self.slack.api_url.rstrip('/')}/../response/{next(_ids)}", "trigger_id": f"trig{next(_ids)}",
+            "response_url": self.response_url(), "trigger_id": f"trig{next(_ids)}",
         }
         status, body = await self.post_signed(urlencode(form), "application/x-www-form-urlencoded")
         try:
             return status, json.loads(body)
         except ValueError:
             return status, body
+
+    async def click(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM, message_ts: str = "1700000000.000001") -> tuple[int, str]:
+        """Press a button of an ephemeral message, as Slack's block_actions payload says it."""
+        payload = {
+            "type": "block_actions",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "team_id": team, "name": "someone"},
+            "api_app_id": "A0001",
+            "token": "legacy",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": "C0001", "is_ephemeral": True},
+            "trigger_id": f"trig{next(_ids)}",
+            "channel": {"id": "C0001", "name": "general"},
+            "response_url": self.response_url(),
+            "actions": [{"action_id": action_id, "block_id": "buy_credits", "type": "button", "value": value, "action_ts": str(time.time())}],
+        }
+        return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
+    async def stripe_delivery(self, event: dict, *, secret: str = STRIPE_WEBHOOK_SECRET, signature: str | None = None) -> tuple[int, str]:
+        payload = json.dumps(event).encode()
+        headers = {"Content-Type": "application/json"}
+        signature = signature if signature is not None else self.stripe.sign(payload, secret)
+        if signature:
+            headers["Stripe-Signature"] = signature
+        async with self.http.post(f"{self.url}/stripe/webhook", data=payload, headers=headers) as response:
+            return response.status, await response.text()
+
+    async def responses(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the bot has sent `count` messages to response_urls."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while sum(len(posts) for posts in self.slack.responses.values()) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"expected {count} response_url messages, got {dict(self.slack.responses)}")
+            await asyncio.sleep(0.02)
+
+    def last_response(self) -> dict:
+        """The latest message the bot sent to a response_url."""
+        latest = max(self.slack.responses, key=lambda key: int(key))
+        return self.slack.responses[latest][-1]
+
+    def response_url(self) -> str:
+        return self.slack.api_url.removesuffix("api/") + f"response/{next(_ids)}"
 
     async def idle(self, timeout: float = 15.0) -> None:
         """Wait until every answer in progress has finished."""
@@ -150,12 +203,15 @@ async def start_harness(database_url: str, **overrides) -> BotHarness:
     slack.add_workspace(TEAM, BOT_TOKEN, bot_user_id=BOT_USER)
     claude = FakeAnthropic()
     await claude.start()
-    bot = await start_bot(test_settings(database_url, slack, claude, **overrides), host="127.0.0.1", port=0)
-    return BotHarness(slack, claude, bot, aiohttp.ClientSession())
+    stripe = FakeStripe()
+    await stripe.start()
+    bot = await start_bot(test_settings(database_url, slack, claude, stripe, **overrides), host="127.0.0.1", port=0)
+    return BotHarness(slack, claude, stripe, bot, aiohttp.ClientSession())
 
 
 async def stop_harness(harness: BotHarness) -> None:
     await harness.http.close()
     await harness.bot.stop()
     await harness.claude.stop()
+    await harness.stripe.stop()
     await harness.slack.stop()

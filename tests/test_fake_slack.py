@@ -68,6 +68,8 @@ async def test_post_then_update_shows_the_latest_markdown(make):
     assert fake.visible_markdown(reply) == "**Done** here"
     assert fake.visible_markdown(plain) == "plain"
     assert [(text, blocks[0]["text"]) for _, text, blocks in reply.edits] == [("plain fallback", "**Done** here")]
+    await client.chat_update(channel="C1", ts=posted["ts"], text="new fallback")
+    assert fake.visible_markdown(reply) == "**Done** here", "like Slack, an update without blocks keeps them"
     call = fake.calls_to("chat.update")[0]
     assert call.team_id == "T1" and call.params["blocks"][0]["type"] == "markdown"
 

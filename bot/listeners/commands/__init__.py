@@ -1,24 +1,36 @@
 import asyncio
 import logging
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.credits_view import credits_blocks, credits_summary_text
 from bot.services import Services
+from bot.top_up import checkout_message, top_up_offer
 
 log = logging.getLogger(__name__)
 
-# Slack wants the acknowledgement within 3 seconds; the answer itself must fit in that too.
+# Slack wants the acknowledgement within 3 seconds, and the balance travels in it.
 REPLY_DEADLINE = 2.0
+USAGE = "Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack."
 
 
 def register(app: AsyncApp) -> None:
     app.command("/credits")(on_credits)
 
 
-async def on_credits(ack: AsyncAck, command: dict, context: AsyncBoltContext) -> None:
+async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, context: AsyncBoltContext) -> None:
     services: Services = context["services"]
     team_id = context.team_id or command.get("team_id", "")
+    words = command.get("text", "").split()
+    if words and words[0].lower() == "buy":
+        await _buy(ack, respond, command, context, services, team_id, words[1:])
+    elif words and words[0].lower() != "help":
+        await ack(response_type="ephemeral", text=f"I don't know `{words[0]}`. {USAGE}")
+    else:
+        await ack(**await _overview(services, team_id))
+
+
+async def _overview(services: Services, team_id: str) -> dict:
     try:
         balance, usage = await asyncio.wait_for(
             asyncio.gather(services.credits.balance(team_id), services.credits.usage(team_id, days=30)),
@@ -26,13 +38,23 @@ async def on_credits(ack: AsyncAck, command: dict, context: AsyncBoltContext) ->
         )
     except Exception:
         log.exception("/credits could not read the balance of %s", team_id)
-        await ack(response_type="ephemeral", text="I couldn't read this workspace's credits just now. Please try again in a minute.")
+        return {"response_type": "ephemeral", "text": "I couldn't read this workspace's credits just now. Please try again in a minute."}
+    buttons, note = top_up_offer(services)
+    blocks = credits_blocks(balance, usage, services.pricing.describe(), top_up=buttons, top_up_note=note)
+    return {"response_type": "ephemeral", "text": credits_summary_text(balance), "blocks": blocks}
+
+
+async def _buy(ack, respond, command, context, services: Services, team_id: str, args: list[str]) -> None:
+    if len(args) != 1 or not args[0].replace(",", "").isdigit():
+        await ack(response_type="ephemeral", text=f"Which pack? {USAGE}")
         return
-    blocks = credits_blocks(
-        balance,
-        usage,
-        services.pricing.describe(),
-        top_up=None,
-        top_up_note="Top-ups are not configured on this bot yet; ask the person who runs it to add credits.",
+    await ack(response_type="ephemeral", text="Opening a checkout page…")
+    message = await checkout_message(
+        services,
+        context.client,
+        team_id=team_id,
+        user_id=command["user_id"],
+        credits=int(args[0].replace(",", "")),
+        request_key=f"command:{command.get('trigger_id')}",
     )
-    await ack(response_type="ephemeral", text=credits_summary_text(balance), blocks=blocks)
+    await respond(**message)

@@ -1,0 +1,41 @@
+"""Tells a buyer in a DM what became of their purchase (billing calls this after the change is committed)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger(__name__)
+
+ClientForTeam = Callable[[str], Awaitable[AsyncWebClient | None]]
+
+
+class SlackPurchaseNotices:
+    """billing.PurchaseNotifier, by direct message."""
+
+    def __init__(self, client_for_team: ClientForTeam):
+        self._client_for_team = client_for_team
+
+    async def _dm(self, team_id: str, user_id: str | None, text: str) -> None:
+        client = await self._client_for_team(team_id)
+        if client is None or not user_id:
+            log.warning("cannot DM the buyer %s in team %s", user_id, team_id)
+            return
+        channel = (await client.conversations_open(users=user_id))["channel"]["id"]
+        await client.chat_postMessage(channel=channel, text=text)
+
+    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int) -> None:
+        await self._dm(
+            team_id,
+            user_id,
+            f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.",
+        )
+
+    async def payment_failed(self, team_id: str, user_id: str | None) -> None:
+        await self._dm(
+            team_id,
+            user_id,
+            "Your payment for credits did not go through, so no credits were added. You can try again with `/credits`.",
+        )
