@@ -66,7 +66,10 @@ class Credits:
     # --- answers -------------------------------------------------------------------------------
 
     async def reserve(self, team_id: str, user_id: str | None, amount: int, reservation_id: str) -> Reservation | Insufficient:
-        """Hold `amount` credits for one answer, only if that many are available. Idempotent on reservation_id."""
+        """Hold `amount` credits for one answer, only if that many are available.
+
+        Idempotent on reservation_id: a repeated call returns the first reservation, whatever became of it.
+        The first sight of a workspace opens its account and grants FREE_CREDITS (once ever)."""
         if amount < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
         now = self._now()
@@ -111,17 +114,30 @@ class Credits:
             balance, reserved = await read_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
 
-    async def _grant_free_credits_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> None:
+    async def grant_free_credits(self, team_id: str) -> GrantResult:
+        """The workspace's trial credits now (at install) rather than at its first question; applied=False
+        when it had them before (a re-install) or FREE_CREDITS is 0."""
+        now = self._now()
+        async with self.engine.begin() as connection:
+            await open_account(connection, team_id, now)
+            balance = await self._grant_free_credits_once(connection, team_id, now)
+            if balance is not None:
+                return GrantResult(applied=True, balance=balance)
+            current, _ = await read_balance(connection, team_id)
+            return GrantResult(applied=False, balance=current)
+
+    async def _grant_free_credits_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> int | None:
         """A workspace's trial credits, once ever: keyed by its team id, so a workspace that leaves and
-        comes back, or whose account a purchase opened first, gets them exactly once."""
+        comes back, or whose account a purchase opened first, gets them exactly once. The new balance
+        when this call granted them, else None."""
         if self.free_credits <= 0:
-            return
+            return None
         already = await connection.execute(
             sa.select(ledger.c.id).where(ledger.c.source == FREE_CREDITS_SOURCE, ledger.c.external_id == team_id)
         )
         if already.first() is not None:
-            return  # the common case, answered without touching the account row
-        await apply_once(  # a concurrent first sight is caught by the unique key and undone
+            return None  # the common case, answered without touching the account row
+        return await apply_once(  # a concurrent first sight is caught by the unique key and undone
             connection,
             team_id=team_id,
             amount=self.free_credits,
@@ -215,9 +231,11 @@ class Credits:
         balance, reserved = found or (0, 0)
         return Balance(team_id=team_id, balance=balance, reserved=reserved, available=balance - reserved)
 
-    async def usage(self, team_id: str, *, days: int = 30, top: int = 5) -> UsageSummary:
+    async def usage(self, team_id: str, *, days: int = 30, top: int = 5, since: datetime | None = None) -> UsageSummary:
+        """Usage over the last `days`, or since a moment (the App Home shows the calendar month)."""
+        since = utc(since) if since is not None else self._now() - timedelta(days=days)
         async with self.engine.begin() as connection:
-            return await reports.usage(connection, team_id, since=self._now() - timedelta(days=days), top=top)
+            return await reports.usage(connection, team_id, since=since, top=top)
 
     async def history(self, team_id: str, *, limit: int = 50) -> list[LedgerEntry]:
         async with self.engine.begin() as connection:

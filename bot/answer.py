@@ -86,15 +86,22 @@ async def conversation_so_far(question: Question, client: AsyncWebClient, servic
     return Context(trim_to_budget(imported, services.settings.history_token_budget), imported, None)
 
 
-async def answer_question(question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None) -> None:
+@dataclass
+class Prepared:
+    context: Context
+    request: dict
+    hold: Reservation
+
+
+async def prepare(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Prepared | None:
+    """Everything before the placeholder; None when the question is answered already (a retry, help, no credits)."""
     if not await services.events.claim(question.event_id, question.team_id):
         log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
-        return
+        return None
     if not question.text:
         help_text = say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot")
         await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=help_text)
-        return
-
+        return None
     context = await conversation_so_far(question, client, services, bot_user_id)
     request = build_claude_request(services, context.prior, question.text)
     needed = services.pricing.worst_case(reserved_input_tokens(request), services.settings.claude_max_tokens)
@@ -103,7 +110,24 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
         log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
         text = say.insufficient_credits(hold.available, services.pricing.describe())
         await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=text)
+        return None
+    return Prepared(context, request, hold)
+
+
+async def answer_question(question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None) -> None:
+    try:
+        prepared = await prepare(question, client, services, bot_user_id)
+    except Exception:
+        # The database or Slack failed before any credit was held: say so rather than stay silent.
+        log.exception("could not start answering event %s", question.event_id)
+        try:
+            await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=say.NOT_STARTED)
+        except Exception:
+            log.exception("could not tell the user about event %s either", question.event_id)
         return
+    if prepared is None:
+        return
+    context, request, hold = prepared.context, prepared.request, prepared.hold
 
     reply = SlackReply(
         client,
@@ -185,7 +209,8 @@ def _current_task_cancelling() -> bool:
 async def settle(services: Services, hold: Reservation, stream: ClaudeStream, *, reply_deleted: bool) -> Settlement | None:
     """Charge what Claude consumed, or give the whole reservation back when it produced nothing."""
     consumed = bool(stream.text) or stream.completed or (reply_deleted and stream.usage.input_tokens > 0)
-    charge = services.pricing.charge(stream.usage, produced_output=consumed) if consumed else 0
+    # Flat pricing charges answers that showed text; token pricing charges whatever was consumed.
+    charge = services.pricing.charge(stream.usage, produced_output=bool(stream.text)) if consumed else 0
     for attempt in range(SETTLE_ATTEMPTS):
         try:
             if not consumed:

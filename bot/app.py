@@ -1,30 +1,50 @@
-"""The Bolt app: request verification, per-workspace clients, and the listeners."""
+"""The Bolt app: request verification, per-workspace clients, and the listeners.
+
+Single-workspace mode (SLACK_BOT_TOKEN): every request uses that token. OAuth mode (SLACK_CLIENT_ID and
+SLACK_CLIENT_SECRET, no SLACK_BOT_TOKEN): Bolt's OAuth flow installs the app in any workspace and each
+request is authorized with the token of the workspace (or Enterprise Grid org) it comes from; a request
+from a workspace without an installation is refused before any listener runs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import register_listeners
+from bot.question import workspace_id
 from bot.services import Services
+from bot.welcome import welcome_installer
 
 log = logging.getLogger(__name__)
+
+LIFECYCLE_EVENTS = {"app_uninstalled", "tokens_revoked"}
 
 
 def build_bolt_app(services: Services) -> AsyncApp:
     settings = services.settings
-    app = AsyncApp(
-        signing_secret=settings.slack_signing_secret,
-        # Bolt hands every listener a client built from this one, so SLACK_API_URL reaches them all.
-        client=AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
-        process_before_response=False,
-    )
+    installs = services.installs
+    # Bolt hands every listener a client built from this one, so SLACK_API_URL reaches them all.
+    client = AsyncWebClient(token=None if installs else settings.slack_bot_token, base_url=settings.slack_api_url)
+    oauth = {}
+    if installs is not None:
+        oauth = {
+            "oauth_flow": installs.oauth_flow(lambda installation: welcome_installer(services, installation)),
+            "authorize": installs.authorize(),
+        }
+    with _without_bolt_oauth_environment():
+        app = AsyncApp(signing_secret=settings.slack_signing_secret, client=client, process_before_response=False, **oauth)
 
     @app.middleware
-    async def provide_services(context, next):
+    async def provide_services(context, body, next):
         context["services"] = services
+        if installs is not None and context.is_enterprise_install and _event_type(body) not in LIFECYCLE_EVENTS:
+            await installs.remember_org_workspace(workspace_id(None, body), context.enterprise_id)
         await next()
 
     @app.error
@@ -33,3 +53,19 @@ def build_bolt_app(services: Services) -> AsyncApp:
 
     register_listeners(app)
     return app
+
+
+def _event_type(body: dict) -> str | None:
+    event = body.get("event")
+    return event.get("type") if isinstance(event, dict) else None
+
+
+@contextlib.contextmanager
+def _without_bolt_oauth_environment() -> Iterator[None]:
+    """Bolt sets up OAuth of its own (with file stores) whenever SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are
+    in the environment, even next to a bot token. The settings decide the mode: hide them from Bolt."""
+    hidden = {name: os.environ.pop(name) for name in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET") if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)

@@ -95,10 +95,6 @@ class ClaudeStream:
         return "".join(self._parts)
 
     @property
-    def produced_output(self) -> bool:
-        return bool(self._parts) or self._reported_output > 0
-
-    @property
     def usage(self) -> TokenUsage:
         """What was consumed so far; output is estimated from the text when Claude never reported it."""
         output = self._reported_output

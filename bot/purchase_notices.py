@@ -10,13 +10,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 log = logging.getLogger(__name__)
 
 ClientForTeam = Callable[[str], Awaitable[AsyncWebClient | None]]
+RefreshHome = Callable[[str, str], Awaitable[None]]
 
 
 class SlackPurchaseNotices:
     """billing.PurchaseNotifier, by direct message."""
 
-    def __init__(self, client_for_team: ClientForTeam):
+    def __init__(self, client_for_team: ClientForTeam, *, refresh_home: RefreshHome | None = None):
         self._client_for_team = client_for_team
+        self._refresh_home = refresh_home
 
     async def _dm(self, team_id: str, user_id: str | None, text: str) -> None:
         client = await self._client_for_team(team_id)
@@ -27,11 +29,19 @@ class SlackPurchaseNotices:
         await client.chat_postMessage(channel=channel, text=text)
 
     async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int) -> None:
-        await self._dm(
-            team_id,
-            user_id,
-            f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.",
-        )
+        try:
+            await self._dm(
+                team_id,
+                user_id,
+                f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.",
+            )
+        finally:
+            # The buyer most likely paid from the Home tab: show the new balance there too.
+            if self._refresh_home is not None and user_id:
+                try:
+                    await self._refresh_home(team_id, user_id)
+                except Exception:
+                    log.exception("could not refresh the Home tab of %s in team %s", user_id, team_id)
 
     async def payment_failed(self, team_id: str, user_id: str | None) -> None:
         await self._dm(

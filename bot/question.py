@@ -60,3 +60,20 @@ def question_from_event(event: dict, *, event_id: str, team_id: str, bot_user_id
 def is_user_message(event: dict) -> bool:
     """A person wrote it: not a bot (the bot itself included), not an edit, deletion, join or other subtype."""
     return not event.get("subtype") and not event.get("bot_id") and bool(event.get("user"))
+
+
+def workspace_id(context_team_id: str | None, body: dict) -> str:
+    """The workspace a request comes from, which is what credits and history are kept per. Bolt's
+    context has no team id for an org-wide install on Enterprise Grid; the payload still names it."""
+    event = body.get("event") if isinstance(body.get("event"), dict) else {}
+    team = body.get("team") if isinstance(body.get("team"), dict) else {}
+    user = body.get("user") if isinstance(body.get("user"), dict) else {}
+    return (
+        context_team_id
+        or body.get("team_id")
+        or team.get("id")
+        or user.get("team_id")
+        or (event.get("view") or {}).get("team_id")
+        or event.get("team")
+        or ""
+    )

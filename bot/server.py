@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -40,20 +41,46 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
     app = web.Application()
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
+    if bolt.oauth_flow is not None:
+        app.add_routes(oauth_routes(bolt))
     app.add_routes(stripe_routes(services.stripe_webhook))
     return app
 
 
+def oauth_routes(bolt: AsyncApp) -> list[web.RouteDef]:
+    """OAuth mode: the "Add to Slack" page and the redirect that completes an install (Bolt checks the state)."""
+    flow = bolt.oauth_flow
+
+    async def install(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await flow.handle_installation(await to_bolt_request(request)))
+
+    async def oauth_redirect(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await flow.handle_callback(await to_bolt_request(request)))
+
+    return [web.get(flow.install_path, install), web.get(flow.redirect_uri_path, oauth_redirect)]
+
+
+async def tidy(services: Services) -> None:
+    """One pass of upkeep: release reservations orphaned by a crash, and forget what no longer matters."""
+    released = await services.credits.sweep_expired()
+    if released:
+        log.warning("released %d expired credit reservations", released)
+    await services.events.forget_older_than(EVENT_CLAIM_RETENTION)
+    retention = timedelta(days=services.settings.history_retention_days)
+    purged = await services.history.purge_older_than(retention)
+    if purged:
+        log.info("deleted %d conversation turns older than %d days", purged, retention.days)
+    if services.installs is not None:
+        await services.installs.states.purge_expired()
+    if services.stripe_webhook is not None:
+        await services.stripe_webhook.prune_events()
+
+
 async def upkeep(services: Services) -> None:
-    """Release reservations orphaned by a crash, and forget what no longer matters; at start, then periodically."""
+    """tidy() at start, then every SWEEP_INTERVAL_SECONDS."""
     while True:
         try:
-            released = await services.credits.sweep_expired()
-            if released:
-                log.warning("released %d expired credit reservations", released)
-            await services.events.forget_older_than(EVENT_CLAIM_RETENTION)
-            if services.stripe_webhook is not None:
-                await services.stripe_webhook.prune_events()
+            await tidy(services)
         except Exception:
             log.exception("periodic upkeep failed; trying again later")
         await asyncio.sleep(services.settings.sweep_interval_seconds)
@@ -76,6 +103,8 @@ class RunningBot:
         await self.services.tasks.drain(DRAIN_TIMEOUT)
         for task in self.background:
             task.cancel()
+        # Upkeep may be inside a transaction: let it unwind before the engine goes away.
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.runner.cleanup()
         await self.services.close()
 

@@ -16,6 +16,7 @@ from bot.background import BackgroundTasks
 from bot.edit_scheduler import EditSchedulers
 from bot.event_dedup import EventLog
 from bot.history import ConversationHistory
+from bot.installs import Installs
 from bot.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 
@@ -39,10 +40,23 @@ class Services:
     http: aiohttp.ClientSession
     checkout: Checkout | None
     stripe_webhook: StripeWebhook | None
+    installs: Installs | None = None  # OAuth mode only
 
     async def slack_client_for_team(self, team_id: str) -> AsyncWebClient | None:
-        """A Web API client for work that no Slack request started (a purchase granted by Stripe)."""
-        return AsyncWebClient(token=self.settings.slack_bot_token, base_url=self.settings.slack_api_url)
+        """A Web API client for work that no Slack request started (a purchase granted by Stripe);
+        None when the workspace has no installation (any more)."""
+        token = self.settings.slack_bot_token
+        if self.installs is not None:
+            token = await self.installs.bot_token_for_team(team_id)
+        return AsyncWebClient(token=token, base_url=self.settings.slack_api_url) if token else None
+
+    async def refresh_home(self, team_id: str, user_id: str) -> None:
+        """Publish the user's Home tab again (after a purchase was granted)."""
+        from bot.app_home import publish_home  # the Home tab is built from these services
+
+        client = await self.slack_client_for_team(team_id)
+        if client is not None:
+            await publish_home(self, client, team_id, user_id)
 
     async def close(self) -> None:
         await self.claude.close()
@@ -98,8 +112,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         http=http,
         checkout=None,
         stripe_webhook=None,
+        installs=Installs(settings, engine, clock=clock) if settings.oauth_enabled else None,
     )
-    notices = SlackPurchaseNotices(services.slack_client_for_team)
+    notices = SlackPurchaseNotices(services.slack_client_for_team, refresh_home=services.refresh_home)
     services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)
     return services
 

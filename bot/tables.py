@@ -1,4 +1,4 @@
-"""The bot's own tables (mirroring storage/migrations): event de-duplication and conversation history."""
+"""The bot's own tables (mirroring storage/migrations): event de-duplication, conversation history, org workspaces."""
 
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
 
@@ -22,4 +22,14 @@ conversation_turns = Table(
     Column("role", String(16), nullable=False),
     Column("content", Text(), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Which workspaces belong to an Enterprise Grid org that installed the app org-wide (its installation
+# has no team id), so that work no Slack request started can still find the org's token.
+slack_org_workspaces = Table(
+    "slack_org_workspaces",
+    metadata,
+    Column("team_id", String(32), primary_key=True),
+    Column("enterprise_id", String(32), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
 )

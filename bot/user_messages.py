@@ -23,6 +23,7 @@ _FAILURES = {
 }
 
 UNEXPECTED = "Something went wrong on my side while answering. Please try again."
+NOT_STARTED = "⚠️ I couldn't start an answer just now (a problem on my side). Please try again in a minute."
 
 
 def _with_request_id(text: str, request_id: str | None) -> str:

@@ -4,6 +4,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A burst of questions queues for a connection rather than failing: on SQLite writers take turns
+# anyway, and an answer that waits a little beats one that is refused.
+POOL_TIMEOUT_SECONDS = 120
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -17,8 +20,11 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     then writes cannot upgrade its lock in WAL mode and fails with `database is locked` whatever the
     busy timeout. Taking the write lock up front makes concurrent writers queue instead.
     """
+    kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     if not url.startswith("sqlite"):
         kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
         return create_async_engine(url, **kwargs)
 
     engine = create_async_engine(url, **kwargs)

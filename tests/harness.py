@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import aiohttp
 from slack_sdk.signature import SignatureVerifier
@@ -27,6 +28,12 @@ SIGNING_SECRET = "test-signing-secret"
 TEAM = "T0001"
 BOT_TOKEN = "xoxb-test-token-T0001"
 BOT_USER = "UBOT"
+
+CLIENT_ID = "111.222"
+CLIENT_SECRET = "oauth-client-secret"
+# Settings overrides for OAuth mode: no bot token, the app's OAuth credentials; no workspace is installed.
+OAUTH = {"slack_bot_token": None, "slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET}
+STATE_COOKIE = "slack-app-oauth-state"
 _ids = itertools.count(1)
 _ts = itertools.count(1)
 
@@ -96,8 +103,13 @@ class BotHarness:
         async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=all_headers) as response:
             return response.status, await response.text()
 
-    async def send_event(self, event: dict, *, team: str = TEAM, event_id: str | None = None, headers: dict | None = None, **sign) -> Sent:
+    async def send_event(self, event: dict, *, team: str = TEAM, event_id: str | None = None, headers: dict | None = None,
+                         enterprise_id: str | None = None, org_wide: bool = False, **sign) -> Sent:
+        """An Events API delivery; `org_wide` as Slack sends it for an org-wide install on Enterprise Grid
+        (the authorization names the org, not the workspace)."""
         event_id = event_id or f"Ev{next(_ids):08d}"
+        authorization = {"team_id": None if org_wide else team, "user_id": BOT_USER, "is_bot": True,
+                         "enterprise_id": enterprise_id, "is_enterprise_install": org_wide}
         envelope = {
             "token": "legacy",
             "team_id": team,
@@ -106,8 +118,10 @@ class BotHarness:
             "type": "event_callback",
             "event_id": event_id,
             "event_time": int(time.time()),
-            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
+            "authorizations": [authorization],
         }
+        if enterprise_id:
+            envelope["enterprise_id"] = enterprise_id
         status, text = await self.post_signed(json.dumps(envelope), "application/json", headers=headers, **sign)
         sent = Sent(status, event_id, event.get("ts", ""), text)
         self.sent.append(sent)
@@ -138,6 +152,70 @@ class BotHarness:
             return status, json.loads(body)
         except ValueError:
             return status, body
+
+    async def click_in_home(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM) -> tuple[int, str]:
+        """Press a button of the Home tab the bot last published for the user: no response_url, a view container."""
+        view = self.slack.home_views[(team, user)]
+        payload = {
+            "type": "block_actions",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "team_id": team, "name": "someone"},
+            "api_app_id": "A0001",
+            "token": "legacy",
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": f"trig{next(_ids)}",
+            "view": view,
+            "actions": [{"action_id": action_id, "block_id": "buy_credits", "type": "button", "value": value, "action_ts": str(time.time())}],
+        }
+        return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
+    async def open_home(self, *, user: str = "U0001", team: str = TEAM, **kwargs) -> Sent:
+        event = {"type": "app_home_opened", "user": user, "channel": f"D{user[1:]}", "tab": "home", "event_ts": new_ts()}
+        return await self.send_event(event, team=team, **kwargs)
+
+    async def home(self, *, user: str = "U0001", team: str = TEAM, newer_than: dict | None = None, timeout: float = 10.0) -> dict:
+        """The Home tab the bot published for the user, once there is one (newer than `newer_than`)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            view = self.slack.home_views.get((team, user))
+            if view is not None and (newer_than is None or view["hash"] != newer_than["hash"]):
+                return view
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {'new ' if newer_than else ''}Home tab published for {user} in {team}")
+            await asyncio.sleep(0.02)
+
+    # -- OAuth mode ------------------------------------------------------------------------------------
+
+    async def start_install(self) -> tuple[int, str, str | None]:
+        """GET /slack/install: (status, page, state); the state travels in the Add to Slack link and a cookie."""
+        async with self.http.get(f"{self.url}/slack/install") as response:
+            page = await response.text()
+            cookie = response.cookies.get(STATE_COOKIE)
+        link = re.search(r'<a href="([^"]+)"', page)
+        state = parse_qs(urlparse(link.group(1).replace("&amp;", "&")).query).get("state", [None])[0] if link else None
+        assert cookie is None or cookie.value == state, "the cookie carries the same state as the link"
+        return response.status, page, state
+
+    async def finish_install(self, code: str, state: str | None, *, cookie_state: str | None = None) -> tuple[int, str]:
+        """The browser comes back from Slack to GET /slack/oauth_redirect with the code and the state."""
+        cookie_state = state if cookie_state is None else cookie_state
+        headers = {"Cookie": f"{STATE_COOKIE}={cookie_state}"} if cookie_state else {}
+        query = urlencode({"code": code, **({"state": state} if state else {})})
+        async with self.http.get(f"{self.url}/slack/oauth_redirect?{query}", headers=headers, allow_redirects=False) as response:
+            return response.status, await response.text()
+
+    async def install(self, team: str = TEAM, *, user: str = "U0001", code: str | None = None, **payload) -> tuple[int, str]:
+        """A whole install of the app into `team` by `user`, as a browser does it."""
+        code = code or f"code-{team}-{next(_ids)}"
+        status, _, state = await self.start_install()
+        assert status == 200 and state
+        self.slack.add_oauth_code(code, team, user_id=user, **payload)
+        return await self.finish_install(code, state)
+
+    async def uninstall(self, team: str = TEAM, **kwargs) -> Sent:
+        """Someone removes the app: Slack revokes the token and sends app_uninstalled."""
+        self.slack.remove_workspace(team)
+        return await self.send_event({"type": "app_uninstalled", "event_ts": new_ts()}, team=team, **kwargs)
 
     async def click(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM, message_ts: str = "1700000000.000001") -> tuple[int, str]:
         """Press a button of an ephemeral message, as Slack's block_actions payload says it."""
@@ -200,7 +278,10 @@ class BotHarness:
 async def start_harness(database_url: str, **overrides) -> BotHarness:
     slack = FakeSlack()
     await slack.start()
-    slack.add_workspace(TEAM, BOT_TOKEN, bot_user_id=BOT_USER)
+    if overrides.get("slack_bot_token", BOT_TOKEN):
+        slack.add_workspace(TEAM, BOT_TOKEN, bot_user_id=BOT_USER)
+    else:  # OAuth mode: workspaces exist once installed; oauth.v2.access checks the app's credentials
+        slack.client_id, slack.client_secret = overrides.get("slack_client_id"), overrides.get("slack_client_secret")
     claude = FakeAnthropic()
     await claude.start()
     stripe = FakeStripe()

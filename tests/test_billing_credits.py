@@ -220,6 +220,15 @@ async def test_free_credits_also_reach_a_workspace_whose_account_a_purchase_open
     assert await credits.verify() == []
 
 
+async def test_free_credits_granted_at_install_are_not_granted_again_at_the_first_question(engine, clock):
+    credits = Credits(engine, free_credits=100, clock=clock)
+    assert await credits.grant_free_credits(TEAM) == GrantResult(applied=True, balance=100)
+    assert await credits.grant_free_credits(TEAM) == GrantResult(applied=False, balance=100)  # re-install
+    await credits.reserve(TEAM, "U1", 10, "r1")
+    assert (await credits.balance(TEAM)).balance == 100
+    assert await Credits(engine, clock=clock).grant_free_credits("TNEW") == GrantResult(applied=False, balance=0)
+
+
 async def test_usage_sums_answers_per_user_within_the_window(credits, clock):
     await fund(credits, 1000)
     for ref, user, cost in [("old", "U1", 500), ("a", "U1", 30), ("b", "U2", 50), ("c", "U1", 5), ("d", None, 7), ("e", "U3", 1)]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.edit_scheduler import EditScheduler, SlidingWindow
+from bot.edit_scheduler import EditScheduler, PacedBudget, SlidingWindow, paced_budget
 
 
 class FakeClock:
@@ -99,3 +99,94 @@ async def test_a_final_edit_goes_before_streaming_edits():
     scheduler._waiting.update({streaming, finishing})
     chosen, _ = scheduler._choose(now)
     assert chosen is finishing
+
+
+def test_paced_budget_allows_a_small_burst_then_a_steady_rate():
+    clock = FakeClock()
+    budget = PacedBudget(burst=3, rate=0.5, clock=clock)
+    for _ in range(3):
+        assert budget.wait_time() == 0
+        budget.take()
+    assert budget.wait_time() == 2.0, "the burst is spent: one call every 1 / rate seconds"
+    clock.now += 2.0
+    assert budget.wait_time() == 0
+    budget.take()
+    clock.now += 1000
+    assert budget.wait_time() == 0
+    for _ in range(3):
+        budget.take()
+    assert budget.wait_time() > 0, "an idle budget refills only up to the burst"
+
+
+def test_paced_budget_never_exceeds_the_limit_in_any_window_even_when_spent_greedily():
+    clock = FakeClock()
+    budget = paced_budget(50, 60.0, clock)
+    assert (budget.burst, budget.rate) == (5, 45 / 60)
+    taken = []
+    while clock.now < 100 + 300:
+        if budget.wait_time() == 0:
+            budget.take()
+            taken.append(clock.now)
+        clock.now += 0.05
+    for i, start in enumerate(taken):
+        assert len([t for t in taken[i:] if t < start + 60]) <= 50
+    steady = taken[5:]
+    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    assert max(gaps) < 60 / 45 + 0.06, "after the burst, edits are evenly spaced: no stall"
+    assert len(taken) >= 5 + 45 * 5 - 2, "and the whole sustainable budget is spent"
+
+
+def test_a_tiny_budget_is_still_usable():
+    clock = FakeClock()
+    budget = paced_budget(1, 60.0, clock)
+    assert budget.wait_time() == 0
+    budget.take()
+    assert budget.wait_time() == 60.0
+
+
+async def test_workspace_edits_are_spread_evenly_instead_of_burst_then_stall():
+    # 20 edits a "minute" of 1 s: a burst of 2, then one every 1/18 s, while five messages keep streaming
+    # (their five first edits go at once and put the bucket in debt).
+    scheduler = EditScheduler(edits_per_minute=20, interval=0.01, window=1.0)
+    writers = [Writer(scheduler, f"w{i}") for i in range(5)]
+    for _ in range(150):
+        for writer in writers:
+            writer.touch()
+        await asyncio.sleep(0.01)
+    every_edit = sorted(t for writer in writers for t in writer.edits)
+    for i, start in enumerate(every_edit):
+        assert len([t for t in every_edit[i:] if t < start + 1.0 - 0.01]) <= 20
+    gaps = [b - a for a, b in zip(every_edit[5:], every_edit[6:])]
+    assert max(gaps) < 0.3, f"no stall while messages wait (longest gap {max(gaps):.2f}s)"
+    assert min(gaps) > 1 / 18 - 0.01, "and no bursts after the first texts"
+
+
+async def test_a_delta_for_a_message_already_waiting_costs_no_wake_up():
+    scheduler = EditScheduler(edits_per_minute=1, interval=100.0)
+    writer = Writer(scheduler, "w")
+    writer.touch()
+    await asyncio.sleep(0.01)  # its first edit is sent; the budget is now spent
+    writer.touch()
+    await asyncio.sleep(0)
+    scheduler._wake.clear()
+    writer.touch()
+    assert not scheduler._wake.is_set()
+    scheduler._task.cancel()
+
+
+async def test_first_and_final_texts_do_not_wait_for_the_pace_but_pay_for_it():
+    scheduler = EditScheduler(edits_per_minute=20, interval=0.0, window=10.0)  # burst 2, then one per 0.55 s
+    writers = [Writer(scheduler, f"w{i}") for i in range(4)]
+    for writer in writers:
+        writer.touch()
+    await asyncio.sleep(0.05)
+    assert all(len(writer.edits) == 1 for writer in writers), "four first texts at once, beyond the burst of 2"
+    for writer in writers:
+        writer.touch()
+    await asyncio.sleep(0.05)
+    assert sum(len(writer.edits) for writer in writers) == 4, "middle edits wait: the bucket is in debt"
+    writers[0].final = True
+    writers[0].touch()
+    await asyncio.sleep(0.05)
+    assert len(writers[0].edits) == 2, "a final text goes at once"
+    scheduler._task.cancel()

@@ -181,17 +181,20 @@ class FakeSlack:
                        bot_id: str = "BBOT", team_name: str = "Acme", enterprise_id: str | None = None,
                        user_id: str = "U0001", app_id: str = "A0001", user_token: str | None = None,
                        scope: str = "app_mentions:read,chat:write,commands,im:history,users:read",
-                       user_scope: str = "") -> None:
-        """An authorization code the app can exchange once; the bot token works only after the exchange."""
+                       user_scope: str = "", org_wide: bool = False) -> None:
+        """An authorization code the app can exchange once; the bot token works only after the exchange.
+
+        `org_wide`: an org-wide install on Enterprise Grid (pass the org as `team_id` and `enterprise_id`):
+        the payload has no team, and the fake keeps the org's token as a workspace named after the org."""
         authed_user = {"id": user_id, "scope": user_scope, "token_type": "user"}
         if user_token:
             authed_user["access_token"] = user_token
         self.oauth_installs[code] = {
             "ok": True, "app_id": app_id, "authed_user": authed_user, "scope": scope, "token_type": "bot",
             "access_token": bot_token or f"xoxb-{team_id}-{zlib.crc32(code.encode()):010d}",
-            "bot_user_id": bot_user_id, "team": {"id": team_id, "name": team_name},
+            "bot_user_id": bot_user_id, "team": None if org_wide else {"id": team_id, "name": team_name},
             "enterprise": {"id": enterprise_id, "name": f"{team_name} Grid"} if enterprise_id else None,
-            "is_enterprise_install": False,
+            "is_enterprise_install": org_wide,
         }
         self._oauth_bot_ids[code] = bot_id
 
@@ -249,7 +252,7 @@ class FakeSlack:
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
         team_id = workspace.team_id if workspace else None
         if method == "oauth.v2.access" and body.get("ok"):
-            team_id = body["team"]["id"]  # the install it answered belongs to that workspace
+            team_id = (body["team"] or body["enterprise"])["id"]  # the install it answered belongs to that workspace
         self.calls.append(Call(method, params, team_id, now, status, body))
         return web.json_response(body, status=status, headers=headers)
 
@@ -475,7 +478,7 @@ class FakeSlack:
         payload = self.oauth_installs.pop(code, None)  # a code works once, like Slack's
         if payload is None:
             raise SlackError("invalid_code")
-        team = payload["team"]
+        team = payload["team"] or payload["enterprise"]
         self.add_workspace(team["id"], payload["access_token"], bot_user_id=payload["bot_user_id"],
                            bot_id=self._oauth_bot_ids.pop(code), team_name=team["name"],
                            enterprise_id=(payload["enterprise"] or {}).get("id"))

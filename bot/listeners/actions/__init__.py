@@ -2,6 +2,8 @@ import re
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
+from bot.app_home import publish_home
+from bot.question import workspace_id
 from bot.services import Services
 from bot.top_up import BUY_ACTION_PREFIX, checkout_message
 
@@ -12,20 +14,30 @@ def register(app: AsyncApp) -> None:
 
 
 async def on_buy(ack: AsyncAck, respond: AsyncRespond, body: dict, action: dict, context: AsyncBoltContext) -> None:
+    """A pack button, in a `/credits` message or in the Home tab: the same checkout either way."""
     await ack()
     services: Services = context["services"]
     container = body.get("container", {})
-    # Presses of the same button in the same message are one purchase: a double click opens one session.
-    pressed_in = container.get("message_ts") or body.get("trigger_id")
+    in_home = container.get("type") == "view"
+    if in_home:
+        # A double click presses the same version of the tab: one purchase.
+        view = body.get("view") or {}
+        request_key = f"home:{view.get('id')}:{view.get('hash')}:{action['value']}"
+    else:
+        # Presses of the same button in the same message are one purchase: a double click opens one session.
+        pressed_in = container.get("message_ts") or body.get("trigger_id")
+        request_key = f"button:{pressed_in}:{action['value']}"
+    team_id = workspace_id(context.team_id, body)
+    user_id = body["user"]["id"]
     message = await checkout_message(
-        services,
-        context.client,
-        team_id=context.team_id or body.get("team", {}).get("id", ""),
-        user_id=body["user"]["id"],
-        credits=int(action["value"]),
-        request_key=f"button:{pressed_in}:{action['value']}",
+        services, context.client, team_id=team_id, user_id=user_id, credits=int(action["value"]), request_key=request_key
     )
-    await respond(**message)
+    if in_home:
+        # A Home tab has no response_url: the checkout link goes on top of the tab itself.
+        notice = message.get("blocks") or [{"type": "section", "text": {"type": "mrkdwn", "text": message["text"]}}]
+        await publish_home(services, context.client, team_id, user_id, notice=notice)
+    else:
+        await respond(**message)
 
 
 async def on_open_checkout(ack: AsyncAck) -> None:

@@ -4,6 +4,7 @@ import logging
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.credits_view import credits_blocks, credits_summary_text
+from bot.question import workspace_id
 from bot.services import Services
 from bot.top_up import checkout_message, top_up_offer
 
@@ -20,7 +21,7 @@ def register(app: AsyncApp) -> None:
 
 async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, context: AsyncBoltContext) -> None:
     services: Services = context["services"]
-    team_id = context.team_id or command.get("team_id", "")
+    team_id = workspace_id(context.team_id, command)
     words = command.get("text", "").split()
     if words and words[0].lower() == "buy":
         await _buy(ack, respond, command, context, services, team_id, words[1:])

@@ -1,13 +1,16 @@
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
 from bot.answer import answer_question
-from bot.question import is_user_message, question_from_event
+from bot.listeners.events import home, lifecycle
+from bot.question import is_user_message, question_from_event, workspace_id
 from bot.services import Services
 
 
 def register(app: AsyncApp) -> None:
     app.event("app_mention")(on_mention)
     app.event("message")(on_message)
+    home.register(app)
+    lifecycle.register(app)
 
 
 async def on_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
@@ -26,7 +29,7 @@ def _hand_over(body: dict, event: dict, context: AsyncBoltContext) -> None:
     question = question_from_event(
         event,
         event_id=body.get("event_id") or f"{event['channel']}:{event['ts']}",
-        team_id=context.team_id or body.get("team_id", ""),
+        team_id=workspace_id(context.team_id, body),
         bot_user_id=context.bot_user_id,
     )
     services.tasks.spawn(

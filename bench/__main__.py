@@ -1,0 +1,88 @@
+"""`python -m bench`: run the scenarios and print the table (Markdown, ready for README)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import sys
+import time
+
+from bench.references import REFERENCES
+from bench.report import calls_by_channel, markdown_table, summarize
+from bench.scenarios import Options, Scenario, World, run_bot, run_references
+
+
+def parse_scenarios(spec: str) -> list[Scenario]:
+    """"1,5,20,100,500/100": answers, optionally "/workspaces" they are spread over."""
+    scenarios = []
+    for part in spec.split(","):
+        answers, _, workspaces = part.strip().partition("/")
+        scenarios.append(Scenario(int(answers), int(workspaces or 1)))
+    return scenarios
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--scenarios", default="500/100,1,5,20,100",
+                        help="answers at once, comma-separated; N/W spreads N answers over W workspaces "
+                             "(default: %(default)s; the many-workspace one first, so its memory is measured "
+                             "from a fresh process)")
+    parser.add_argument("--words", type=int, default=400, help="words per answer (default: %(default)s)")
+    parser.add_argument("--words-per-second", type=float, default=40.0)
+    parser.add_argument("--references", default=",".join(REFERENCES),
+                        help="reference approaches to run beside the bot, or 'none' (default: all)")
+    parser.add_argument("--reference-max-answers", type=int, default=20,
+                        help="skip the references in scenarios with more answers than this (default: %(default)s; at 100 they'd need 5+ minutes of Retry-After)")
+    parser.add_argument("--time-limit", type=float, default=240.0, help="seconds before an approach is cut off")
+    parser.add_argument("--ramp", type=float, default=1.0, help="mentions arrive spread over this many seconds")
+    parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scenarios, args.words, args.references = "1,5,20", 150, "every_delta,every_second"
+        args.time_limit = min(args.time_limit, 90.0)
+    return args
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    references = tuple(r for r in args.references.split(",") if r and r != "none")
+    unknown = set(references) - set(REFERENCES)
+    if unknown:
+        sys.exit(f"unknown reference approach(es): {', '.join(sorted(unknown))}; choose from {', '.join(REFERENCES)}")
+    options = Options(words=args.words, words_per_second=args.words_per_second, ramp=args.ramp,
+                      time_limit=args.time_limit, references=references)
+    rows = []
+    started = time.monotonic()
+    async with World(options) as world:
+        for n, scenario in enumerate(parse_scenarios(args.scenarios)):
+            tag = f"s{n}"
+            print(f"scenario {scenario.name}: the bot…", file=sys.stderr, flush=True)
+            runs = [await run_bot(world, scenario, tag)]
+            if references and scenario.workspaces == 1 and scenario.answers <= args.reference_max_answers:
+                print(f"scenario {scenario.name}: {', '.join(references)}…", file=sys.stderr, flush=True)
+                runs += await run_references(world, scenario, tag)
+            calls = calls_by_channel(world.slack.calls)
+            for run in runs:
+                rows.append(summarize(run, calls, interval=options.interval, edits_per_minute=options.edits_per_minute))
+            world.slack.calls.clear()  # what is summarized is no longer needed
+    print(markdown_table(rows))
+    print()
+    print(f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
+          f"mentions spread over {args.ramp:g} s; total {time.monotonic() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(main(arguments(sys.argv[1:])))

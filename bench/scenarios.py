@@ -1,0 +1,248 @@
+"""One scenario: N answers at once, first through the real bot, then through each reference approach.
+
+The bot runs alone (its CPU time, memory and event-loop lag are measured in that phase); the reference
+approaches then run together, each in a workspace of its own, on the same token streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import anthropic
+from slack_sdk.signature import SignatureVerifier
+
+from bench.measure import AnswerTrace, CpuClock, LoopProbe, rss_bytes, shown_prefix
+from bench.references import Counters, reference_client, run_reference_answer
+from bench.world import BenchSlack, TimedAnthropic, add_team, answer_text, question_for, script_for
+from bot.server import start_bot
+from config import load_settings
+
+log = logging.getLogger("bench")
+SIGNING_SECRET = "bench-signing-secret"
+BOT_TEAM = "TBOT"
+BOT_USER = "UBOT"
+_ts = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    answers: int
+    workspaces: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.answers}" if self.workspaces == 1 else f"{self.answers} in {self.workspaces} ws"
+
+    @property
+    def per_workspace(self) -> int:
+        return math.ceil(self.answers / self.workspaces)
+
+
+@dataclass
+class Options:
+    words: int = 400
+    words_per_second: float = 40.0
+    delta_chars: int = 12
+    ramp: float = 1.0  # the mentions of a scenario arrive spread over this many seconds
+    time_limit: float = 240.0  # an approach still writing after this is cut off (its unseen text counts as late)
+    interval: float = 1.0
+    edits_per_minute: int = 50
+    references: tuple[str, ...] = ()
+
+
+@dataclass
+class Run:
+    """What one approach did in one scenario."""
+
+    approach: str
+    scenario: Scenario
+    traces: list[AnswerTrace] = field(default_factory=list)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    channels: dict[str, str] = field(default_factory=dict)  # answer id -> channel
+    sent_at: dict[str, float] = field(default_factory=dict)  # answer id -> mention (or start) time
+    acks: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    rss_growth: int | None = None
+    loop_lags: list[float] = field(default_factory=list)
+    cut_off: bool = False
+
+
+class World:
+    """The fakes, shared by every scenario of a run."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.slack = BenchSlack()
+        self.claude = TimedAnthropic()
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench-")
+
+    async def __aenter__(self) -> World:
+        await self.slack.start()
+        await self.claude.start()
+        add_team(self.slack, BOT_TEAM)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.claude.stop()
+        await self.slack.stop()
+        self.tmp.cleanup()
+
+    def plan_answers(self, prefix: str, count: int) -> list[str]:
+        ids = [f"{prefix}{k}" for k in range(count)]
+        for answer_id in ids:
+            text = answer_text(answer_id, self.options.words)
+            self.claude.plan(answer_id, script_for(text, words_per_second=self.options.words_per_second,
+                                                   delta_chars=self.options.delta_chars))
+        return ids
+
+    def bot_settings(self, name: str):
+        o = self.options
+        return load_settings(
+            _env_file=None,
+            slack_bot_token=f"xoxb-bench-{BOT_TEAM}",
+            slack_signing_secret=SIGNING_SECRET,
+            slack_api_url=self.slack.api_url,
+            anthropic_api_key="bench-key",
+            anthropic_base_url=self.claude.base_url,
+            database_url=f"sqlite+aiosqlite:///{Path(self.tmp.name) / f'{name}.db'}",
+            port=0,
+            slack_update_interval=o.interval,
+            slack_edits_per_minute=o.edits_per_minute,
+            claude_max_tokens=max(1024, o.words * 3),
+            free_credits=10**9,
+            ai_credits_per_message=1,
+            sweep_interval_seconds=3600,
+            log_level="WARNING",
+        )
+
+
+async def _send_mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, question: str) -> float:
+    ts = f"{1_700_000_000 + next(_ts)}.000100"
+    event = {"type": "app_mention", "user": "U0001", "text": f"<@{BOT_USER}> {question}", "ts": ts,
+             "channel": channel, "event_ts": ts, "team": team}
+    body = json.dumps({
+        "token": "legacy", "team_id": team, "api_app_id": "A0001", "event": event, "type": "event_callback",
+        "event_id": f"Ev{team}{channel}", "event_time": int(time.time()),
+        "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
+    })
+    stamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
+               "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body)}
+    started = time.monotonic()
+    async with http.post(url, data=body.encode(), headers=headers) as response:
+        await response.read()
+        if response.status != 200:
+            log.warning("the bot answered a mention with HTTP %d", response.status)
+    return time.monotonic() - started
+
+
+def _teams_for(world: World, scenario: Scenario, tag: str) -> list[str]:
+    teams = [f"T{tag}W{w}" for w in range(scenario.workspaces)]
+    for team in teams:
+        add_team(world.slack, team)
+    return teams
+
+
+async def run_bot(world: World, scenario: Scenario, tag: str) -> Run:
+    run = Run("bot", scenario)
+    ids = world.plan_answers(f"{tag}b", scenario.answers)
+    teams = _teams_for(world, scenario, f"{tag}b")
+    bot = await start_bot(world.bot_settings(f"{tag}"), host="127.0.0.1", port=0)
+    url = f"http://127.0.0.1:{bot.port}/slack/events"
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    probe, rss_before = LoopProbe(), rss_bytes()
+    probe.start()
+    cpu = CpuClock()
+    run.started_at = time.monotonic()
+    try:
+        async def one(k: int, answer_id: str) -> None:
+            await asyncio.sleep(k * world.options.ramp / scenario.answers)
+            team, channel = teams[k % len(teams)], f"C{answer_id}"
+            world.slack.channel_team[channel] = team  # the bot's token is TBOT's; charge the mention's workspace
+            run.channels[answer_id] = channel
+            run.sent_at[answer_id] = time.monotonic()
+            run.acks.append(await _send_mention(http, url, team, channel, question_for(answer_id)))
+
+        await asyncio.gather(*(one(k, answer_id) for k, answer_id in enumerate(ids)))
+        deadline = run.started_at + world.options.time_limit
+        while len(bot.services.tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        run.cut_off = bool(len(bot.services.tasks))
+        run.ended_at = time.monotonic()
+        run.cpu_seconds = cpu.seconds()
+        await probe.stop()
+        run.loop_lags = probe.lags
+        run.rss_growth = max(0, probe.peak_rss - rss_before)
+    finally:
+        await http.close()
+        await bot.stop()
+    run.traces = collect(world, run, ids)
+    return run
+
+
+async def run_references(world: World, scenario: Scenario, tag: str) -> list[Run]:
+    runs = {kind: Run(kind, scenario) for kind in world.options.references}
+    counters = {kind: Counters() for kind in runs}
+    claude = anthropic.AsyncAnthropic(api_key="bench-key", base_url=world.claude.base_url, max_retries=0,
+                                      http_client=None)
+    tasks, ids_of, clients = [], {}, []
+    for kind, run in runs.items():
+        ids = world.plan_answers(f"{tag}{kind[:2]}{kind[-2:]}", scenario.answers)
+        ids_of[kind] = ids
+        teams = _teams_for(world, scenario, f"{tag}{kind}")
+        per_team = {team: reference_client(kind, f"xoxb-bench-{team}", world.slack.api_url, counters[kind])
+                    for team in teams}
+        clients.extend(per_team.values())
+        run.started_at = time.monotonic()
+        for k, answer_id in enumerate(ids):
+            channel = f"C{answer_id}"
+            run.channels[answer_id] = channel
+
+            async def one(k=k, answer_id=answer_id, channel=channel, client=per_team[teams[k % len(teams)]], run=run, kind=kind):
+                await asyncio.sleep(k * world.options.ramp / scenario.answers)
+                run.sent_at[answer_id] = time.monotonic()
+                thread_ts = f"{1_700_000_000 + next(_ts)}.000100"
+                await run_reference_answer(kind, client, claude, channel, thread_ts, question_for(answer_id), counters[kind])
+
+            tasks.append(asyncio.get_running_loop().create_task(one()))
+    done, pending = await asyncio.wait(tasks, timeout=world.options.time_limit)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            log.warning("a reference answer failed: %r", task.exception())
+    await claude.close()
+    ended = time.monotonic()
+    for kind, run in runs.items():
+        run.ended_at = ended
+        run.cut_off = bool(pending)
+        run.traces = collect(world, run, ids_of[kind])
+    return list(runs.values())
+
+
+def collect(world: World, run: Run, ids: list[str]) -> list[AnswerTrace]:
+    traces = []
+    for answer_id in ids:
+        received = world.claude.by_marker.get(answer_id)
+        expected = world.claude.scripts[answer_id].text
+        trace = AnswerTrace(answer_id, expected, emitted=list(getattr(received, "emitted", [])))
+        channel = run.channels.get(answer_id)
+        messages = [m for m in world.slack.channel_messages(channel) if not m.deleted] if channel else []
+        for message in messages:
+            for at, text, blocks in message.edits:
+                markdown = "".join(b.get("text", "") for b in blocks or [] if b.get("type") == "markdown") or text
+                trace.shown.append((at, shown_prefix(expected, markdown)))
+        trace.final_text = "\n".join(world.slack.visible_markdown(m) for m in messages)
+        traces.append(trace)
+    return traces

@@ -1,0 +1,169 @@
+"""The benchmark's world: the test fakes, instrumented, and the answers they will stream.
+
+Two small subclasses, so that nothing in tests/ changes:
+
+- `TimedAnthropic` picks each request's script by the question it carries (requests arrive in any
+  order) and records when every delta left the server.
+- `BenchSlack` adds the native streaming methods (chat.startStream/appendStream/stopStream) with the
+  limits REFERENCE.md gives, and can charge a chat.update to the workspace that owns the channel
+  rather than to the token's workspace. The bot has one bot token today (no OAuth install store),
+  so in the many-workspace scenario all its calls carry workspace T0001's token; the bot's scheduler
+  keys by the event's team_id, and this attribution is what Slack would do once each workspace has
+  its own token. Every other scenario leaves it off.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from tests.fakes.anthropic import FakeAnthropic, Received, Script
+from tests.fakes.slack import FakeSlack, Message, SlackError, Workspace
+
+START_STOP_PER_MINUTE = 20  # Tier 2 (unverified, per REFERENCE.md)
+APPEND_PER_MINUTE = 100  # Tier 4 (unverified)
+
+_VOCABULARY = (
+    "the of and to a in is you that it for on with as this are be can your by or have from an not "
+    "but all will if they which more when use one each about how there their then them these so "
+    "some would other into has two like time make than first been its who now people my made over "
+    "did down only way find use may water long little very after words called just where most know "
+    "function value return request message answer budget limit server client stream token workspace"
+).split()
+
+
+def answer_text(answer_id: str, words: int) -> str:
+    """Prose-like text of `words` words, different for every answer, the same on every run."""
+    rng = random.Random(answer_id)
+    out = [f"Answer {answer_id}."]
+    for i in range(words - 2):
+        word = rng.choice(_VOCABULARY)
+        out.append(word + ("." if rng.random() < 0.08 else ""))
+        if rng.random() < 0.02:
+            out.append("\n\n")
+    return " ".join(out).replace(" \n\n ", "\n\n") + " End."
+
+
+def script_for(text: str, *, words_per_second: float, delta_chars: int) -> Script:
+    """Claude's pace: `words_per_second`, in deltas of about `delta_chars` characters."""
+    words = len(text.split())
+    deltas = max(1, round(len(text) / delta_chars))
+    delay = words / words_per_second / deltas
+    return Script(text=text, delta_chars=delta_chars, delay=delay)
+
+
+class TimedReceived(Received):
+    """A request record that notes the time whenever the fake has sent more text."""
+
+    def __setattr__(self, name, value):
+        if name == "text" and "emitted" in self.__dict__:
+            self.emitted.append((time.monotonic(), len(value)))
+        object.__setattr__(self, name, value)
+
+
+class TimedAnthropic(FakeAnthropic):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: dict[str, Script] = {}  # keyed by a marker the question contains
+        self.by_marker: dict[str, Received] = {}
+
+    def plan(self, marker: str, script: Script) -> None:
+        self.scripts[marker] = script
+
+    async def _stream(self, request, rec: Received, script: Script):
+        marker = _marker_of(rec.body)
+        script = self.scripts.get(marker, script)
+        rec.script = script
+        rec.__class__ = TimedReceived
+        rec.emitted = []
+        self.by_marker[marker] = rec
+        return await super()._stream(request, rec, script)
+
+
+def _marker_of(body: dict) -> str:
+    """The answer id the question ends with ("... [a17]")."""
+    content = body["messages"][-1]["content"]
+    text = content if isinstance(content, str) else " ".join(block.get("text", "") for block in content)
+    start = text.rfind("[")
+    return text[start + 1 : text.rfind("]")] if start >= 0 else ""
+
+
+def question_for(answer_id: str) -> str:
+    return f"tell me something [{answer_id}]"
+
+
+class BenchSlack(FakeSlack):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.channel_team: dict[str, str] = {}  # only used when charging by channel
+        self._methods.update(
+            {"chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
+             "chat.stopStream": self._stop_stream}
+        )
+
+    # chat.update, charged to the channel's workspace when the bench says which one that is.
+    def _update(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._charge_to = self.channel_team.get(params.get("channel") or "")
+        try:
+            return super()._update(ws, params, now)
+        finally:
+            self._charge_to = None
+
+    def _per_minute(self, key: tuple[str, str], limit: int, now: float) -> None:
+        if getattr(self, "_charge_to", None) and key[1] == "chat.update":
+            key = (self._charge_to, key[1])
+        super()._per_minute(key, limit, now)
+
+    # Native streaming: the message grows by appended Markdown; each state is recorded like an edit.
+    @staticmethod
+    def _chunk_text(params: dict) -> str:
+        text = params.get("markdown_text") or ""
+        for chunk in params.get("chunks") or []:
+            if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+                text += chunk.get("text", "")
+        return text
+
+    def _start_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.startStream"), START_STOP_PER_MINUTE, now)
+        channel, thread_ts = params.get("channel"), params.get("thread_ts")
+        if not channel:
+            raise SlackError("channel_not_found")
+        if not thread_ts:
+            raise SlackError("invalid_arguments")  # a stream must be a reply in a thread
+        self._per_channel_post(ws.team_id, channel, now)
+        message = Message(channel, self._next_ts(), thread_ts, "", None, ws.bot_user_id, ws.bot_id, ws.team_id,
+                          markdown_text="")
+        self.messages[f"{channel}:{message.ts}"] = message
+        self._grow(message, self._chunk_text(params), now)
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _append_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.appendStream"), APPEND_PER_MINUTE, now)
+        message = self._own_message(ws, params.get("channel"), params.get("ts"))
+        self._grow(message, self._chunk_text(params), now)
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.stopStream"), START_STOP_PER_MINUTE, now)
+        message = self._own_message(ws, params.get("channel"), params.get("ts"))
+        self._grow(message, self._chunk_text(params), now)
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _grow(self, message: Message, text: str, now: float) -> None:
+        if len((message.markdown_text or "") + text) > self.max_markdown_chars:
+            raise SlackError("msg_too_long")
+        message.markdown_text = (message.markdown_text or "") + text
+        message.edits.append((now, message.markdown_text, None))
+
+
+@dataclass
+class Team:
+    team_id: str
+    token: str
+
+
+def add_team(slack: FakeSlack, team_id: str) -> Team:
+    token = f"xoxb-bench-{team_id}"
+    slack.add_workspace(team_id, token, bot_user_id="UBOT")
+    return Team(team_id, token)
