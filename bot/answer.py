@@ -137,9 +137,11 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
     )
     try:
         await reply.start(say.THINKING)
-    except Exception:
-        log.exception("could not post the placeholder for event %s; releasing its credits", question.event_id)
+    except (Exception, asyncio.CancelledError) as error:
+        log.warning("no placeholder for event %s (%s); releasing its credits", question.event_id, error.__class__.__name__)
         await services.credits.release(hold.id)
+        if isinstance(error, asyncio.CancelledError):
+            raise
         return
 
     stream = ClaudeStream(
@@ -173,7 +175,10 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
     )
     finishing = reply.finish(notices.lstrip("\n") if not stream.text else notices)
     if shutting_down:
-        await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
+        try:
+            await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
+        except TimeoutError:
+            log.warning("stopping before the final text of event %s reached Slack", question.event_id)
         raise asyncio.CancelledError
     shown = await finishing
     if not shown:

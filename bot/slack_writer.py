@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -147,7 +146,7 @@ class MessageWriter:
                 return wait
             self._give_up(error.response.get("error", "unknown_error"))
             return None
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except Exception as error:  # network faults, and anything else the client raises: retry, then give up
             self.last_edit_done = self._clock()
             self._network_failures += 1
             log.warning("chat.update of %s failed (%s), attempt %d", self.ts, error.__class__.__name__, self._network_failures)
@@ -199,6 +198,7 @@ class SlackReply:
         self._current = ""
         self._writers: list[MessageWriter] = []
         self._posting: asyncio.Task | None = None
+        # Set when the reply can no longer be written: deleted by the user, or Slack refused a continuation.
         self.gone = asyncio.Event()
         self._gone_callbacks: list[Callable[[], None]] = []
 
@@ -250,47 +250,56 @@ class SlackReply:
     def _roll_over(self) -> None:
         """The current message is full: freeze it and continue in a new message of the same thread."""
         if self._posting is not None:
-            return  # the continuation is being posted; the text waits for it
+            return  # the continuation is being posted; it takes care of the text that waits
         *full, rest = split_markdown(self._current, self._limit)
         self._writers[-1].finalize(full[0])
         self._current = rest
         self._posting = asyncio.get_running_loop().create_task(self._continue(full[1:]))
 
-    async def _continue(self, complete_pieces: list[str]) -> None:
-        for piece in complete_pieces:
+    async def _post_whole(self, pieces: list[str]) -> None:
+        for piece in pieces:
             ts = await post_message(self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=piece)
             self._new_writer(ts).posted_whole()
-        ts = await post_message(
-            self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=streaming_view(self._current)
-        )
-        self._new_writer(ts)
-        self._posting = None
-        if len(self._current) > self._limit:
-            self._roll_over()
-        else:
-            self._writers[-1].touch()
+
+    async def _continue(self, complete_pieces: list[str]) -> None:
+        """Post the continuation; text that arrives meanwhile, however much, lands in it or in further ones."""
+        try:
+            await self._post_whole(complete_pieces)
+            while True:
+                if len(self._current) > self._limit:
+                    *full, self._current = split_markdown(self._current, self._limit)
+                    await self._post_whole(full)
+                    continue
+                ts = await post_message(
+                    self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=streaming_view(self._current)
+                )
+                writer = self._new_writer(ts)
+                if len(self._current) <= self._limit:
+                    writer.touch()
+                    return
+                # More arrived during the post than the new message holds: freeze it too and go on.
+                *full, self._current = split_markdown(self._current, self._limit)
+                writer.finalize(full[0])
+                await self._post_whole(full[1:])
+        except Exception:
+            # Without a message to write into, the rest of the answer cannot be shown: stop it like a deleted reply.
+            log.exception("posting a continuation in %s failed; stopping the answer", self.channel)
+            self._message_gone()
+        finally:
+            self._posting = None
 
     async def finish(self, tail: str = "") -> bool:
         """Show the whole answer (plus `tail`, such as a notice) without the cursor; wait until Slack shows it."""
         if self._writers and not self.gone.is_set():
-            if tail:
-                self._current += tail
-            continued = True
-            while continued:
-                if self._posting is not None:
-                    try:
-                        await self._posting
-                    except Exception:
-                        log.exception("posting a continuation message failed; the rest of the answer is lost")
-                        continued = False
-                        break
-                if len(self._current) <= self._limit:
-                    break
+            self._current += tail
+            if len(self._current) > self._limit:
                 self._roll_over()
-            if continued:
+            while self._posting is not None:
+                await self._posting
+            if not self.gone.is_set():
                 self._writers[-1].finalize(self._current or "_(no answer)_")
         results = [await writer.done() for writer in self._writers if writer.final]
-        return bool(results) and all(results)
+        return bool(results) and all(results) and not self.gone.is_set()
 
     @property
     def edit_count(self) -> int:

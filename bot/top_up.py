@@ -55,6 +55,18 @@ async def checkout_message(
     services: Services, client: AsyncWebClient, *, team_id: str, user_id: str, credits: int, request_key: str
 ) -> dict:
     """The ephemeral answer to "buy this pack": a button that opens Stripe Checkout, or why not."""
+    try:
+        return await _checkout_message(
+            services, client, team_id=team_id, user_id=user_id, credits=credits, request_key=request_key
+        )
+    except Exception:
+        log.exception("opening a checkout for team %s failed unexpectedly", team_id)
+        return _message("⚠️ I couldn't open a checkout page just now. Please try again in a minute.")
+
+
+async def _checkout_message(
+    services: Services, client: AsyncWebClient, *, team_id: str, user_id: str, credits: int, request_key: str
+) -> dict:
     if services.checkout is None:
         return _message(NOT_CONFIGURED)
     pack = find_pack(services.checkout.packs, credits)

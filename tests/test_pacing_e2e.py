@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+from bot.markdown_chunks import CURSOR
 from tests.fakes.anthropic import Script
 
 WORDS = " ".join(f"word{i}" for i in range(60))
@@ -103,6 +104,7 @@ async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(s
         assert text.count("```") % 2 == 0, "each message has its code fences balanced"
     assert all(text.startswith("```python") for text in shown[1:])
     combined = "\n".join(shown)
-    for i in (0, 250, 499):
-        assert f"step_{i}()" in combined
+    assert all(CURSOR not in text for text in shown)
+    positions = [combined.index(f"step_{i}()") for i in range(500)]
+    assert positions == sorted(positions), "every line of the program is there, in order"
     assert combined.endswith("That's all.")
