@@ -125,7 +125,10 @@ async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0",
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         running.socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-        await running.socket_mode.connect_async()
+        # slack_sdk retries a failed connection forever; the HTTP endpoints must not wait for it.
+        running.background.append(
+            asyncio.get_running_loop().create_task(running.socket_mode.connect_async(), name="socket-mode")
+        )
     log.info("bot listening on port %d", bound_port)
     return running
 

@@ -282,6 +282,8 @@ async def start_harness(database_url: str, **overrides) -> BotHarness:
         slack.add_workspace(TEAM, BOT_TOKEN, bot_user_id=BOT_USER)
     else:  # OAuth mode: workspaces exist once installed; oauth.v2.access checks the app's credentials
         slack.client_id, slack.client_secret = overrides.get("slack_client_id"), overrides.get("slack_client_secret")
+    if overrides.get("slack_app_token"):  # Socket Mode: the app-level token must open connections before the bot starts
+        slack.add_app_token(overrides["slack_app_token"], TEAM)
     claude = FakeAnthropic()
     await claude.start()
     stripe = FakeStripe()

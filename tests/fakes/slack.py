@@ -15,7 +15,9 @@ for oauth.v2.access. Answers are HTTP 200 with `{"ok": ...}`, or 429 + `Retry-Af
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import json
 import math
 import time
@@ -79,6 +81,15 @@ class Workspace:
     enterprise_id: str | None
 
 
+@dataclass
+class SocketConnection:
+    """One Socket Mode websocket a client opened with a URL from apps.connections.open."""
+    id: str
+    team_id: str
+    app_id: str
+    ws: web.WebSocketResponse
+
+
 class SlackError(Exception):
     def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None):
         super().__init__(error)
@@ -115,6 +126,14 @@ class FakeSlack:
         self._windows: dict[tuple[str, str], deque] = defaultdict(deque)
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._last_ts_us = 0
+        # Socket Mode: app-level tokens (xapp-...), the one-use URLs issued for them, the open websockets,
+        # and every message a client sent back over one that names an envelope (its acks).
+        self._app_tokens: dict[str, tuple[str, str]] = {}  # token -> (team_id, app_id)
+        self._socket_tickets: dict[str, tuple[str, str]] = {}  # socket id -> (team_id, app_id)
+        self._socket_ids = itertools.count(1)
+        self._envelope_ids = itertools.count(1)
+        self.socket_connections: list[SocketConnection] = []
+        self.socket_acks: list[dict] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._methods = {
@@ -130,12 +149,15 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/response/{id}", self._handle_response_url)
+        app.router.add_get("/socket/{id}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        for connection in list(self.socket_connections):  # an open websocket would hold up the shutdown
+            await connection.ws.close(code=1001, message=b"server shutting down")
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -164,6 +186,11 @@ class FakeSlack:
         workspace = self.workspaces.pop(team_id, None)
         if workspace:
             self._tokens.pop(workspace.bot_token, None)
+
+    def add_app_token(self, app_token: str, team_id: str, *, app_id: str = "A0001") -> None:
+        """An app-level token (xapp-...) with connections:write: it opens Socket Mode connections and
+        nothing else (Web API methods refuse it with not_allowed_token_type)."""
+        self._app_tokens[app_token] = (team_id, app_id)
 
     def add_user(self, team_id: str, user_id: str, *, is_admin: bool = False, is_owner: bool = False,
                  name: str = "someone") -> None:
@@ -231,6 +258,92 @@ class FakeSlack:
             return "".join(sections)
         return message.text or message.markdown_text or ""
 
+    # -- Socket Mode --------------------------------------------------------------------------------------
+
+    async def wait_for_socket(self, timeout: float = 10.0) -> SocketConnection:
+        """The most recent open Socket Mode connection, once a client has connected."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            open_ = [c for c in self.socket_connections if not c.ws.closed]
+            if open_:
+                return open_[-1]
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("no Socket Mode client connected")
+            await asyncio.sleep(0.02)
+
+    async def socket_send(self, payload: dict, *, type: str = "events_api", retry_attempt: int = 0,
+                          retry_reason: str = "", accepts_response_payload: bool = False) -> str:
+        """Deliver `payload` to the connected client in a Socket Mode envelope, as Slack does; returns its
+        envelope_id (the client must ack it: see `socket_acks` and `wait_for_ack`)."""
+        connection = await self.wait_for_socket()
+        envelope_id = f"{next(self._envelope_ids):08d}-fake-{connection.id}"
+        await connection.ws.send_json({
+            "envelope_id": envelope_id, "type": type, "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+            "retry_attempt": retry_attempt, "retry_reason": retry_reason,
+        })
+        return envelope_id
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict:
+        """The client's acknowledgement of the envelope (`{"envelope_id": ...}`, maybe with a payload)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for ack in self.socket_acks:
+                if ack.get("envelope_id") == envelope_id:
+                    return ack
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"envelope {envelope_id} was not acknowledged; acks: {self.socket_acks}")
+            await asyncio.sleep(0.02)
+
+    def _connections_open(self, token: str | None, now: float) -> web.Response:
+        """apps.connections.open: only an app-level token; answers a one-use websocket URL."""
+        team_id = None
+        try:
+            if not token:
+                raise SlackError("not_authed")
+            if token in self._tokens:
+                raise SlackError("not_allowed_token_type")
+            if token not in self._app_tokens:
+                raise SlackError("invalid_auth")
+            team_id, app_id = self._app_tokens[token]
+            self._take_fault("apps.connections.open")
+            socket_id = f"{next(self._socket_ids)}"
+            self._socket_tickets[socket_id] = (team_id, app_id)
+            body, status, headers = {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket/{socket_id}"}, 200, {}
+        except SlackError as failure:
+            body, status = {"ok": False, "error": failure.error}, failure.status
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+        self.calls.append(Call("apps.connections.open", {}, team_id, now, status, body))
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._socket_tickets.pop(request.match_info["id"], None)
+        if ticket is None:  # never issued, or already used
+            raise web.HTTPUnauthorized(text="invalid_ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        connection = SocketConnection(request.match_info["id"], ticket[0], ticket[1], ws)
+        self.socket_connections.append(connection)
+        try:
+            open_count = sum(1 for c in self.socket_connections if not c.ws.closed)
+            await ws.send_json({
+                "type": "hello", "num_connections": open_count,
+                "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": ticket[1]},
+            })
+            async for message in ws:
+                if message.type != web.WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(message.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and "envelope_id" in data:
+                    self.socket_acks.append(data)
+        finally:
+            self.socket_connections.remove(connection)
+        return ws
+
     # -- HTTP --------------------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -240,6 +353,8 @@ class FakeSlack:
         params: dict = {}
         try:
             params, token = await self._read(request)
+            if method == "apps.connections.open":
+                return self._connections_open(token, now)
             if method not in self._methods:
                 raise SlackError("unknown_method")
             if method != "oauth.v2.access":
@@ -292,7 +407,7 @@ class FakeSlack:
             raise SlackError("not_authed")
         team_id = self._tokens.get(token)
         if team_id is None:
-            raise SlackError("invalid_auth")
+            raise SlackError("not_allowed_token_type" if token in self._app_tokens else "invalid_auth")
         return self.workspaces[team_id]
 
     def _take_fault(self, method: str) -> None:
