@@ -72,8 +72,9 @@ class Context:
 
 async def conversation_so_far(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Context:
     """The earlier turns: from the bot's own history, or read once from Slack for a thread it just joined."""
-    if await services.history.knows(question.conversation) or not question.joins_existing_thread:
-        return Context(await services.history.load(question.conversation), [], None)
+    prior = await services.history.load(question.conversation)
+    if prior is not None or not question.joins_existing_thread:
+        return Context(prior or [], [], None)
     imported = await read_thread_from_slack(
         client,
         channel=question.channel_id,

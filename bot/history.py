@@ -75,11 +75,14 @@ class ConversationHistory:
         c = conversation_turns.c
         return (c.team_id == key.team_id) & (c.channel_id == key.channel_id) & (c.thread_ts == key.thread_ts)
 
-    async def load(self, key: ThreadKey) -> list[Turn]:
+    async def load(self, key: ThreadKey) -> list[Turn] | None:
+        """The conversation so far, trimmed to the token budget; None when the bot was never part of it."""
         c = conversation_turns.c
         query = select(c.role, c.content).where(self._where(key)).order_by(c.id.desc()).limit(MAX_ROWS)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
+        if not rows:
+            return None
         turns = [Turn(role, content) for role, content in reversed(rows)]
         return trim_to_budget(merge_consecutive(turns), self._token_budget)
 
