@@ -165,7 +165,14 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
 
     settlement = await settle(services, hold, stream, reply_deleted=reply.gone.is_set())
     if reply.gone.is_set():
-        log.info("reply to event %s was deleted; generation stopped (request %s)", question.event_id, stream.request_id)
+        log.info("reply to event %s is gone; generation stopped (request %s)", question.event_id, stream.request_id)
+        if settlement and settlement.low_balance:
+            # The notice is shown once; it must not vanish with the deleted reply.
+            try:
+                await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts,
+                                   markdown=say.low_balance(settlement.balance_after))
+            except Exception:
+                log.exception("could not post the low-balance notice of event %s", question.event_id)
         return
     notices = say.with_notices(
         context.notice,

@@ -399,3 +399,16 @@ async def test_credits_command_shows_balance_reserved_usage_top_users_and_price(
     await h.idle()
     balance = await assert_books_consistent(h)
     assert balance.balance == 86
+
+
+async def test_the_low_balance_notice_survives_a_deleted_reply(start_bot_on_each_database):
+    h = await start_flat(start_bot_on_each_database, price=1, granted=5, low_balance_threshold=5)
+    h.claude.enqueue(Script(text=" ".join(f"word{i}" for i in range(200)), delta_chars=10, delay=0.05))
+    sent = await h.mention("a long answer please")
+    await wait_until(lambda: bool(h.slack.calls_to("chat.update")), what="a chat.update of the reply")
+    (reply,) = h.slack.thread("C0001", sent.ts)
+    h.slack.delete_message("C0001", reply.ts)
+    await h.idle()
+    (notice,) = h.slack.thread("C0001", sent.ts)
+    assert "4 credits left" in h.slack.visible_markdown(notice)
+    await assert_books_consistent(h)
