@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -11,17 +11,11 @@ import sqlalchemy as sa
 from billing import Credits, Insufficient, Reservation
 from billing.tables import credit_ledger, credit_reservations
 
+from tests.clocks import Clock
+
 pytestmark = pytest.mark.billing
 
 TEAM = "T0001"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def watch_available(credits: Credits, done: asyncio.Event) -> list[int]:

@@ -18,7 +18,6 @@ Stripe's error shape and `Request-Id` header, idempotent replays); the real `str
 from __future__ import annotations
 
 import copy
-import json
 import re
 import secrets
 import string
