@@ -207,3 +207,27 @@ async def test_users_info_views_publish_dms_and_ephemerals(make):
     assert opened["channel"]["id"] == "D0001" == (await client.conversations_open(users="U0001"))["channel"]["id"]
     ephemeral = await client.chat_postEphemeral(channel="C1", user="U1", text="only you")
     assert fake.ephemeral[0].user == "U1" and fake.ephemeral[0].message_ts == ephemeral["message_ts"]
+
+
+async def test_a_rotating_install_refreshes_with_a_refresh_token_and_the_old_token_expires(make):
+    fake, _ = await make()
+    fake.add_oauth_code("code-r", "T9", bot_token="xoxb-T9-old", team_name="Nine", rotating=True, expires_in=60)
+    anonymous = AsyncWebClient(base_url=fake.api_url)
+    installed = await anonymous.oauth_v2_access(client_id="cid", client_secret="secret", code="code-r")
+    assert installed["access_token"] == "xoxb-T9-old" and installed["expires_in"] == 60
+    assert installed["refresh_token"].startswith("xoxe-1-")
+
+    refreshed = await anonymous.oauth_v2_access(client_id="cid", client_secret="secret", grant_type="refresh_token",
+                                                refresh_token=installed["refresh_token"])
+    assert refreshed["token_type"] == "bot" and refreshed["expires_in"] == 43200
+    assert refreshed["access_token"] not in ("xoxb-T9-old", "") and refreshed["refresh_token"].startswith("xoxe-1-")
+    assert refreshed["refresh_token"] != installed["refresh_token"]
+    assert refreshed["team"] == {"id": "T9", "name": "Nine"} and refreshed["bot_user_id"] == "UBOT"
+    old = await failure(AsyncWebClient("xoxb-T9-old", base_url=fake.api_url).auth_test())
+    assert old.response["error"] == "token_expired"
+    assert (await AsyncWebClient(refreshed["access_token"], base_url=fake.api_url).auth_test())["team_id"] == "T9"
+    again = await failure(anonymous.oauth_v2_access(client_id="cid", client_secret="secret", grant_type="refresh_token",
+                                                    refresh_token=installed["refresh_token"]))
+    assert again.response["error"] == "invalid_refresh_token", "a refresh token works once"
+    refresh = fake.calls_to("oauth.v2.access")[1]
+    assert refresh.params["grant_type"] == "refresh_token" and refresh.team_id == "T9"

@@ -43,6 +43,7 @@ class Call:
     at: float
     status: int
     response: dict
+    token: str | None = None  # the token the call was made with (Bearer or `token` field), if any
 
 
 @dataclass
@@ -121,6 +122,11 @@ class FakeSlack:
         self.users: dict[tuple[str, str], dict] = {}
         self._tokens: dict[str, str] = {}
         self._oauth_bot_ids: dict[str, str] = {}
+        # Token rotation: a refresh token (xoxe-1-...) -> what its exchange installs; bot tokens a refresh replaced.
+        self.token_expires_in = 43200  # what a refresh answers: Slack's rotating tokens live 12 hours
+        self._refresh_tokens: dict[str, dict] = {}
+        self._expired_tokens: set[str] = set()
+        self._refresh_ids = itertools.count(1)
         self._history: dict[tuple[str, str], list[dict]] = defaultdict(list)
         self._faults: dict[str, deque] = defaultdict(deque)
         self._windows: dict[tuple[str, str], deque] = defaultdict(deque)
@@ -208,8 +214,13 @@ class FakeSlack:
                        bot_id: str = "BBOT", team_name: str = "Acme", enterprise_id: str | None = None,
                        user_id: str = "U0001", app_id: str = "A0001", user_token: str | None = None,
                        scope: str = "app_mentions:read,chat:write,commands,im:history,users:read",
-                       user_scope: str = "", org_wide: bool = False) -> None:
+                       user_scope: str = "", org_wide: bool = False, rotating: bool = False,
+                       expires_in: int = 43200) -> None:
         """An authorization code the app can exchange once; the bot token works only after the exchange.
+
+        `rotating`: the app has token rotation on: the bot token expires in `expires_in` seconds and the
+        payload carries a `refresh_token` (xoxe-1-...) that oauth.v2.access (grant_type=refresh_token) trades
+        for a new bot token and a new refresh token; the replaced token then answers `token_expired`.
 
         `org_wide`: an org-wide install on Enterprise Grid (pass the org as `team_id` and `enterprise_id`):
         the payload has no team, and the fake keeps the org's token as a workspace named after the org."""
@@ -224,6 +235,15 @@ class FakeSlack:
             "is_enterprise_install": org_wide,
         }
         self._oauth_bot_ids[code] = bot_id
+        if rotating:
+            payload = self.oauth_installs[code]
+            payload["refresh_token"] = self._new_refresh_token(payload, bot_id)
+            payload["expires_in"] = expires_in
+
+    def _new_refresh_token(self, payload: dict, bot_id: str) -> str:
+        token = f"xoxe-1-{next(self._refresh_ids)}-{zlib.crc32(payload['access_token'].encode()):010d}"
+        self._refresh_tokens[token] = {"payload": payload, "bot_id": bot_id}
+        return token
 
     def inject(self, method: str, error: str, *, count: int = 1, retry_after: int = 1, status: int | None = None) -> None:
         """The next `count` calls of `method` fail; "ratelimited" answers 429 + Retry-After like Slack."""
@@ -351,6 +371,7 @@ class FakeSlack:
         now = self.clock()
         workspace = None
         params: dict = {}
+        token = None
         try:
             params, token = await self._read(request)
             if method == "apps.connections.open":
@@ -368,7 +389,7 @@ class FakeSlack:
         team_id = workspace.team_id if workspace else None
         if method == "oauth.v2.access" and body.get("ok"):
             team_id = (body["team"] or body["enterprise"])["id"]  # the install it answered belongs to that workspace
-        self.calls.append(Call(method, params, team_id, now, status, body))
+        self.calls.append(Call(method, params, team_id, now, status, body, token))
         return web.json_response(body, status=status, headers=headers)
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
@@ -406,6 +427,8 @@ class FakeSlack:
         if not token:
             raise SlackError("not_authed")
         team_id = self._tokens.get(token)
+        if team_id is None and token in self._expired_tokens:
+            raise SlackError("token_expired")
         if team_id is None:
             raise SlackError("not_allowed_token_type" if token in self._app_tokens else "invalid_auth")
         return self.workspaces[team_id]
@@ -589,6 +612,8 @@ class FakeSlack:
             raise SlackError("invalid_client_id")
         if not client_secret or (self.client_secret and client_secret != self.client_secret):
             raise SlackError("bad_client_secret")
+        if params.get("grant_type") == "refresh_token":
+            return self._refresh(params)
         code = params.get("code") or ""
         payload = self.oauth_installs.pop(code, None)  # a code works once, like Slack's
         if payload is None:
@@ -598,3 +623,29 @@ class FakeSlack:
                            bot_id=self._oauth_bot_ids.pop(code), team_name=team["name"],
                            enterprise_id=(payload["enterprise"] or {}).get("id"))
         return payload
+
+    def _refresh(self, params: dict) -> dict:
+        """oauth.v2.access with grant_type=refresh_token: a new bot token and refresh token for the install;
+        the refresh token is used up and the bot token it replaced stops working (`token_expired`)."""
+        refresh_token = params.get("refresh_token") or ""
+        grant = self._refresh_tokens.pop(refresh_token, None)
+        if grant is None:
+            raise SlackError("invalid_refresh_token")
+        previous = grant["payload"]
+        team = previous["team"] or previous["enterprise"]
+        workspace = self.workspaces.get(team["id"])
+        if workspace is None or workspace.bot_token != previous["access_token"]:
+            raise SlackError("invalid_refresh_token")  # uninstalled (or revoked) since
+        access_token = f"xoxb-{team['id']}-{zlib.crc32(refresh_token.encode()):010d}-r"
+        payload = {
+            "ok": True, "app_id": previous["app_id"], "scope": previous["scope"], "token_type": "bot",
+            "access_token": access_token, "bot_user_id": previous["bot_user_id"],
+            "refresh_token": "", "expires_in": self.token_expires_in,
+            "team": previous["team"], "enterprise": previous["enterprise"],
+            "is_enterprise_install": previous["is_enterprise_install"],
+        }
+        payload["refresh_token"] = self._new_refresh_token(payload, grant["bot_id"])
+        self._expired_tokens.add(previous["access_token"])
+        self.add_workspace(team["id"], access_token, bot_user_id=workspace.bot_user_id, bot_id=workspace.bot_id,
+                           team_name=workspace.team_name, enterprise_id=workspace.enterprise_id)
+        return dict(payload)
