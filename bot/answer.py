@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import Insufficient, Reservation, Settlement
 from bot import user_messages as say
-from bot.claude_stream import ClaudeError, ClaudeStream
+from bot.claude_stream import ClaudeError, ClaudeStream, Failure
 from bot.history import Turn, read_thread_from_slack, trim_to_budget
 from bot.question import Question
 from bot.services import Services
@@ -158,7 +158,7 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
         failure_notice = say.claude_failed(error.failure, error.request_id)
     except asyncio.CancelledError:
         shutting_down = True
-        failure_notice = say.claude_failed(say.Failure.INTERRUPTED, stream.request_id)
+        failure_notice = say.claude_failed(Failure.INTERRUPTED, stream.request_id)
     except Exception:
         log.exception("answering event %s failed (Claude request %s)", question.event_id, stream.request_id)
         failure_notice = say.UNEXPECTED

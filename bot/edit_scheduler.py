@@ -140,7 +140,6 @@ class EditScheduler:
         self._paused_until = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.rate_limited = 0
 
     def request(self, writer: Editable) -> None:
         """`writer` has newer text than Slack shows. Called on every delta: cheap when already waiting."""
@@ -220,7 +219,6 @@ class EditScheduler:
             self._budget.finished()
             self._in_flight.discard(writer)
         if retry_after is not None:
-            self.rate_limited += 1
             self._paused_until = max(self._paused_until, self._clock() + retry_after)
             log.warning("chat.update rate-limited; pausing edits for %.1fs", retry_after)
         if writer.wants_edit():

@@ -92,7 +92,6 @@ class MessageWriter:
         self._network_failures = 0
         self.gone = False
         self.failed = False
-        self.edits = 0
         self._settled = asyncio.Event()
 
     def touch(self) -> None:
@@ -156,7 +155,6 @@ class MessageWriter:
                 self.not_before = self._clock() + 2 ** self._network_failures * 0.25
             return None
         self.last_edit_done = self._clock()
-        self.edits += 1
         self._sent_version = version
         self._shown_length = len(markdown)
         self._waiting_since = None if version == self._version else self.last_edit_done
@@ -201,14 +199,6 @@ class SlackReply:
         # Set when the reply can no longer be written: deleted by the user, or Slack refused a continuation.
         self.gone = asyncio.Event()
         self._gone_callbacks: list[Callable[[], None]] = []
-
-    @property
-    def ts(self) -> str | None:
-        return self._writers[0].ts if self._writers else None
-
-    @property
-    def message_ts(self) -> list[str]:
-        return [writer.ts for writer in self._writers]
 
     def on_gone(self, callback: Callable[[], None]) -> None:
         self._gone_callbacks.append(callback)
@@ -300,7 +290,3 @@ class SlackReply:
                 self._writers[-1].finalize(self._current or "_(no answer)_")
         results = [await writer.done() for writer in self._writers if writer.final]
         return bool(results) and all(results) and not self.gone.is_set()
-
-    @property
-    def edit_count(self) -> int:
-        return sum(writer.edits for writer in self._writers)

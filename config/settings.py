@@ -41,10 +41,6 @@ class StorageSettings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return url
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 class BillingSettings(StorageSettings):
     """Credits and pricing: enough for `python -m billing`, which needs no Slack or Anthropic secrets."""

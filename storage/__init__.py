@@ -1,6 +1,6 @@
 """Database plumbing shared by the bot and billing: the async engine and the Alembic migrations."""
 
-from storage.engine import create_engine, is_sqlite
+from storage.engine import create_engine
 from storage.migrate import migrate
 
-__all__ = ["create_engine", "is_sqlite", "migrate"]
+__all__ = ["create_engine", "migrate"]

@@ -9,10 +9,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_TIMEOUT_SECONDS = 120
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def create_engine(url: str, **kwargs) -> AsyncEngine:
     """An async engine that is safe for concurrent writers on SQLite as well as PostgreSQL.
 
