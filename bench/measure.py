@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.markdown_chunks import CURSOR
+from bot.delivery.markdown import CURSOR
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -26,8 +26,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.markdown_chunks import streaming_view
-from bot.slack_writer import markdown_message, retry_after_seconds
+from bot.delivery.markdown import streaming_view
+from bot.delivery.markdown import markdown_message
+from bot.delivery.scheduler import retry_after_seconds
 
 REFERENCES = ("every_delta", "every_20", "every_second", "chat_stream")
 PLACEHOLDER = "_Thinking…_"

@@ -11,7 +11,8 @@ release and the sweeper idempotent and safe against each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -63,9 +64,20 @@ class Credits:
     def _now(self) -> datetime:
         return utc(self.clock())
 
+    @asynccontextmanager
+    async def _transaction(self, connection: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """The caller's transaction when it passes one (its other writes commit or fail with this one), else a new one."""
+        if connection is not None:
+            yield connection
+            return
+        async with self.engine.begin() as own:
+            yield own
+
     # --- answers -------------------------------------------------------------------------------
 
-    async def reserve(self, team_id: str, user_id: str | None, amount: int, reservation_id: str) -> Reservation | Insufficient:
+    async def reserve(
+        self, team_id: str, user_id: str | None, amount: int, reservation_id: str, *, connection: AsyncConnection | None = None
+    ) -> Reservation | Insufficient:
         """Hold `amount` credits for one answer, only if that many are available.
 
         Idempotent on reservation_id: a repeated call returns the first reservation, whatever became of it.
@@ -73,7 +85,7 @@ class Credits:
         if amount < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
         now = self._now()
-        async with self.engine.begin() as connection:
+        async with self._transaction(connection) as connection:
             existing = await _find_reservation(connection, reservation_id)
             if existing is not None:
                 return existing
@@ -149,20 +161,20 @@ class Credits:
             memo="free credits for a new workspace",
         )
 
-    async def settle(self, reservation_id: str, charge: int) -> Settlement:
+    async def settle(self, reservation_id: str, charge: int, *, connection: AsyncConnection | None = None) -> Settlement:
         """Charge for an answer, at most what was reserved; exactly once however often it is called.
 
         After release() it charges nothing (already_settled=True); after the sweeper expired the
         reservation it charges at most what is available then, still once."""
         if charge < 0:
             raise ValueError(f"cannot charge a negative amount ({charge})")
-        async with self.engine.begin() as connection:
+        async with self._transaction(connection) as connection:
             return await settlement.settle(connection, reservation_id, charge, self._now(), self.low_balance_threshold)
 
-    async def release(self, reservation_id: str) -> None:
+    async def release(self, reservation_id: str, *, connection: AsyncConnection | None = None) -> None:
         """Claude failed before producing anything: return the hold, charge nothing. Idempotent."""
         now = self._now()
-        async with self.engine.begin() as connection:
+        async with self._transaction(connection) as connection:
             released = (
                 await connection.execute(
                     sa.update(reservations)
@@ -182,9 +194,23 @@ class Credits:
                 .values(reserved=accounts.c.reserved - released.amount)
             )
 
-    async def sweep_expired(self) -> int:
-        """Return the holds of reservations past their expiry; how many. One transaction per reservation,
-        so a sweep never holds many locks, and the conditional UPDATE loses gracefully to a late settle."""
+    async def renew(self, reservation_ids: Collection[str]) -> int:
+        """Push back the expiry of holds whose answers are still being worked on; how many were renewed."""
+        if not reservation_ids:
+            return 0
+        now = self._now()
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                sa.update(reservations)
+                .where(reservations.c.id.in_(list(reservation_ids)), reservations.c.status == "held")
+                .values(expires_at=now + self.reservation_ttl)
+            )
+        return result.rowcount
+
+    async def sweep_expired(self, *, keep: Collection[str] = ()) -> int:
+        """Return the holds of reservations past their expiry, except those in `keep` (someone still answers
+        for them); how many. One transaction per reservation, so a sweep never holds many locks, and the
+        conditional UPDATE loses gracefully to a late settle."""
         now = self._now()
         async with self.engine.begin() as connection:
             due = (
@@ -195,7 +221,7 @@ class Credits:
                 )
             ).scalars().all()
         swept = 0
-        for reservation_id in due:
+        for reservation_id in (r for r in due if r not in keep):
             async with self.engine.begin() as connection:
                 if await settlement.expire(connection, reservation_id, now, self.reservation_ttl):
                     swept += 1

@@ -80,12 +80,14 @@ def insert_or_ignore(dialect_name: str, table: sa.Table, **values):
 
 async def merge_refund(conn: AsyncConnection, payment_intent: str, *, amount: int, amount_refunded: int,
                        now: datetime) -> None:
-    """Record a charge's refunded total. It only grows: an older event delivered late changes nothing."""
+    """Record a charge's refunded total. It only grows: an older event delivered late changes nothing. The
+    charge's amount is noted once, for the record; refunds are reckoned against the purchase's own amount."""
     await _ensure_payment(conn, payment_intent, now)
     current = payments.c.amount_refunded
     await conn.execute(
         sa.update(payments).where(payments.c.payment_intent == payment_intent)
-        .values(amount=amount, amount_refunded=sa.case((current < amount_refunded, amount_refunded), else_=current),
+        .values(amount=sa.func.coalesce(payments.c.amount, amount),
+                amount_refunded=sa.case((current < amount_refunded, amount_refunded), else_=current),
                 updated_at=now)
     )
 

@@ -24,13 +24,13 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 import stripe
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.stripe_tables import (
     DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, EXPIRED, FAILED, MISMATCH, OPEN, PAID, UNPAID, checkout_sessions, events,
     insert_or_ignore, merge_dispute, merge_refund, payments, utc_now,
 )
+from storage.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +54,20 @@ class MalformedEvent(Exception):
     """A correctly signed event that lacks what its type promises: retrying it cannot help."""
 
 
-def reversal_target(credits: int, amount: int | None, amount_refunded: int, dispute_status: str | None) -> int:
-    """Credits that should be taken back from a purchase, given what Stripe reported about its charge.
+def reversal_target(credits: int, paid: int, amount_refunded: int, dispute_status: str | None) -> int:
+    """Credits that should be taken back from a purchase of `credits` for `paid` (in the currency's minor
+    unit, as recorded when the purchase was granted), given what Stripe reported about its charge.
 
     Refunds take back the refunded share rounded DOWN (the buyer keeps a fraction of a credit rather
     than losing one they paid for); a full refund takes back exactly everything. An open or lost
-    dispute takes back the whole purchase; a won one leaves only the refunds.
+    dispute takes back the whole purchase; a won one leaves only the refunds. What an event says the
+    charge's amount is plays no part: only the purchase's own amount does.
     """
     if dispute_status in (DISPUTE_OPEN, DISPUTE_LOST):
         return credits
-    if not amount or amount_refunded <= 0:
+    if paid <= 0 or amount_refunded <= 0:
         return 0
-    return min(credits, credits * amount_refunded // amount)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Errors worth a 500, so that Stripe delivers again later: the database or network was unavailable."""
-    if isinstance(error, (OSError, TimeoutError, sa_exc.TimeoutError)):
-        return True
-    return isinstance(error, sa_exc.DBAPIError) and not isinstance(
-        error, (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.DataError, sa_exc.NotSupportedError)
-    )
+    return min(credits, credits * min(amount_refunded, paid) // paid)
 
 
 Notification = Callable[[], Awaitable[None]]
@@ -259,7 +252,7 @@ class StripeWebhook:
         for _ in range(MAX_RECONCILE_STEPS):
             async with self._engine.begin() as conn:
                 row = (await conn.execute(
-                    sa.select(checkout_sessions, payments.c.amount, payments.c.amount_refunded, payments.c.dispute_status)
+                    sa.select(checkout_sessions, payments.c.amount_refunded, payments.c.dispute_status)
                     .select_from(checkout_sessions.outerjoin(
                         payments, payments.c.payment_intent == checkout_sessions.c.payment_intent))
                     .where(checkout_sessions.c.id == session_id)
@@ -269,7 +262,7 @@ class StripeWebhook:
                 if row.pending_adjustment:
                     step = (row.adjustment_seq, row.pending_adjustment, row.pending_kind)
                 else:
-                    target = reversal_target(row.credits, row.amount, row.amount_refunded or 0, row.dispute_status)
+                    target = reversal_target(row.credits, row.amount_total, row.amount_refunded or 0, row.dispute_status)
                     change = target - row.credits_reversed
                     if change == 0:
                         return

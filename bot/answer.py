@@ -1,66 +1,113 @@
-"""The path of one question: credits -> placeholder -> Claude's stream into Slack -> settlement.
+"""The path of one question: claim and hold -> placeholder -> Claude's stream into Slack -> settlement.
 
-Whatever happens on the way — Claude failing, Slack failing, the reply deleted, the process
-stopping — the reply ends in a final state (never "Thinking…") and the credits reserved for it
-are either charged for what was consumed or released.
+Whatever happens on the way (Claude failing, Slack failing, the reply deleted, the database down, the
+process stopping) the question gets exactly one visible outcome, and the credits held for it are either
+charged for what was consumed or released. The question is recorded (bot/inflight.py) from the
+transaction that claims it until its outcome is final, so that a process killed on the way leaves
+behind what another process needs to finish it (bot/recovery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from billing import Insufficient, Reservation, Settlement
+from billing import Insufficient, Reservation, Settlement, TokenUsage
 from bot import user_messages as say
+from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
+from bot.delivery import SlackReply, SlackScheduler
 from bot.history import Turn, read_thread_from_slack, trim_to_budget
+from bot.inflight import AnswerJournal
 from bot.question import Question
 from bot.services import Services
-from bot.slack_writer import SlackReply, post_message
+from storage import is_transient
 
 log = logging.getLogger(__name__)
 
-CACHE_POINT = {"type": "ephemeral"}
-SETTLE_ATTEMPTS = 3
-# Reserve for more input than the usual four characters a token: code and many languages pack tighter.
-RESERVE_CHARS_PER_TOKEN = 3
 SHUTDOWN_FINISH_TIMEOUT = 5.0
+SETTLE_FIRST_WAIT = 0.5
+SETTLE_MAX_WAIT = 15.0
 
 
-def _cached(text: str) -> list[dict]:
-    return [{"type": "text", "text": text, "cache_control": CACHE_POINT}]
+class Outcome(enum.Enum):
+    FINAL = "final"  # the question's outcome is shown and its credits accounted for: its record goes
+    UNFINISHED = "unfinished"  # left for recovery (its record stays)
+    NOT_RECORDED = "not recorded"  # a repeated delivery, or the claim itself failed: there is no record of ours
 
 
-def build_claude_request(services: Services, prior: list[Turn], question: str) -> dict:
-    """Breakpoints on the system prompt, the end of the earlier conversation and the new question, so
-    that a follow-up reads everything before it from Anthropic's cache instead of paying for it again."""
-    messages = [{"role": turn.role, "content": turn.content} for turn in prior]
-    if messages:
-        messages[-1]["content"] = _cached(messages[-1]["content"])
-    messages.append({"role": "user", "content": _cached(question)})
-    return {
-        "model": services.settings.claude_model,
-        "max_tokens": services.settings.claude_max_tokens,
-        "system": _cached(services.settings.system_prompt),
-        "messages": messages,
-    }
+async def answer_question(question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None) -> None:
+    journal = services.journal
+    if not journal.start(question.reservation_id):
+        log.info("event %s is being answered already; ignoring Slack's retry", question.event_id)
+        return
+    outcome = Outcome.UNFINISHED
+    try:
+        outcome = await _answer(question, client, services, bot_user_id)
+    finally:
+        if outcome is Outcome.FINAL:
+            await journal.finished(question.reservation_id)
+        else:
+            journal.abandon(question.reservation_id)
 
 
-def reserved_input_tokens(request: dict) -> int:
-    characters = len(request_text(request))
-    return math.ceil(characters / RESERVE_CHARS_PER_TOKEN) + 16
+@dataclass(frozen=True)
+class Claimed:
+    hold: Reservation | Insufficient | None  # None: nothing to hold (an empty question gets the help text)
 
 
-def request_text(request: dict) -> str:
-    parts = [block["text"] for block in request["system"]]
-    for message in request["messages"]:
-        content = message["content"]
-        parts.extend([content] if isinstance(content, str) else [block["text"] for block in content])
-    return "\n".join(parts)
+async def claim(question: Question, services: Services) -> Claimed | None:
+    """The only database work before anything is shown: one transaction that claims the event, holds the
+    worst case of the answer's price and records the question. None when the event was claimed before."""
+    with_history = question.may_continue_a_conversation
+    needed = services.pricing.worst_case(
+        input_allowance(services.settings, question.text, with_history=with_history), services.settings.claude_max_tokens
+    )
+    async with services.engine.begin() as connection:
+        if not await services.events.claim(connection, question.event_id, question.team_id):
+            return None
+        hold = None
+        if question.text:
+            hold = await services.credits.reserve(
+                question.team_id, question.user_id, needed, question.reservation_id, connection=connection
+            )
+        await services.journal.open(connection, question, hold.id if isinstance(hold, Reservation) else None)
+    return Claimed(hold)
+
+
+async def _answer(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Outcome:
+    scheduler = services.slack.for_team(question.team_id)
+    try:
+        claimed = await claim(question, services)
+    except Exception:
+        log.exception("could not start answering event %s", question.event_id)
+        await tell(scheduler, client, question, say.NOT_STARTED)
+        return Outcome.NOT_RECORDED
+    if claimed is None:
+        log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
+        return Outcome.NOT_RECORDED
+    hold = claimed.hold
+    if hold is None:
+        await tell(scheduler, client, question, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
+        return Outcome.FINAL
+    if isinstance(hold, Insufficient):
+        log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, hold.needed)
+        await tell(scheduler, client, question, say.insufficient_credits(hold.available, services.pricing.describe()))
+        return Outcome.FINAL
+    return await answer_with(question, hold, client, scheduler, services, bot_user_id)
+
+
+async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str) -> None:
+    """A one-message outcome in the question's thread (waiting for the channel's turn, however long)."""
+    try:
+        await scheduler.post_markdown(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=markdown)
+    except Exception:
+        log.exception("could not post the reply to event %s", question.event_id)
 
 
 @dataclass
@@ -72,7 +119,13 @@ class Context:
 
 async def conversation_so_far(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Context:
     """The earlier turns: from the bot's own history, or read once from Slack for a thread it just joined."""
-    prior = await services.history.load(question.conversation)
+    if not question.may_continue_a_conversation:
+        return Context([], [], None)
+    try:
+        prior = await services.history.load(question.conversation)
+    except Exception:
+        log.exception("could not read the history of event %s; answering without it", question.event_id)
+        return Context([], [], say.HISTORY_NOT_LOADED)
     if prior is not None or not question.joins_existing_thread:
         return Context(prior or [], [], None)
     imported = await read_thread_from_slack(
@@ -87,70 +140,48 @@ async def conversation_so_far(question: Question, client: AsyncWebClient, servic
     return Context(trim_to_budget(imported, services.settings.history_token_budget), imported, None)
 
 
-@dataclass
-class Prepared:
-    context: Context
-    request: dict
-    hold: Reservation
+class Checkpoints:
+    """The reply's progress, written to its record before Slack shows it (see bot/inflight.py)."""
+
+    def __init__(self, journal: AnswerJournal, record_id: str):
+        self._journal = journal
+        self._record_id = record_id
+        self.usage: Callable[[], TokenUsage] = TokenUsage
+
+    async def shown(self, messages: list[str], text: str) -> None:
+        await self._journal.shown(self._record_id, messages, text, self.usage())
 
 
-async def prepare(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Prepared | None:
-    """Everything before the placeholder; None when the question is answered already (a retry, help, no credits)."""
-    if not await services.events.claim(question.event_id, question.team_id):
-        log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
-        return None
-    if not question.text:
-        help_text = say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot")
-        await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=help_text)
-        return None
-    context = await conversation_so_far(question, client, services, bot_user_id)
-    request = build_claude_request(services, context.prior, question.text)
-    needed = services.pricing.worst_case(reserved_input_tokens(request), services.settings.claude_max_tokens)
-    hold = await services.credits.reserve(question.team_id, question.user_id, needed, question.reservation_id)
-    if isinstance(hold, Insufficient):
-        log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
-        text = say.insufficient_credits(hold.available, services.pricing.describe())
-        await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=text)
-        return None
-    return Prepared(context, request, hold)
-
-
-async def answer_question(question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None) -> None:
-    try:
-        prepared = await prepare(question, client, services, bot_user_id)
-    except Exception:
-        # The database or Slack failed before any credit was held: say so rather than stay silent.
-        log.exception("could not start answering event %s", question.event_id)
-        try:
-            await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=say.NOT_STARTED)
-        except Exception:
-            log.exception("could not tell the user about event %s either", question.event_id)
-        return
-    if prepared is None:
-        return
-    context, request, hold = prepared.context, prepared.request, prepared.hold
-
-    reply = SlackReply(
-        client,
-        services.edit_schedulers.for_team(question.team_id),
-        channel=question.channel_id,
-        thread_ts=question.reply_thread_ts,
-    )
+async def answer_with(
+    question: Question, hold: Reservation, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
+    bot_user_id: str | None,
+) -> Outcome:
+    checkpoints = Checkpoints(services.journal, question.reservation_id)
+    reply = SlackReply(client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, journal=checkpoints)
+    # The placeholder waits for the channel's turn; the history is read meanwhile.
+    context_task = asyncio.get_running_loop().create_task(conversation_so_far(question, client, services, bot_user_id))
     try:
         await reply.start(say.THINKING)
     except (Exception, asyncio.CancelledError) as error:
+        context_task.cancel()
         log.warning("no placeholder for event %s (%s); releasing its credits", question.event_id, error.__class__.__name__)
-        await services.credits.release(hold.id)
         if isinstance(error, asyncio.CancelledError):
             raise
-        return
+        try:
+            await services.credits.release(hold.id)
+        except Exception:
+            log.exception("could not release the hold of event %s; recovery will", question.event_id)
+            return Outcome.UNFINISHED
+        return Outcome.FINAL
+    context = await context_task
 
     stream = ClaudeStream(
         services.claude,
-        request,
+        build_claude_request(services.settings, context.prior, question.text),
         max_retries=services.settings.claude_max_retries,
         retry_max_wait=services.settings.claude_retry_max_wait,
     )
+    checkpoints.usage = lambda: stream.usage
     failure_notice, shutting_down = None, False
     try:
         await stream_into(reply, stream)
@@ -163,38 +194,40 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
         log.exception("answering event %s failed (Claude request %s)", question.event_id, stream.request_id)
         failure_notice = say.UNEXPECTED
 
-    settlement = await settle(services, hold, stream, reply_deleted=reply.gone.is_set())
-    if reply.gone.is_set():
+    deleted = reply.gone.is_set()
+    learned = []
+    if stream.text and failure_notice is None and not deleted:
+        learned = [*context.imported, Turn("user", question.text), Turn("assistant", stream.text)]
+
+    def tail(settlement: Settlement | None) -> str:
+        notices = say.with_notices(
+            context.notice,
+            say.cut_at_length_limit(services.settings.claude_max_tokens) if stream.stop_reason == "max_tokens" else None,
+            say.REFUSED if stream.stop_reason == "refusal" else None,
+            failure_notice,
+            say.low_balance(settlement.balance_after) if settlement and settlement.low_balance else None,
+        )
+        return notices if stream.text else notices.lstrip("\n")
+
+    settlement = await settle(services, question, hold, stream, reply, deleted=deleted, learned=learned, tail=tail)
+
+    if deleted:
         log.info("reply to event %s is gone; generation stopped (request %s)", question.event_id, stream.request_id)
         if settlement and settlement.low_balance:
-            # The notice is shown once; it must not vanish with the deleted reply.
-            try:
-                await post_message(client, channel=question.channel_id, thread_ts=question.reply_thread_ts,
-                                   markdown=say.low_balance(settlement.balance_after))
-            except Exception:
-                log.exception("could not post the low-balance notice of event %s", question.event_id)
-        return
-    notices = say.with_notices(
-        context.notice,
-        say.cut_at_length_limit(services.settings.claude_max_tokens) if stream.stop_reason == "max_tokens" else None,
-        say.REFUSED if stream.stop_reason == "refusal" else None,
-        failure_notice,
-        say.low_balance(settlement.balance_after) if settlement and settlement.low_balance else None,
-    )
-    finishing = reply.finish(notices.lstrip("\n") if not stream.text else notices)
+            await tell(scheduler, client, question, say.low_balance(settlement.balance_after))  # shown once: not lost with the reply
+        return Outcome.FINAL
+    finishing = reply.finish(tail(settlement))
     if shutting_down:
         try:
-            await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
+            shown = await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
         except TimeoutError:
-            log.warning("stopping before the final text of event %s reached Slack", question.event_id)
-        raise asyncio.CancelledError
-    shown = await finishing
+            log.warning("stopping before the final text of event %s reached Slack; recovery will show it", question.event_id)
+            return Outcome.UNFINISHED
+    else:
+        shown = await finishing
     if not shown:
         log.error("the final text of event %s could not be shown in Slack", question.event_id)
-    if stream.text and failure_notice is None:
-        await services.history.append(
-            question.conversation, [*context.imported, Turn("user", question.text), Turn("assistant", stream.text)]
-        )
+    return Outcome.FINAL
 
 
 async def stream_into(reply: SlackReply, stream: ClaudeStream) -> None:
@@ -219,20 +252,32 @@ def _current_task_cancelling() -> bool:
     return bool(task and task.cancelling())
 
 
-async def settle(services: Services, hold: Reservation, stream: ClaudeStream, *, reply_deleted: bool) -> Settlement | None:
-    """Charge what Claude consumed, or give the whole reservation back when it produced nothing."""
-    consumed = bool(stream.text) or stream.completed or (reply_deleted and stream.usage.input_tokens > 0)
+async def settle(
+    services: Services, question: Question, hold: Reservation, stream: ClaudeStream, reply: SlackReply, *,
+    deleted: bool, learned: list[Turn], tail: Callable[[Settlement | None], str],
+) -> Settlement | None:
+    """Charge what Claude consumed (or give the whole hold back when it produced nothing), remember the turn
+    and mark the record settled, in one transaction; tried again until the database answers."""
+    consumed = bool(stream.text) or stream.completed or (deleted and stream.usage.input_tokens > 0)
     # Flat pricing charges answers that showed text; token pricing charges whatever was consumed.
     charge = services.pricing.charge(stream.usage, produced_output=bool(stream.text)) if consumed else 0
-    for attempt in range(SETTLE_ATTEMPTS):
+    wait = SETTLE_FIRST_WAIT
+    while True:
         try:
-            if not consumed:
-                await services.credits.release(hold.id)
-                return None
-            return await services.credits.settle(hold.id, charge)
-        except Exception:
-            # Left held, the reservation would be released by the sweeper: the answer would be free.
-            log.exception("settling reservation %s failed (attempt %d)", hold.id, attempt + 1)
-            await asyncio.sleep(0.5 * 2**attempt)
-    log.error("reservation %s stays held; the sweeper will release it (request %s)", hold.id, stream.request_id)
-    return None
+            async with services.engine.begin() as connection:
+                settlement = None
+                if consumed:
+                    settlement = await services.credits.settle(hold.id, charge, connection=connection)
+                else:
+                    await services.credits.release(hold.id, connection=connection)
+                await services.history.append(connection, question.conversation, learned)
+                await services.journal.settled(connection, question.reservation_id, reply.messages, reply.current_text + tail(settlement))
+            return settlement
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # The hold stays ours meanwhile: the sweeper leaves the holds of answers in progress alone.
+            log.warning("settling reservation %s failed (%s); trying again in %.1fs (request %s)",
+                        hold.id, error.__class__.__name__, wait, stream.request_id)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, SETTLE_MAX_WAIT)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import register_listeners
@@ -40,8 +41,12 @@ def build_bolt_app(services: Services) -> AsyncApp:
     with _without_bolt_oauth_environment():
         app = AsyncApp(signing_secret=settings.slack_signing_secret, client=client, process_before_response=False, **oauth)
 
+    strangers = OtherWorkspaces()
+
     @app.middleware
     async def provide_services(context, body, next):
+        if installs is None and strangers.refuse(context, body):
+            return BoltResponse(status=200, body="")  # acknowledged, so that Slack does not retry; nothing else
         context["services"] = services
         if installs is not None and context.is_enterprise_install and _event_type(body) not in LIFECYCLE_EVENTS:
             await installs.remember_org_workspace(workspace_id(None, body), context.enterprise_id)
@@ -53,6 +58,25 @@ def build_bolt_app(services: Services) -> AsyncApp:
 
     register_listeners(app)
     return app
+
+
+class OtherWorkspaces:
+    """Single-workspace mode serves the token's workspace only. The app may be installed elsewhere too (or a
+    request may come from a workspace the token does not belong to): those are ignored, logged once per team,
+    and open no account: answering them would charge the wrong credits and post with the wrong token."""
+
+    def __init__(self) -> None:
+        self._logged: set[str] = set()
+
+    def refuse(self, context, body: dict) -> bool:
+        authorized = context.authorize_result.team_id if context.authorize_result else None
+        team = workspace_id(context.team_id, body)
+        if not authorized or not team or team == authorized:
+            return False
+        if team not in self._logged:
+            self._logged.add(team)
+            log.warning("ignoring requests from workspace %s: SLACK_BOT_TOKEN belongs to %s", team, authorized)
+        return True
 
 
 def _event_type(body: dict) -> str | None:

@@ -86,4 +86,5 @@ async def home_view(services: Services, team_id: str, *, notice: list[dict] | No
 async def publish_home(
     services: Services, client: AsyncWebClient, team_id: str, user_id: str, *, notice: list[dict] | None = None
 ) -> None:
-    await client.views_publish(user_id=user_id, view=await home_view(services, team_id, notice=notice))
+    view = await home_view(services, team_id, notice=notice)
+    await services.slack.for_team(team_id).call(client, "views.publish", user_id=user_id, view=view)

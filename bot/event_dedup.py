@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.tables import slack_events
 
@@ -18,16 +18,14 @@ class EventLog:
         self._clock = clock
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
 
-    async def claim(self, event_id: str, team_id: str) -> bool:
-        """True for the first delivery of `event_id`, False for every repeat."""
+    async def claim(self, connection: AsyncConnection, event_id: str, team_id: str) -> bool:
+        """True for the first delivery of `event_id`, False for every repeat (inside the caller's transaction)."""
         statement = (
             self._insert(slack_events)
             .values(event_id=event_id, team_id=team_id, received_at=self._clock())
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
-        async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
+        return (await connection.execute(statement)).rowcount == 1
 
     async def forget_older_than(self, age: timedelta) -> int:
         """Slack stops retrying after minutes; old claims only take space."""

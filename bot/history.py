@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.claude_stream import estimate_tokens
 from bot.tables import conversation_turns
@@ -91,7 +91,8 @@ class ConversationHistory:
         async with self._engine.connect() as connection:
             return (await connection.execute(query)).first() is not None
 
-    async def append(self, key: ThreadKey, turns: list[Turn]) -> None:
+    async def append(self, connection: AsyncConnection, key: ThreadKey, turns: list[Turn]) -> None:
+        """Inside the caller's transaction (the one that charges the answer)."""
         if not turns:
             return
         now = self._clock()
@@ -106,8 +107,7 @@ class ConversationHistory:
             }
             for turn in turns
         ]
-        async with self._engine.begin() as connection:
-            await connection.execute(insert(conversation_turns), rows)
+        await connection.execute(insert(conversation_turns), rows)
 
     async def forget_team(self, team_id: str) -> int:
         async with self._engine.begin() as connection:

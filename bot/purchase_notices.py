@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.delivery import SlackSchedulers
+
 log = logging.getLogger(__name__)
 
 ClientForTeam = Callable[[str], Awaitable[AsyncWebClient | None]]
@@ -14,10 +16,11 @@ RefreshHome = Callable[[str, str], Awaitable[None]]
 
 
 class SlackPurchaseNotices:
-    """billing.PurchaseNotifier, by direct message."""
+    """billing.PurchaseNotifier, by direct message (through the workspace's Slack scheduler)."""
 
-    def __init__(self, client_for_team: ClientForTeam, *, refresh_home: RefreshHome | None = None):
+    def __init__(self, client_for_team: ClientForTeam, schedulers: SlackSchedulers, *, refresh_home: RefreshHome | None = None):
         self._client_for_team = client_for_team
+        self._schedulers = schedulers
         self._refresh_home = refresh_home
 
     async def _dm(self, team_id: str, user_id: str | None, text: str) -> None:
@@ -25,8 +28,7 @@ class SlackPurchaseNotices:
         if client is None or not user_id:
             log.warning("cannot DM the buyer %s in team %s", user_id, team_id)
             return
-        channel = (await client.conversations_open(users=user_id))["channel"]["id"]
-        await client.chat_postMessage(channel=channel, text=text)
+        await self._schedulers.for_team(team_id).direct_message(client, user_id, text=text)
 
     async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int) -> None:
         try:

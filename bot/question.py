@@ -23,6 +23,11 @@ class Question:
     joins_existing_thread: bool  # asked inside a thread that was already there
 
     @property
+    def may_continue_a_conversation(self) -> bool:
+        """Earlier turns may exist: a thread that was already there, or a DM's running conversation."""
+        return self.joins_existing_thread or not self.conversation.thread_ts
+
+    @property
     def reservation_id(self) -> str:
         """One reservation per question, whatever the number of deliveries."""
         return f"answer:{self.team_id}:{self.event_id}"

@@ -15,9 +15,11 @@ from sqlalchemy import text
 
 from billing import stripe_routes
 from bot.app import build_bolt_app
+from bot.inbound import Refused, SlackRequestGate
+from bot.recovery import recover
 from bot.services import EVENT_CLAIM_RETENTION, Services, build_services, utc_now
 from config import Settings
-from storage import create_engine, migrate
+from storage import create_engine, is_transient, migrate
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,15 @@ DRAIN_TIMEOUT = 20.0
 
 
 def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
+    gate = SlackRequestGate(services.settings.slack_signing_secret)
+
     async def slack_events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        try:
+            admitted = await gate.admit(request)
+        except Refused as refused:
+            log.info("refused a request to /slack/events (%s)", refused.reason)
+            return refused.response()
+        return await to_aiohttp_response(await bolt.async_dispatch(admitted))
 
     async def healthz(_request: web.Request) -> web.Response:
         try:
@@ -61,10 +70,12 @@ def oauth_routes(bolt: AsyncApp) -> list[web.RouteDef]:
 
 
 async def tidy(services: Services) -> None:
-    """One pass of upkeep: release reservations orphaned by a crash, and forget what no longer matters."""
-    released = await services.credits.sweep_expired()
+    """One pass of upkeep: release holds nobody answers for any more, and forget what no longer matters."""
+    journaled = services.journal.held() | await services.journal.reservations()
+    released = await services.credits.sweep_expired(keep=journaled)
     if released:
         log.warning("released %d expired credit reservations", released)
+    await services.processes.forget_dead(owning=await services.journal.owners())
     await services.events.forget_older_than(EVENT_CLAIM_RETENTION)
     retention = timedelta(days=services.settings.history_retention_days)
     purged = await services.history.purge_older_than(retention)
@@ -81,9 +92,24 @@ async def upkeep(services: Services) -> None:
     while True:
         try:
             await tidy(services)
-        except Exception:
-            log.exception("periodic upkeep failed; trying again later")
+        except Exception as error:
+            log.warning("periodic upkeep failed (%s); trying again later", error.__class__.__name__,
+                        exc_info=not is_transient(error))
         await asyncio.sleep(services.settings.sweep_interval_seconds)
+
+
+async def heartbeat(services: Services) -> None:
+    """Prove this process alive, keep the holds of its answers, and finish answers nobody works on."""
+    while True:
+        if await services.processes.beat():
+            try:
+                await services.credits.renew(services.journal.held())
+                await recover(services)
+            except Exception as error:
+                log.warning("recovering interrupted answers failed (%s); trying again later", error.__class__.__name__,
+                            exc_info=not is_transient(error))
+        services.slack.prune()
+        await asyncio.sleep(services.processes.heartbeat_every)
 
 
 @dataclass
@@ -105,6 +131,11 @@ class RunningBot:
             task.cancel()
         # Upkeep may be inside a transaction: let it unwind before the engine goes away.
         await asyncio.gather(*self.background, return_exceptions=True)
+        try:
+            await self.services.processes.leave()  # what is left unfinished is for the next process to finish
+        except Exception as error:
+            log.warning("could not sign off this process (%s); its answers are finished once its lease ends",
+                        error.__class__.__name__)
         await self.runner.cleanup()
         await self.services.close()
 
@@ -113,6 +144,7 @@ async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0",
     engine = create_engine(settings.database_url)
     await migrate(engine)
     services = build_services(settings, engine, clock=clock)
+    await services.processes.beat()  # before any answer is recorded as this process's
     bolt = build_bolt_app(services)
     runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
     await runner.setup()
@@ -120,7 +152,9 @@ async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0",
     await site.start()
     bound_port = site._server.sockets[0].getsockname()[1]
     running = RunningBot(services, bolt, runner, bound_port)
-    running.background.append(asyncio.get_running_loop().create_task(upkeep(services), name="upkeep"))
+    loop = asyncio.get_running_loop()
+    running.background.append(loop.create_task(heartbeat(services), name="heartbeat"))
+    running.background.append(loop.create_task(upkeep(services), name="upkeep"))
     if settings.slack_app_token:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
-from bot.edit_scheduler import EditSchedulers
+from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.event_dedup import EventLog
 from bot.history import ConversationHistory
+from bot.inflight import AnswerJournal
 from bot.installs import Installs
+from bot.processes import ProcessRegistry
 from bot.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 
@@ -34,7 +37,9 @@ class Services:
     credits: Credits
     pricing: Pricing
     claude: anthropic.AsyncAnthropic
-    edit_schedulers: EditSchedulers
+    slack: SlackSchedulers  # every Slack write goes through the workspace's scheduler
+    processes: ProcessRegistry
+    journal: AnswerJournal
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
     http: aiohttp.ClientSession
@@ -59,6 +64,7 @@ class Services:
             await publish_home(self, client, team_id, user_id)
 
     async def close(self) -> None:
+        await self.slack.close()
         await self.claude.close()
         await self.http.close()
         await self.engine.dispose()
@@ -89,6 +95,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     Must run inside the event loop (it opens the HTTP session Stripe's client uses)."""
     credits = Credits.from_settings(engine, settings, clock=clock)
     http = aiohttp.ClientSession()
+    processes = ProcessRegistry(
+        engine, process_id=uuid.uuid4().hex, heartbeat_every=heartbeat_interval(settings), clock=clock
+    )
     services = Services(
         settings=settings,
         engine=engine,
@@ -103,10 +112,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
             max_retries=0,
             timeout=settings.claude_timeout,
         ),
-        edit_schedulers=EditSchedulers(
-            edits_per_minute=max(1, settings.slack_edits_per_minute // settings.slack_budget_share),
-            interval=settings.slack_update_interval,
-        ),
+        slack=SlackSchedulers(delivery_limits(settings)),
+        processes=processes,
+        journal=AnswerJournal(engine, processes, clock=clock),
         tasks=BackgroundTasks(),
         clock=clock,
         http=http,
@@ -114,9 +122,25 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         stripe_webhook=None,
         installs=Installs(settings, engine, clock=clock) if settings.oauth_enabled else None,
     )
-    notices = SlackPurchaseNotices(services.slack_client_for_team, refresh_home=services.refresh_home)
+    notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home)
     services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)
     return services
 
 
 EVENT_CLAIM_RETENTION = timedelta(days=2)
+MAX_HEARTBEAT_INTERVAL = 15.0
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Often enough that an answer left by a dead process is finished within SWEEP_INTERVAL_SECONDS."""
+    return min(settings.sweep_interval_seconds / 4, MAX_HEARTBEAT_INTERVAL)
+
+
+def delivery_limits(settings: Settings) -> DeliveryLimits:
+    """This process's share of each workspace's Slack budgets."""
+    share = settings.slack_budget_share
+    return DeliveryLimits(
+        edits_per_minute=max(1, settings.slack_edits_per_minute // share),
+        update_interval=settings.slack_update_interval,
+        channel_posts_per_second=settings.slack_channel_posts_per_second / share,
+    )

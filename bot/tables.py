@@ -1,6 +1,7 @@
-"""The bot's own tables (mirroring storage/migrations): event de-duplication, conversation history, org workspaces."""
+"""The bot's own tables (mirroring storage/migrations): event de-duplication, conversation history, org
+workspaces, answers in flight and the processes writing them."""
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -32,4 +33,38 @@ slack_org_workspaces = Table(
     Column("team_id", String(32), primary_key=True),
     Column("enterprise_id", String(32), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
+# A reply being written, from the moment its question is claimed until it is final in Slack, so that a
+# process that dies mid-answer leaves behind enough to finish it (bot/inflight.py).
+answers_in_flight = Table(
+    "answers_in_flight",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("team_id", String(32), nullable=False),
+    Column("channel_id", String(32), nullable=False),
+    Column("thread_ts", String(32), nullable=True),
+    Column("user_id", String(32), nullable=True),
+    Column("reservation_id", String(64), nullable=True),
+    Column("owner", String(64), nullable=False),
+    Column("messages", Text(), nullable=False),
+    Column("shown_text", Text(), nullable=False),
+    Column("input_tokens", BigInteger(), nullable=False),
+    Column("cache_creation_input_tokens", BigInteger(), nullable=False),
+    Column("cache_read_input_tokens", BigInteger(), nullable=False),
+    Column("output_tokens", BigInteger(), nullable=False),
+    Column("settled", Boolean(), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each running bot process and when it last proved it is alive.
+bot_processes = Table(
+    "bot_processes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer(), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )

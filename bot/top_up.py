@@ -47,6 +47,24 @@ async def may_buy(services: Services, client: AsyncWebClient, user_id: str) -> b
     return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
 
+def pack_size(value: object) -> int | None:
+    """The number of credits a button's value or a `/credits buy` argument names ("2,000" too); None for
+    anything else ("abc", "1e3", "²", "-5")."""
+    if not isinstance(value, str):
+        return None
+    digits = value.strip().replace(",", "")
+    if not digits or len(digits) > 12 or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def no_such_pack(services: Services, asked: str) -> dict:
+    shown = asked if len(asked) <= 20 else asked[:19] + "…"
+    offered = ", ".join(str(p.credits) for p in services.checkout.packs) if services.checkout else ""
+    text = f"There is no pack of {shown} credits." + (f" Packs for sale: {offered}." if offered else "")
+    return _message(text)
+
+
 def _message(text: str, blocks: list[dict] | None = None) -> dict:
     return {"response_type": "ephemeral", "replace_original": False, "text": text, **({"blocks": blocks} if blocks else {})}
 
@@ -71,8 +89,7 @@ async def _checkout_message(
         return _message(NOT_CONFIGURED)
     pack = find_pack(services.checkout.packs, credits)
     if pack is None:
-        offered = ", ".join(str(p.credits) for p in services.checkout.packs)
-        return _message(f"There is no pack of {credits:,} credits. Packs for sale: {offered}.")
+        return no_such_pack(services, f"{credits:,}")
     if not await may_buy(services, client, user_id):
         return _message("Only workspace admins can buy credits here. Please ask an admin to top up.")
     try:

@@ -43,6 +43,21 @@ def cut_at_length_limit(max_tokens: int) -> str:
 
 REFUSED = "🚫 _Claude declined to answer this request._"
 
+HISTORY_NOT_LOADED = (
+    "_I couldn't read the earlier messages of this conversation just now, so this answer is based on your "
+    "message alone._"
+)
+
+INTERRUPTED_BY_RESTART = (
+    "⚠️ _This answer was interrupted before it was finished (the bot was restarted). "
+    "Please ask again: mention me with your question, or send it again here._"
+)
+
+NOT_ANSWERED_BY_RESTART = (
+    "⚠️ I couldn't answer this question because the bot was restarted just as it arrived. "
+    "Please ask again: mention me with your question, or send it again here."
+)
+
 HISTORY_UNAVAILABLE = (
     "_I couldn't read the earlier messages of this thread (Slack limits how often apps may read threads), "
     "so this answer is based on your message alone._"

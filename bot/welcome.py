@@ -53,9 +53,10 @@ async def welcome_installer(services: Services, installation: Installation) -> N
         return
     text = welcome_text(installation.bot_user_id, installation.team_name, grant, services.settings.free_credits)
     client = AsyncWebClient(token=installation.bot_token, base_url=services.settings.slack_api_url)
-    channel = (await client.conversations_open(users=installation.user_id))["channel"]["id"]
-    await client.chat_postMessage(
-        channel=channel,
+    scheduler = services.slack.for_team(installation.team_id or installation.enterprise_id or "")
+    await scheduler.direct_message(
+        client,
+        installation.user_id,
         text=text.splitlines()[0],
         blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
     )

@@ -89,6 +89,7 @@ class Settings(BillingSettings):
     slack_update_interval: float = Field(1.0, gt=0)
     slack_edits_per_minute: int = Field(50, gt=0)
     slack_budget_share: int = Field(1, ge=1)
+    slack_channel_posts_per_second: float = Field(1.0, gt=0)
 
     # Claude
     anthropic_api_key: str

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.markdown_chunks import CURSOR, open_fence
+from bot.delivery.markdown import CURSOR, open_fence
 from tests.fakes.anthropic import Script
 from tests.harness import BOT_USER, new_ts
 

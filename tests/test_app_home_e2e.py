@@ -110,6 +110,7 @@ async def test_conversations_older_than_the_retention_are_purged(start_bot_on_sq
             {"team_id": TEAM, "channel_id": "C0001", "thread_ts": "1.0", "role": role, "content": "long ago", "created_at": long_ago}
             for role in ("user", "assistant")
         ])
-    await h.services.history.append(recent, [Turn("user", "today"), Turn("assistant", "yes")])
+    async with h.services.engine.begin() as connection:
+        await h.services.history.append(connection, recent, [Turn("user", "today"), Turn("assistant", "yes")])
     await tidy(h.services)  # what the upkeep loop runs at start and every SWEEP_INTERVAL_SECONDS
     assert not await h.services.history.knows(old) and await h.services.history.knows(recent)

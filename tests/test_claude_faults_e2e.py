@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot.markdown_chunks import CURSOR
+from bot.delivery.markdown import CURSOR
 from tests.fakes.anthropic import Script
 
 LEAKS = ("Traceback", "Error(", "Exception", "test-anthropic-key", "xoxb-", "httpx", "anthropic.")

@@ -1,4 +1,4 @@
-from bot.markdown_chunks import CURSOR, open_fence, plain_fallback, split_markdown, streaming_view
+from bot.delivery.markdown import CURSOR, open_fence, plain_fallback, split_markdown, streaming_view
 
 
 def test_streaming_view_closes_an_open_fence_after_the_cursor():

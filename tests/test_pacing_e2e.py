@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from bot.markdown_chunks import CURSOR
+from bot.delivery.markdown import CURSOR
 from tests.fakes.anthropic import Script
 
 WORDS = " ".join(f"word{i}" for i in range(60))

@@ -5,11 +5,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot.app_home import publish_home
 from bot.question import workspace_id
 from bot.services import Services
-from bot.top_up import BUY_ACTION_PREFIX, checkout_message
+from bot.top_up import BUY_ACTION_PREFIX, checkout_message, no_such_pack, pack_size
 
 
 def register(app: AsyncApp) -> None:
-    app.action(re.compile(rf"^{BUY_ACTION_PREFIX}_\d+$"))(on_buy)
+    app.action(re.compile(rf"^{BUY_ACTION_PREFIX}(_|$)"))(on_buy)
     app.action("open_checkout")(on_open_checkout)
 
 
@@ -29,9 +29,13 @@ async def on_buy(ack: AsyncAck, respond: AsyncRespond, body: dict, action: dict,
         request_key = f"button:{pressed_in}:{action['value']}"
     team_id = workspace_id(context.team_id, body)
     user_id = body["user"]["id"]
-    message = await checkout_message(
-        services, context.client, team_id=team_id, user_id=user_id, credits=int(action["value"]), request_key=request_key
-    )
+    credits = pack_size(action.get("value"))
+    if credits is None:
+        message = no_such_pack(services, str(action.get("value", "")))
+    else:
+        message = await checkout_message(
+            services, context.client, team_id=team_id, user_id=user_id, credits=credits, request_key=request_key
+        )
     if in_home:
         # A Home tab has no response_url: the checkout link goes on top of the tab itself.
         notice = message.get("blocks") or [{"type": "section", "text": {"type": "mrkdwn", "text": message["text"]}}]

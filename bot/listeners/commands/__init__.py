@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
-from bot.top_up import checkout_message, top_up_offer
+from bot.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,12 @@ async def _overview(services: Services, team_id: str) -> dict:
 
 
 async def _buy(ack, respond, command, context, services: Services, team_id: str, args: list[str]) -> None:
-    if len(args) != 1 or not args[0].replace(",", "").isdigit():
+    if not args:
         await ack(response_type="ephemeral", text=f"Which pack? {USAGE}")
+        return
+    credits = pack_size(args[0]) if len(args) == 1 else None
+    if credits is None:
+        await ack(no_such_pack(services, " ".join(args)))
         return
     await ack(response_type="ephemeral", text="Opening a checkout page…")
     message = await checkout_message(
@@ -55,7 +59,7 @@ async def _buy(ack, respond, command, context, services: Services, team_id: str,
         context.client,
         team_id=team_id,
         user_id=command["user_id"],
-        credits=int(args[0].replace(",", "")),
+        credits=credits,
         request_key=f"command:{command.get('trigger_id')}",
     )
     await respond(**message)

@@ -1,11 +1,15 @@
-"""The workspace budget owner, driven with stand-in writers (the real writers are covered end to end)."""
+"""The workspace budgets and their lanes, driven with stand-in writers and calls (the real ones are covered end to end)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from bot.edit_scheduler import EditScheduler, PacedBudget, SlidingWindow, paced_budget
+import math
+
+from bot.delivery.budgets import Budget, Limit, PacedBudget, SlidingWindow, paced_budget
+from bot.delivery.call_lane import NORMAL, URGENT, CallLane
+from bot.delivery.writer_lane import WriterLane
 
 
 class FakeClock:
@@ -22,7 +26,7 @@ def test_sliding_window_counts_completed_and_in_flight_calls():
     assert window.wait_time() == 0
     window.started()
     window.started()
-    assert window.wait_time() == 60, "both slots taken by calls still in flight"
+    assert window.wait_time() == math.inf, "both slots taken by calls still in flight: wait for one to end"
     window.finished()
     clock.now += 10
     window.finished()
@@ -31,14 +35,18 @@ def test_sliding_window_counts_completed_and_in_flight_calls():
     assert window.wait_time() == 0
 
 
+def lane(*, edits_per_minute: int, interval: float, window: float = 60.0) -> WriterLane:
+    return WriterLane(Budget(Limit(edits_per_minute, window)), interval=interval, method="chat.update")
+
+
 class Writer:
     """Stands in for a MessageWriter: records when it was edited."""
 
-    def __init__(self, scheduler: EditScheduler, name: str, *, final_after: int = 10**9):
+    def __init__(self, scheduler: WriterLane, name: str, *, final_after: int = 10**9):
         self.scheduler = scheduler
         self.name = name
         self.final = False
-        self.last_edit_done = None
+        self.last_write_done = None
         self.not_before = 0.0
         self.version = 0
         self.sent = 0
@@ -50,26 +58,26 @@ class Writer:
         self.version += 1
         self.scheduler.request(self)
 
-    def wants_edit(self) -> bool:
+    def wants_write(self) -> bool:
         return self.version != self.sent
 
     def backlog(self, now: float) -> float:
         return self.version - self.sent
 
-    async def edit(self):
+    async def write(self):
         self.overlaps += self.in_edit
         self.in_edit = True
         version = self.version
         await asyncio.sleep(0.002)
         self.edits.append(time.monotonic())
-        self.last_edit_done = time.monotonic()
+        self.last_write_done = time.monotonic()
         self.sent = version
         self.in_edit = False
         return None
 
 
 async def test_many_writers_never_exceed_the_budget_and_each_keeps_its_interval():
-    scheduler = EditScheduler(edits_per_minute=6, interval=0.05, window=0.5)
+    scheduler = lane(edits_per_minute=6, interval=0.05, window=0.5)
     writers = [Writer(scheduler, f"w{i}") for i in range(5)]
     for _ in range(40):
         for writer in writers:
@@ -88,14 +96,13 @@ async def test_many_writers_never_exceed_the_budget_and_each_keeps_its_interval(
 
 
 async def test_a_final_edit_goes_before_streaming_edits():
-    scheduler = EditScheduler(edits_per_minute=100, interval=0.0)
+    scheduler = lane(edits_per_minute=100, interval=0.0)
     streaming = Writer(scheduler, "streaming")
     finishing = Writer(scheduler, "finishing")
     finishing.final = True
     streaming.version = 50  # far more text waiting
     finishing.version = 1
     now = time.monotonic()
-    chosen, _ = scheduler._choose(now) if False else (None, None)
     scheduler._waiting.update({streaming, finishing})
     chosen, _ = scheduler._choose(now)
     assert chosen is finishing
@@ -147,7 +154,7 @@ def test_a_tiny_budget_is_still_usable():
 async def test_workspace_edits_are_spread_evenly_instead_of_burst_then_stall():
     # 20 edits a "minute" of 1 s: a burst of 2, then one every 1/18 s, while five messages keep streaming
     # (their five first edits go at once and put the bucket in debt).
-    scheduler = EditScheduler(edits_per_minute=20, interval=0.01, window=1.0)
+    scheduler = lane(edits_per_minute=20, interval=0.01, window=1.0)
     writers = [Writer(scheduler, f"w{i}") for i in range(5)]
     for _ in range(150):
         for writer in writers:
@@ -162,7 +169,7 @@ async def test_workspace_edits_are_spread_evenly_instead_of_burst_then_stall():
 
 
 async def test_a_delta_for_a_message_already_waiting_costs_no_wake_up():
-    scheduler = EditScheduler(edits_per_minute=1, interval=100.0)
+    scheduler = lane(edits_per_minute=1, interval=100.0)
     writer = Writer(scheduler, "w")
     writer.touch()
     await asyncio.sleep(0.01)  # its first edit is sent; the budget is now spent
@@ -175,7 +182,7 @@ async def test_a_delta_for_a_message_already_waiting_costs_no_wake_up():
 
 
 async def test_first_and_final_texts_do_not_wait_for_the_pace_but_pay_for_it():
-    scheduler = EditScheduler(edits_per_minute=20, interval=0.0, window=10.0)  # burst 2, then one per 0.55 s
+    scheduler = lane(edits_per_minute=20, interval=0.0, window=10.0)  # burst 2, then one per 0.55 s
     writers = [Writer(scheduler, f"w{i}") for i in range(4)]
     for writer in writers:
         writer.touch()
@@ -190,3 +197,74 @@ async def test_first_and_final_texts_do_not_wait_for_the_pace_but_pay_for_it():
     await asyncio.sleep(0.05)
     assert len(writers[0].edits) == 2, "a final text goes at once"
     scheduler._task.cancel()
+
+
+async def test_calls_wait_their_turn_in_order_and_none_is_dropped():
+    budget = Budget(Limit(calls=3, window=0.3, burst=1))  # one now, then one every 0.15 s
+    channel = CallLane(budget)
+    started: list[tuple[str, float]] = []
+
+    async def post(name: str, priority: int = NORMAL) -> None:
+        async with channel.turn(priority):
+            started.append((name, time.monotonic()))
+
+    begin = time.monotonic()
+    await asyncio.gather(*(post(f"p{i}") for i in range(6)))
+    assert [name for name, _ in started] == [f"p{i}" for i in range(6)], "first come, first served"
+    times = [at - begin for _, at in started]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.15 - 0.01, f"paced: {gaps}"
+    assert channel.waiting == 0
+
+
+async def test_an_urgent_call_goes_before_calls_that_arrived_earlier():
+    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1)))
+    order: list[str] = []
+
+    async def post(name: str, priority: int) -> None:
+        async with channel.turn(priority):
+            order.append(name)
+
+    first = asyncio.ensure_future(post("first", NORMAL))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(post(f"normal{i}", NORMAL)) for i in range(2)]
+    await asyncio.sleep(0)
+    urgent = asyncio.ensure_future(post("continuation", URGENT))
+    await asyncio.gather(first, *waiting, urgent)
+    assert order == ["first", "continuation", "normal0", "normal1"]
+
+
+async def test_a_rate_limited_call_waits_out_retry_after_and_keeps_its_place():
+    channel = CallLane(Budget(Limit(calls=100, window=1.0, burst=1)))
+    order: list[tuple[str, float]] = []
+    begin = time.monotonic()
+    refused: list[str] = []
+
+    async def post(name: str) -> None:
+        place = channel.place()
+        while True:
+            async with channel.turn(NORMAL, place=place) as turn:
+                if name == "a" and not refused:
+                    refused.append(name)
+                    turn.rate_limited(0.2)  # Slack said 429, Retry-After 0.2 s
+                    continue
+                order.append((name, time.monotonic() - begin))
+                return
+
+    await asyncio.gather(post("a"), post("b"), post("c"))
+    assert [name for name, _ in order] == ["a", "b", "c"], "the refused call goes again before later arrivals"
+    assert all(at >= 0.2 - 0.01 for _, at in order), "nothing starts before Retry-After has passed"
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_gives_no_turn_away():
+    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1)))
+    async with channel.turn():
+        pass
+    waiter = asyncio.ensure_future(channel.turn().__aenter__())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert channel.waiting == 0
+    begin = time.monotonic()
+    async with channel.turn():
+        assert time.monotonic() - begin < 0.2

@@ -118,6 +118,11 @@ def split_markdown(markdown: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
+def markdown_message(markdown: str) -> dict:
+    """The arguments of a message that Slack renders from Markdown, with a plain fallback."""
+    return {"text": plain_fallback(markdown), "blocks": [{"type": "markdown", "text": markdown}]}
+
+
 def plain_fallback(markdown: str, limit: int = 3000) -> str:
     """The `text` Slack shows in notifications and where blocks cannot render."""
     if len(markdown) <= limit:

@@ -1,0 +1,187 @@
+"""The one owner of a workspace's Slack budgets: every write the bot makes goes through here.
+
+Each Slack method has its own limit, per workspace or per channel (REFERENCE.md, "Web API limits"),
+and a 429 pauses only that method there. A `SlackScheduler` holds one budget per (method, scope):
+
+* messages that grow (an answer being edited) share `edits`, a `WriterLane` that always sends the
+  latest text of the message most behind;
+* one-off calls (a placeholder, a continuation, a notice, a DM, the Home tab) wait in a `CallLane`
+  for their turn. A call that Slack rate-limits waits out the `Retry-After` and goes again ahead of
+  later arrivals; a network fault is retried a few times. Only a real refusal (`not_in_channel`, …)
+  reaches the caller: a question waiting its turn is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.delivery.budgets import Budget, Limit
+from bot.delivery.call_lane import NORMAL, CallLane
+from bot.delivery.markdown import markdown_message
+from bot.delivery.writer_lane import WriterLane
+
+log = logging.getLogger(__name__)
+
+NETWORK_ATTEMPTS = 5
+TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+# Slack's tiers for the one-off methods the bot calls, per workspace (Tier 3: 50+, Tier 4: 100+ a minute).
+WORKSPACE_LIMITS = {
+    "chat.postEphemeral": Limit.per_minute(100),
+    "views.publish": Limit.per_minute(100),
+    "conversations.open": Limit.per_minute(50),
+}
+PER_CHANNEL = {"chat.postMessage"}
+
+
+@dataclass(frozen=True)
+class DeliveryLimits:
+    """This process's share of each workspace's budgets (settings, divided by SLACK_BUDGET_SHARE)."""
+
+    edits_per_minute: int = 50
+    update_interval: float = 1.0
+    channel_posts_per_second: float = 1.0
+    channel_post_burst: int = 2
+
+
+def retry_after_seconds(error: SlackApiError) -> float | None:
+    """Slack's Retry-After for a rate-limited call, None for any other error."""
+    response = error.response
+    if response.status_code != 429 and response.get("error") != "ratelimited":
+        return None
+    headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+    value = headers.get("retry-after", "1")
+    try:
+        return max(float(value[0] if isinstance(value, list) else value), 0.5)
+    except ValueError:
+        return 1.0
+
+
+def is_transient_slack_error(error: SlackApiError) -> bool:
+    """Slack failed on its side: trying again later may work."""
+    return error.response.status_code >= 500 or error.response.get("error") in TRANSIENT_ERRORS
+
+
+class SlackScheduler:
+    """One workspace's Slack budgets (see the module docstring)."""
+
+    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic):
+        self._limits = limits
+        self._clock = clock
+        self.edits = WriterLane(
+            Budget(Limit.per_minute(limits.edits_per_minute), clock),
+            interval=limits.update_interval, method="chat.update", clock=clock,
+        )
+        self._lanes: dict[tuple[str, str | None], CallLane] = {}
+
+    def _lane(self, method: str, channel: str | None) -> CallLane:
+        key = (method, channel if method in PER_CHANNEL else None)
+        lane = self._lanes.get(key)
+        if lane is None:
+            if method in PER_CHANNEL:
+                limit = Limit.per_second(self._limits.channel_posts_per_second, self._limits.channel_post_burst)
+            else:
+                limit = WORKSPACE_LIMITS.get(method, Limit.per_minute(20))  # an unknown method: Tier 2, the lowest common
+            lane = self._lanes[key] = CallLane(Budget(limit, self._clock))
+        return lane
+
+    @property
+    def waiting(self) -> int:
+        """Calls and messages waiting for their turn (the scheduler's queue depth)."""
+        return self.edits.waiting + sum(lane.waiting for lane in self._lanes.values())
+
+    @property
+    def idle(self) -> bool:
+        return self.edits.idle and all(lane.idle for lane in self._lanes.values())
+
+    def prune(self) -> None:
+        """Forget the budgets of channels that have been quiet for a whole window."""
+        for key in [key for key, lane in self._lanes.items() if lane.idle]:
+            del self._lanes[key]
+
+    async def call(self, client: AsyncWebClient, method: str, *, priority: int = NORMAL, **arguments) -> AsyncSlackResponse:
+        """Make one Slack call when its budget allows; raises SlackApiError only for a refusal that waiting
+        cannot cure, or after repeated network faults."""
+        lane = self._lane(method, arguments.get("channel"))
+        place = lane.place()
+        api = getattr(client, method.replace(".", "_"))
+        failures = 0
+        while True:
+            async with lane.turn(priority, place=place) as turn:
+                try:
+                    return await api(**arguments)
+                except SlackApiError as error:
+                    wait = retry_after_seconds(error)
+                    if wait is not None:
+                        turn.rate_limited(wait)
+                        log.info("%s rate-limited (%s); waiting %.1fs", method, arguments.get("channel", ""), wait)
+                        continue
+                    if not is_transient_slack_error(error):
+                        raise
+                    failure: Exception = error
+                except NETWORK_ERRORS as error:
+                    failure = error
+            failures += 1
+            if failures >= NETWORK_ATTEMPTS:
+                log.warning("%s failed %d times (%s); giving up", method, failures, failure.__class__.__name__)
+                raise failure
+            await asyncio.sleep(0.5 * 2**failures)
+
+    async def post_markdown(
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str | None, markdown: str, priority: int = NORMAL
+    ) -> str:
+        """Post a message Slack renders from Markdown; returns its ts."""
+        response = await self.call(
+            client, "chat.postMessage", priority=priority, channel=channel, thread_ts=thread_ts, **markdown_message(markdown)
+        )
+        return response["ts"]
+
+    async def direct_message(self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None) -> str:
+        """Post a message in the bot's DM with `user_id`; returns its ts."""
+        channel = (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
+        extra = {"blocks": blocks} if blocks else {}
+        return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
+
+    async def close(self) -> None:
+        await self.edits.close()
+
+
+class SlackSchedulers:
+    """One scheduler per workspace, created on first use and dropped once idle."""
+
+    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic):
+        self.limits = limits
+        self._clock = clock
+        self._by_team: dict[str, SlackScheduler] = {}
+
+    def for_team(self, team_id: str) -> SlackScheduler:
+        scheduler = self._by_team.get(team_id)
+        if scheduler is None:
+            scheduler = self._by_team[team_id] = SlackScheduler(self.limits, self._clock)
+        return scheduler
+
+    def __len__(self) -> int:
+        return len(self._by_team)
+
+    @property
+    def waiting(self) -> int:
+        return sum(scheduler.waiting for scheduler in self._by_team.values())
+
+    def prune(self) -> None:
+        for team_id, scheduler in list(self._by_team.items()):
+            scheduler.prune()
+            if scheduler.idle:
+                del self._by_team[team_id]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(scheduler.close() for scheduler in self._by_team.values()))

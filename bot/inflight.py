@@ -1,0 +1,190 @@
+"""Answers in flight, recorded durably so that no reply is left half-written by a process that died.
+
+A record is opened in the transaction that claims the question (and holds its credits); it learns the
+reply's messages as they are posted, and before every edit what Slack is about to show and what Claude
+has consumed so far; it is marked settled in the transaction that charges the answer, and deleted once
+Slack shows the final text. A record nobody is working on any more (its process died, or its task was
+abandoned) is finished by recovery.py: the text shown stays, a notice says the answer was interrupted,
+and the hold is settled for what the record says was consumed.
+
+Which records this process is working on is known in memory (`running`); the database knows the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billing import TokenUsage
+from bot.processes import ProcessRegistry
+from bot.question import Question
+from bot.tables import answers_in_flight as records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    id: str
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+    user_id: str | None
+    reservation_id: str | None
+    owner: str
+    messages: list[str]
+    text: str  # the last message's text as last shown (no cursor)
+    usage: TokenUsage
+    settled: bool
+
+    @property
+    def shown_anything(self) -> bool:
+        return bool(self.text) or len(self.messages) > 1
+
+
+def _from_row(row) -> InFlight:
+    return InFlight(
+        id=row.id, team_id=row.team_id, channel_id=row.channel_id, thread_ts=row.thread_ts, user_id=row.user_id,
+        reservation_id=row.reservation_id, owner=row.owner, messages=json.loads(row.messages), text=row.shown_text,
+        usage=TokenUsage(
+            input_tokens=row.input_tokens, cache_creation_input_tokens=row.cache_creation_input_tokens,
+            cache_read_input_tokens=row.cache_read_input_tokens, output_tokens=row.output_tokens,
+        ),
+        settled=row.settled,
+    )
+
+
+def _usage_values(usage: TokenUsage) -> dict:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+class AnswerJournal:
+    def __init__(self, engine: AsyncEngine, processes: ProcessRegistry, *, clock: Callable[[], datetime]):
+        self._engine = engine
+        self._processes = processes
+        self._clock = clock
+        self.owner = processes.process_id
+        self.running: dict[str, str | None] = {}  # record id -> its reservation id, for answers being worked on here
+        self._to_delete: set[str] = set()  # finished, but the delete did not get through yet
+
+    # -- the owner's side -------------------------------------------------------------------------------
+
+    def start(self, record_id: str) -> bool:
+        """Called before the record is opened, so that no record of this process is ever taken for abandoned.
+        False when the same question is already being answered here (a repeated delivery)."""
+        if record_id in self.running:
+            return False
+        self.running[record_id] = None
+        return True
+
+    async def open(self, connection: AsyncConnection, question: Question, reservation_id: str | None) -> None:
+        """Inside the transaction that claims the question."""
+        now = self._clock()
+        self.running[question.reservation_id] = reservation_id
+        await connection.execute(
+            insert(records).values(
+                id=question.reservation_id, team_id=question.team_id, channel_id=question.channel_id,
+                thread_ts=question.reply_thread_ts, user_id=question.user_id or None, reservation_id=reservation_id,
+                owner=self.owner, messages="[]", shown_text="", settled=False, created_at=now, updated_at=now,
+                **_usage_values(TokenUsage()),
+            )
+        )
+
+    async def shown(self, record_id: str, messages: list[str], text: str, usage: TokenUsage) -> None:
+        """What Slack shows (or is about to): the reply's messages, the last one's text, and the usage so far."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(records)
+                .where(records.c.id == record_id, records.c.owner == self.owner)
+                .values(messages=json.dumps(messages), shown_text=text, updated_at=self._clock(), **_usage_values(usage))
+            )
+        if result.rowcount == 0:
+            log.warning("answer %s is no longer recorded as this process's", record_id)
+
+    async def settled(self, connection: AsyncConnection, record_id: str, messages: list[str], text: str) -> None:
+        """Inside the transaction that charges the answer: from now on only its final text is missing."""
+        await connection.execute(
+            update(records)
+            .where(records.c.id == record_id)
+            .values(messages=json.dumps(messages), shown_text=text, settled=True, updated_at=self._clock())
+        )
+
+    async def finished(self, record_id: str) -> None:
+        """The answer's outcome is final in Slack (and its credits settled): forget it. The record goes before
+        the answer stops counting as running, so that it is never taken for abandoned in between."""
+        try:
+            await self._delete({record_id})
+        except Exception as error:
+            log.warning("could not delete the record of answer %s yet (%s)", record_id, error.__class__.__name__)
+            self._to_delete.add(record_id)
+        finally:
+            self.running.pop(record_id, None)
+
+    def abandon(self, record_id: str) -> None:
+        """The task gave up on the answer without finishing it: leave the record for recovery."""
+        self.running.pop(record_id, None)
+
+    def held(self) -> set[str]:
+        """The reservations of the answers this process is working on."""
+        return {reservation for reservation in self.running.values() if reservation}
+
+    async def _delete(self, ids: set[str]) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(records).where(records.c.id.in_(ids)))
+
+    # -- upkeep -----------------------------------------------------------------------------------------
+
+    async def abandoned_here(self) -> list[InFlight]:
+        """Deletes what finished meanwhile; returns this process's records that no task is working on (to be
+        adopted before anything is done with them: the answer may have finished since)."""
+        if self._to_delete:
+            ids, self._to_delete = self._to_delete, set()
+            try:
+                await self._delete(ids)
+            except Exception:
+                self._to_delete |= ids
+                raise
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(select(records).where(records.c.owner == self.owner))).all()
+        return [_from_row(row) for row in rows if row.id not in self.running and row.id not in self._to_delete]
+
+    async def orphans(self) -> list[InFlight]:
+        """Records whose owner is dead (see processes.py); empty until this process may judge."""
+        if not self._processes.may_judge_others():
+            return []
+        query = select(records).where(records.c.owner.not_in(self._processes.alive_ids()))
+        async with self._engine.connect() as connection:
+            return [_from_row(row) for row in (await connection.execute(query)).all()]
+
+    async def adopt(self, record: InFlight) -> bool:
+        """Take over a record from its dead (or idle) owner; False when another process was quicker."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(records)
+                .where(records.c.id == record.id, records.c.owner == record.owner)
+                .values(owner=self.owner, updated_at=self._clock())
+            )
+        if result.rowcount == 1:
+            self.running[record.id] = record.reservation_id
+        return result.rowcount == 1
+
+    async def owners(self) -> set[str]:
+        async with self._engine.connect() as connection:
+            return set((await connection.execute(select(records.c.owner).distinct())).scalars())
+
+    async def reservations(self) -> set[str]:
+        """Every hold some record still accounts for: only the record's owner or recovery may close it."""
+        query = select(records.c.reservation_id).where(records.c.reservation_id.is_not(None))
+        async with self._engine.connect() as connection:
+            return set((await connection.execute(query)).scalars())
