@@ -31,6 +31,7 @@ from storage import is_transient
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FINISH_TIMEOUT = 5.0
+CHECKPOINT_WAIT = 1.0
 SETTLE_FIRST_WAIT = 0.5
 SETTLE_MAX_WAIT = 15.0
 
@@ -141,15 +142,36 @@ async def conversation_so_far(question: Question, client: AsyncWebClient, servic
 
 
 class Checkpoints:
-    """The reply's progress, written to its record before Slack shows it (see bot/inflight.py)."""
+    """The reply's progress, written to its record before Slack shows it (see bot/inflight.py).
+
+    One write at a time per reply, each carrying the newest state; a caller waits for it at most
+    CHECKPOINT_WAIT, so a slow database delays an edit a little and a dead one not at all (the write is
+    never cancelled half-way: it finishes in the background)."""
 
     def __init__(self, journal: AnswerJournal, record_id: str):
         self._journal = journal
         self._record_id = record_id
         self.usage: Callable[[], TokenUsage] = TokenUsage
+        self._newest: tuple[list[str], str] | None = None
+        self._writing: asyncio.Task | None = None
+        self._failed = False
 
     async def shown(self, messages: list[str], text: str) -> None:
-        await self._journal.shown(self._record_id, messages, text, self.usage())
+        self._newest = (list(messages), text)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.get_running_loop().create_task(self._write_newest(), name="checkpoint")
+        await asyncio.wait({self._writing}, timeout=CHECKPOINT_WAIT)
+
+    async def _write_newest(self) -> None:
+        while self._newest is not None:
+            (messages, text), self._newest = self._newest, None
+            try:
+                await self._journal.shown(self._record_id, messages, text, self.usage())
+                self._failed = False
+            except Exception as error:
+                if not self._failed:
+                    log.warning("could not checkpoint answer %s (%s)", self._record_id, error.__class__.__name__)
+                self._failed = True
 
 
 async def answer_with(
@@ -158,23 +180,21 @@ async def answer_with(
 ) -> Outcome:
     checkpoints = Checkpoints(services.journal, question.reservation_id)
     reply = SlackReply(client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, journal=checkpoints)
-    # The placeholder waits for the channel's turn; the history is read meanwhile.
-    context_task = asyncio.get_running_loop().create_task(conversation_so_far(question, client, services, bot_user_id))
+    # The first message waits for the channel's turn while the history is read and Claude starts writing:
+    # when the turn comes it shows whatever Claude has written by then.
+    posting = asyncio.get_running_loop().create_task(reply.start(say.THINKING), name="first message")
     try:
-        await reply.start(say.THINKING)
-    except (Exception, asyncio.CancelledError) as error:
-        context_task.cancel()
-        log.warning("no placeholder for event %s (%s); releasing its credits", question.event_id, error.__class__.__name__)
-        if isinstance(error, asyncio.CancelledError):
-            raise
-        try:
-            await services.credits.release(hold.id)
-        except Exception:
-            log.exception("could not release the hold of event %s; recovery will", question.event_id)
-            return Outcome.UNFINISHED
-        return Outcome.FINAL
-    context = await context_task
+        return await _write_answer(question, hold, reply, posting, checkpoints, client, scheduler, services, bot_user_id)
+    finally:
+        if not posting.done():
+            posting.cancel()
 
+
+async def _write_answer(
+    question: Question, hold: Reservation, reply: SlackReply, posting: asyncio.Task, checkpoints: Checkpoints,
+    client: AsyncWebClient, scheduler: SlackScheduler, services: Services, bot_user_id: str | None,
+) -> Outcome:
+    context = await conversation_so_far(question, client, services, bot_user_id)
     stream = ClaudeStream(
         services.claude,
         build_claude_request(services.settings, context.prior, question.text),
@@ -193,6 +213,18 @@ async def answer_with(
     except Exception:
         log.exception("answering event %s failed (Claude request %s)", question.event_id, stream.request_id)
         failure_notice = say.UNEXPECTED
+
+    if shutting_down and not posting.done():
+        return Outcome.UNFINISHED  # nothing shown yet: the next process tells the asker (recovery.py)
+    try:
+        await posting
+    except Exception as error:
+        # Slack refused the first message (the bot is not in the channel, …): nothing could be shown, so
+        # nothing is charged; what Claude consumed meanwhile is the operator's.
+        log.warning("no message for event %s (%s); releasing its credits (request %s)",
+                    question.event_id, error.__class__.__name__, stream.request_id)
+        await services.credits.release(hold.id)
+        return Outcome.FINAL
 
     deleted = reply.gone.is_set()
     learned = []

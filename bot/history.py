@@ -130,6 +130,9 @@ async def read_thread_from_slack(
     except SlackApiError as error:
         log.warning("could not read thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
         return None
+    except Exception as error:  # the network: the answer goes on without the thread
+        log.warning("could not read thread %s in %s (%s)", thread_ts, channel, error.__class__.__name__)
+        return None
     turns = []
     for message in response.get("messages", []):
         if message.get("ts") == before_ts or not message.get("text"):

@@ -106,11 +106,11 @@ class AnswerJournal:
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(records)
-                .where(records.c.id == record_id, records.c.owner == self.owner)
+                .where(records.c.id == record_id, records.c.owner == self.owner, records.c.settled.is_(False))
                 .values(messages=json.dumps(messages), shown_text=text, updated_at=self._clock(), **_usage_values(usage))
             )
         if result.rowcount == 0:
-            log.warning("answer %s is no longer recorded as this process's", record_id)
+            log.info("answer %s is settled or no longer this process's: checkpoint not written", record_id)
 
     async def settled(self, connection: AsyncConnection, record_id: str, messages: list[str], text: str) -> None:
         """Inside the transaction that charges the answer: from now on only its final text is missing."""

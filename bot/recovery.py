@@ -1,7 +1,7 @@
 """Finishing answers nobody is working on any more: their process died, or their task gave up.
 
 For each such record (bot/inflight.py) the hold is settled for what the record says was consumed
-(never more than the hold; never free when text was shown), then the reply is made final in Slack: the
+when text was shown (never more than the hold, never free), or released when nothing was; then the reply is made final in Slack: the
 text it showed stays, without the cursor, followed by a notice that the answer was interrupted and how
 to ask again. A question that had no message yet gets that notice as its reply. An answer that was
 already settled only lacked its final text, which the record holds: it is shown as it would have been.
@@ -64,10 +64,11 @@ async def finish_record(services: Services, record: InFlight) -> None:
 async def settle_record(services: Services, record: InFlight) -> None:
     if record.reservation_id is None or record.settled:
         return
-    consumed = record.shown_anything or record.usage.input_tokens > 0
+    # Like an answer Claude gave up on before writing anything: nothing shown, nothing charged (a crash is
+    # not the asker's doing). Once text was shown it is charged, as far as the record knows what was consumed.
     async with services.engine.begin() as connection:
-        if consumed:
-            charge = services.pricing.charge(record.usage, produced_output=record.shown_anything)
+        if record.shown_anything:
+            charge = services.pricing.charge(record.usage, produced_output=True)
             settlement = await services.credits.settle(record.reservation_id, charge, connection=connection)
             log.info("interrupted answer %s charged %d credits", record.id, settlement.charged)
         else:

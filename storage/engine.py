@@ -23,6 +23,11 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
         kwargs.setdefault("max_overflow", 20)
         return create_async_engine(url, **kwargs)
 
+    # One connection: SQLite has one writer at a time anyway, and waiting for the pool is a FIFO queue in
+    # the event loop, where waiting for SQLite's lock is a busy-wait that sleeps up to 100 ms between tries
+    # (with many answers at once the file sits idle while every connection sleeps).
+    kwargs.setdefault("pool_size", 1)
+    kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")

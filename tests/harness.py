@@ -80,14 +80,15 @@ class BotHarness:
     slack: FakeSlack
     claude: FakeAnthropic
     stripe: FakeStripe
-    bot: RunningBot
+    bot: RunningBot | None  # None: the bot runs in another process, on `port` (tests/process.py)
     http: aiohttp.ClientSession
     signing_secret: str = SIGNING_SECRET
     sent: list[Sent] = field(default_factory=list)
+    port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.bot.port}"
+        return f"http://127.0.0.1:{self.port or self.bot.port}"
 
     @property
     def services(self):

@@ -133,3 +133,30 @@ async def test_the_return_pages_grant_nothing(start_bot_on_each_database):
             assert response.status == 200
             assert "<html" in (await response.text()).lower()
     assert (await h.services.credits.balance(TEAM)).balance == 0
+
+
+async def test_refunds_are_reckoned_against_the_purchase_whatever_amount_an_event_claims(start_bot_on_each_database):
+    h = await start_bot_on_each_database(free_credits=0)
+    await h.command("/credits", "buy 500")
+    await h.responses(1)
+    (session,) = h.stripe.sessions.values()
+    assert (await h.stripe_delivery(h.stripe.complete(session["id"])))[0] == 200
+    assert (await h.services.credits.balance(TEAM)).balance == 500
+
+    def refund(amount_refunded: int, claimed_amount: int) -> dict:
+        event = h.stripe.refund_event(session["id"], amount_refunded)
+        event["data"]["object"]["amount"] = claimed_amount
+        return event
+
+    assert (await h.stripe_delivery(refund(250, 500)))[0] == 200
+    assert (await h.services.credits.balance(TEAM)).balance == 250, "half refunded: half the credits back"
+    # Later events claim another charge amount: the purchase was 500, whatever they say.
+    assert (await h.stripe_delivery(refund(250, 0)))[0] == 200
+    assert (await h.stripe_delivery(refund(100, 100)))[0] == 200
+    assert (await h.stripe_delivery(refund(250, 100)))[0] == 200
+    assert (await h.services.credits.balance(TEAM)).balance == 250, "an earlier reversal is neither undone nor widened"
+    assert (await h.stripe_delivery(refund(500, 100_000)))[0] == 200
+    assert (await h.services.credits.balance(TEAM)).balance == 0, "the whole purchase refunded: all of it back"
+    assert (await h.stripe_delivery(refund(0, 0)))[0] == 200
+    assert (await h.services.credits.balance(TEAM)).balance == 0
+    assert await h.services.credits.verify() == []

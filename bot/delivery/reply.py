@@ -17,7 +17,7 @@ from typing import Protocol
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.call_lane import NORMAL, URGENT
-from bot.delivery.edit_writer import CHECKPOINT_TIMEOUT, MessageWriter
+from bot.delivery.edit_writer import MessageWriter
 from bot.delivery.markdown import MESSAGE_LIMIT, split_markdown, streaming_view
 from bot.delivery.scheduler import SlackScheduler
 
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 class ReplyJournal(Protocol):
     async def shown(self, messages: list[str], text: str) -> None:
-        """The reply's messages (ts, oldest first) and the text of the last one, as Slack is about to show it."""
+        """The reply's messages (ts, oldest first) and the text of the last one, as Slack is about to show it.
+        Returns soon, written or not: a slow database must not hold up the answer."""
 
 
 class SlackReply:
@@ -52,7 +53,8 @@ class SlackReply:
         self._clock = clock
         self._current = ""
         self._writers: list[MessageWriter] = []
-        self._posting: asyncio.Task | None = None
+        self._posting: asyncio.Task | None = None  # a continuation being posted
+        self._first_post_pending = False
         # Set when the reply can no longer be written: deleted by the user, or Slack refused a continuation.
         self.gone = asyncio.Event()
         self._gone_callbacks: list[Callable[[], None]] = []
@@ -62,7 +64,10 @@ class SlackReply:
         return [writer.ts for writer in self._writers]
 
     def on_gone(self, callback: Callable[[], None]) -> None:
-        self._gone_callbacks.append(callback)
+        if self.gone.is_set():
+            callback()
+        else:
+            self._gone_callbacks.append(callback)
 
     def _message_gone(self) -> None:
         if not self.gone.is_set():
@@ -92,29 +97,50 @@ class SlackReply:
         if self._journal is None:
             return
         try:
-            await asyncio.wait_for(self._journal.shown(self.messages, text), CHECKPOINT_TIMEOUT)
+            await self._journal.shown(self.messages, text)
         except Exception as error:  # the answer goes on; only a crash right now would leave this message behind
             log.warning("could not record a message posted in %s (%s)", self.channel, error.__class__.__name__)
 
-    async def _post(self, markdown: str, *, priority: int) -> str:
+    async def _post(self, markdown: str | Callable[[], str], *, priority: int) -> str:
         return await self._scheduler.post_markdown(
             self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=markdown, priority=priority
         )
 
     async def start(self, placeholder: str) -> str:
-        """Post the placeholder that the answer will grow into (waiting for the channel's turn)."""
-        ts = await self._post(placeholder, priority=NORMAL)
-        self._new_writer(ts)
-        await self._note_post("")
+        """Post the message the answer will grow into, once the channel's turn comes: the placeholder, or the
+        answer's first words when Claude was quicker than the channel. Text may be appended meanwhile."""
+        posted = ""
+
+        def first_text() -> str:
+            nonlocal posted
+            posted = self._current if len(self._current) <= self._limit else ""
+            return streaming_view(posted) if posted else placeholder
+
+        self._first_post_pending = True
+        try:
+            ts = await self._post(first_text, priority=NORMAL)
+        except Exception:
+            self._message_gone()  # nowhere to write: whoever produces the text must stop
+            raise
+        finally:
+            self._first_post_pending = False
+        writer = self._new_writer(ts)
+        await self._note_post(posted)
+        if len(self._current) > self._limit:
+            self._roll_over()
+        elif self._current != posted:
+            writer.touch()
         return ts
 
     def append(self, text: str) -> None:
         if self.gone.is_set() or not text:
             return
         self._current += text
+        if self._first_post_pending or self._posting is not None:
+            return  # the message being posted takes care of the text that waits
         if len(self._current) > self._limit:
             self._roll_over()
-        elif self._posting is None:
+        else:
             self._writers[-1].touch()
 
     def _roll_over(self) -> None:

@@ -109,17 +109,20 @@ class SlackScheduler:
         for key in [key for key, lane in self._lanes.items() if lane.idle]:
             del self._lanes[key]
 
-    async def call(self, client: AsyncWebClient, method: str, *, priority: int = NORMAL, **arguments) -> AsyncSlackResponse:
+    async def call(
+        self, client: AsyncWebClient, method: str, *, priority: int = NORMAL,
+        at_turn: Callable[[], dict] | None = None, **arguments,
+    ) -> AsyncSlackResponse:
         """Make one Slack call when its budget allows; raises SlackApiError only for a refusal that waiting
-        cannot cure, or after repeated network faults."""
-        lane = self._lane(method, arguments.get("channel"))
-        place = lane.place()
+        cannot cure, or after repeated network faults. `at_turn` gives arguments decided only when the call
+        is sent (a post that waited its turn carries what is newest then)."""
+        place = self._lane(method, arguments.get("channel")).place()
         api = getattr(client, method.replace(".", "_"))
         failures = 0
         while True:
-            async with lane.turn(priority, place=place) as turn:
+            async with self._lane(method, arguments.get("channel")).turn(priority, place=place) as turn:
                 try:
-                    return await api(**arguments)
+                    return await api(**arguments, **(at_turn() if at_turn else {}))
                 except SlackApiError as error:
                     wait = retry_after_seconds(error)
                     if wait is not None:
@@ -138,11 +141,14 @@ class SlackScheduler:
             await asyncio.sleep(0.5 * 2**failures)
 
     async def post_markdown(
-        self, client: AsyncWebClient, *, channel: str, thread_ts: str | None, markdown: str, priority: int = NORMAL
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str | None, markdown: str | Callable[[], str],
+        priority: int = NORMAL,
     ) -> str:
-        """Post a message Slack renders from Markdown; returns its ts."""
+        """Post a message Slack renders from Markdown (or from what `markdown()` says when the post is sent)."""
+        text = markdown if callable(markdown) else (lambda: markdown)
         response = await self.call(
-            client, "chat.postMessage", priority=priority, channel=channel, thread_ts=thread_ts, **markdown_message(markdown)
+            client, "chat.postMessage", priority=priority, channel=channel, thread_ts=thread_ts,
+            at_turn=lambda: markdown_message(text()),
         )
         return response["ts"]
 
@@ -157,17 +163,24 @@ class SlackScheduler:
 
 
 class SlackSchedulers:
-    """One scheduler per workspace, created on first use and dropped once idle."""
+    """One scheduler per workspace, created on first use and dropped once idle.
 
-    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic):
+    A scheduler is dropped only after nobody asked for it for `forget_after` seconds and it has nothing
+    waiting, in flight or counted in a window: whoever holds one must never find a second one beside it
+    (two would each spend the whole budget)."""
+
+    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *, forget_after: float = 600.0):
         self.limits = limits
         self._clock = clock
+        self._forget_after = forget_after
         self._by_team: dict[str, SlackScheduler] = {}
+        self._asked: dict[str, float] = {}
 
     def for_team(self, team_id: str) -> SlackScheduler:
         scheduler = self._by_team.get(team_id)
         if scheduler is None:
             scheduler = self._by_team[team_id] = SlackScheduler(self.limits, self._clock)
+        self._asked[team_id] = self._clock()
         return scheduler
 
     def __len__(self) -> int:
@@ -178,10 +191,11 @@ class SlackSchedulers:
         return sum(scheduler.waiting for scheduler in self._by_team.values())
 
     def prune(self) -> None:
+        quiet_since = self._clock() - self._forget_after
         for team_id, scheduler in list(self._by_team.items()):
             scheduler.prune()
-            if scheduler.idle:
-                del self._by_team[team_id]
+            if scheduler.idle and self._asked[team_id] < quiet_since:
+                del self._by_team[team_id], self._asked[team_id]
 
     async def close(self) -> None:
         await asyncio.gather(*(scheduler.close() for scheduler in self._by_team.values()))
