@@ -10,6 +10,8 @@ import platform
 import sys
 import time
 
+from bench.bursts import burst_table, parse_bursts, run_burst
+from bench.databases import fresh_database
 from bench.references import REFERENCES
 from bench.report import calls_by_channel, markdown_table, summarize
 from bench.scenarios import Options, Scenario, World, run_bot, run_references
@@ -18,7 +20,9 @@ from bench.scenarios import Options, Scenario, World, run_bot, run_references
 def parse_scenarios(spec: str) -> list[Scenario]:
     """"1,5,20,100,500/100": answers, optionally "/workspaces" they are spread over."""
     scenarios = []
-    for part in spec.split(","):
+    for part in filter(None, spec.split(",")):
+        if part.strip() == "none":
+            continue
         answers, _, workspaces = part.strip().partition("/")
         scenarios.append(Scenario(int(answers), int(workspaces or 1)))
     return scenarios
@@ -38,11 +42,18 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                         help="skip the references in scenarios with more answers than this (default: %(default)s; at 100 they'd need 5+ minutes of Retry-After)")
     parser.add_argument("--time-limit", type=float, default=240.0, help="seconds before an approach is cut off")
     parser.add_argument("--ramp", type=float, default=1.0, help="mentions arrive spread over this many seconds")
+    parser.add_argument("--bursts", default="200@10ch/2s:50,30@1ch/3s",
+                        help="bursts of mentions in a few channels, comma-separated: M@Cch/Ss[:N] is M mentions over C "
+                             "channels within S seconds, with credits for N answers (default: %(default)s; 'none' skips)")
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL server (postgresql://user@host/db): each run gets a new database there "
+                             "(default: a SQLite file per run)")
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
     if args.quick:
         args.scenarios, args.words, args.references = "1,5,20", 150, "every_delta,every_second"
         args.time_limit = min(args.time_limit, 90.0)
+        args.bursts = "none"
     return args
 
 
@@ -63,13 +74,14 @@ async def main(args: argparse.Namespace) -> None:
         sys.exit(f"unknown reference approach(es): {', '.join(sorted(unknown))}; choose from {', '.join(REFERENCES)}")
     options = Options(words=args.words, words_per_second=args.words_per_second, ramp=args.ramp,
                       time_limit=args.time_limit, references=references)
-    rows = []
+    rows, burst_rows = [], []
     started = time.monotonic()
     async with World(options) as world:
         for n, scenario in enumerate(parse_scenarios(args.scenarios)):
             tag = f"s{n}"
             print(f"scenario {scenario.name}: the bot…", file=sys.stderr, flush=True)
-            runs = [await run_bot(world, scenario, tag)]
+            async with fresh_database(args.database_url) as database_url:
+                runs = [await run_bot(world, scenario, tag, database_url=database_url)]
             if references and scenario.workspaces == 1 and scenario.answers <= args.reference_max_answers:
                 print(f"scenario {scenario.name}: {', '.join(references)}…", file=sys.stderr, flush=True)
                 runs += await run_references(world, scenario, tag)
@@ -77,8 +89,17 @@ async def main(args: argparse.Namespace) -> None:
             for run in runs:
                 rows.append(summarize(run, calls, interval=options.interval, edits_per_minute=options.edits_per_minute))
             world.slack.calls.clear()  # what is summarized is no longer needed
-    print(markdown_table(rows))
-    print()
+        for n, burst in enumerate(parse_bursts(args.bursts)):
+            print(f"burst {burst.name}: the bot…", file=sys.stderr, flush=True)
+            async with fresh_database(args.database_url) as database_url:
+                burst_rows.append(await run_burst(world, burst, f"b{n}", database_url=database_url, time_limit=args.time_limit))
+            world.slack.calls.clear()
+    if rows:
+        print(markdown_table(rows))
+        print()
+    if burst_rows:
+        print(burst_table(burst_rows))
+        print()
     print(f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
           f"mentions spread over {args.ramp:g} s; total {time.monotonic() - started:.0f} s.")
 

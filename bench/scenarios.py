@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import anthropic
+from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.signature import SignatureVerifier
 
 from bench.measure import AnswerTrace, CpuClock, LoopProbe, rss_bytes, shown_prefix
@@ -28,7 +29,6 @@ from config import load_settings
 
 log = logging.getLogger("bench")
 SIGNING_SECRET = "bench-signing-secret"
-BOT_TEAM = "TBOT"
 BOT_USER = "UBOT"
 _ts = itertools.count(1)
 
@@ -89,7 +89,6 @@ class World:
     async def __aenter__(self) -> World:
         await self.slack.start()
         await self.claude.start()
-        add_team(self.slack, BOT_TEAM)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -105,16 +104,18 @@ class World:
                                                    delta_chars=self.options.delta_chars))
         return ids
 
-    def bot_settings(self, name: str):
+    def bot_settings(self, name: str, *, team: str | None = None, database_url: str | None = None, **overrides):
+        """The bot's settings for one run: in the workspace `team` (single-workspace mode), else in OAuth mode
+        (`overrides` say so). Every run has a workspace of its own: Slack's minute windows don't carry over."""
         o = self.options
-        return load_settings(
+        values = dict(
             _env_file=None,
-            slack_bot_token=f"xoxb-bench-{BOT_TEAM}",
+            slack_bot_token=f"xoxb-bench-{team}" if team else None,
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=self.slack.api_url,
             anthropic_api_key="bench-key",
             anthropic_base_url=self.claude.base_url,
-            database_url=f"sqlite+aiosqlite:///{Path(self.tmp.name) / f'{name}.db'}",
+            database_url=database_url or f"sqlite+aiosqlite:///{Path(self.tmp.name) / f'{name}.db'}",
             port=0,
             slack_update_interval=o.interval,
             slack_edits_per_minute=o.edits_per_minute,
@@ -124,6 +125,8 @@ class World:
             sweep_interval_seconds=3600,
             log_level="WARNING",
         )
+        values.update(overrides)
+        return load_settings(**values)
 
 
 async def _send_mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, question: str) -> float:
@@ -153,11 +156,24 @@ def _teams_for(world: World, scenario: Scenario, tag: str) -> list[str]:
     return teams
 
 
-async def run_bot(world: World, scenario: Scenario, tag: str) -> Run:
+async def install(bot, teams: list[str]) -> None:
+    """Many workspaces are served in OAuth mode: each has installed the app and has its own token."""
+    for team in teams:
+        await bot.services.installs.store.async_save(Installation(
+            app_id="A0001", enterprise_id=None, team_id=team, team_name=team, bot_token=f"xoxb-bench-{team}",
+            bot_id="BBOT", bot_user_id=BOT_USER, bot_scopes=["chat:write"], user_id="U0001", installed_at=time.time(),
+        ))
+
+
+async def run_bot(world: World, scenario: Scenario, tag: str, *, database_url: str | None = None) -> Run:
     run = Run("bot", scenario)
     ids = world.plan_answers(f"{tag}b", scenario.answers)
     teams = _teams_for(world, scenario, f"{tag}b")
-    bot = await start_bot(world.bot_settings(f"{tag}"), host="127.0.0.1", port=0)
+    oauth = {"slack_client_id": "111.222", "slack_client_secret": "bench"} if scenario.workspaces > 1 else {}
+    settings = world.bot_settings(tag, team=None if oauth else teams[0], database_url=database_url, **oauth)
+    bot = await start_bot(settings, host="127.0.0.1", port=0)
+    if oauth:
+        await install(bot, teams)
     url = f"http://127.0.0.1:{bot.port}/slack/events"
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     probe, rss_before = LoopProbe(), rss_bytes()
@@ -168,7 +184,6 @@ async def run_bot(world: World, scenario: Scenario, tag: str) -> Run:
         async def one(k: int, answer_id: str) -> None:
             await asyncio.sleep(k * world.options.ramp / scenario.answers)
             team, channel = teams[k % len(teams)], f"C{answer_id}"
-            world.slack.channel_team[channel] = team  # the bot's token is TBOT's; charge the mention's workspace
             run.channels[answer_id] = channel
             run.sent_at[answer_id] = time.monotonic()
             run.acks.append(await _send_mention(http, url, team, channel, question_for(answer_id)))

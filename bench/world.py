@@ -5,11 +5,10 @@ Two small subclasses, so that nothing in tests/ changes:
 - `TimedAnthropic` picks each request's script by the question it carries (requests arrive in any
   order) and records when every delta left the server.
 - `BenchSlack` adds the native streaming methods (chat.startStream/appendStream/stopStream) with the
-  limits REFERENCE.md gives, and can charge a chat.update to the workspace that owns the channel
-  rather than to the token's workspace. The bot has one bot token today (no OAuth install store),
-  so in the many-workspace scenario all its calls carry workspace T0001's token; the bot's scheduler
-  keys by the event's team_id, and this attribution is what Slack would do once each workspace has
-  its own token. Every other scenario leaves it off.
+  limits REFERENCE.md gives.
+
+In the many-workspace scenario the bot runs in OAuth mode and every workspace has installed it with a
+token of its own, so Slack counts each workspace's calls separately, as it would.
 """
 
 from __future__ import annotations
@@ -96,24 +95,10 @@ def question_for(answer_id: str) -> str:
 class BenchSlack(FakeSlack):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.channel_team: dict[str, str] = {}  # only used when charging by channel
         self._methods.update(
             {"chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
              "chat.stopStream": self._stop_stream}
         )
-
-    # chat.update, charged to the channel's workspace when the bench says which one that is.
-    def _update(self, ws: Workspace, params: dict, now: float) -> dict:
-        self._charge_to = self.channel_team.get(params.get("channel") or "")
-        try:
-            return super()._update(ws, params, now)
-        finally:
-            self._charge_to = None
-
-    def _per_minute(self, key: tuple[str, str], limit: int, now: float) -> None:
-        if getattr(self, "_charge_to", None) and key[1] == "chat.update":
-            key = (self._charge_to, key[1])
-        super()._per_minute(key, limit, now)
 
     # Native streaming: the message grows by appended Markdown; each state is recorded like an edit.
     @staticmethod

@@ -56,7 +56,10 @@ def stripe_routes(webhook: StripeWebhook | None) -> list[web.RouteDef]:
         if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
             return web.Response(status=413, text="payload too large")
         # The signature covers the exact bytes Stripe sent: read them raw, never re-serialized JSON.
-        payload = await request.read()
+        try:
+            payload = await request.read()
+        except (ConnectionError, web.HTTPException):
+            return web.Response(status=400, text="incomplete body")
         status, text = await webhook.handle(payload, request.headers.get("Stripe-Signature"))
         return web.Response(status=status, text=text)
 

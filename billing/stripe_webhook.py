@@ -99,11 +99,14 @@ class StripeWebhook:
         except stripe.SignatureVerificationError as error:
             log.warning("Rejected a Stripe webhook: %s", str(error).split(". ")[0])
             return 400, "invalid signature"
-        except (ValueError, TypeError, AttributeError):  # not JSON, not UTF-8, not an object
+        except (ValueError, TypeError, AttributeError, RecursionError):  # not JSON, not UTF-8, not an object
             log.warning("Rejected a Stripe webhook whose body is not an event")
             return 400, "invalid payload"
-        event_id, event_type, obj = event.get("id"), event.get("type"), (event.get("data") or {}).get("object")
+        data = event.get("data")
+        event_id, event_type = event.get("id"), event.get("type")
+        obj = data.get("object") if isinstance(data, dict) else None
         if not (isinstance(event_id, str) and isinstance(event_type, str) and isinstance(obj, dict)):
+            log.warning("Rejected a Stripe webhook whose body is not an event")
             return 400, "invalid payload"
 
         try:
@@ -139,7 +142,7 @@ class StripeWebhook:
         session_id = _required(session, "id")
         if session.get("payment_status") != "paid":
             # Delayed methods (bank debits) complete "unpaid"; async_payment_succeeded follows.
-            await self._set_status(session_id, UNPAID, session.get("payment_intent"), only_from=(OPEN,))
+            await self._set_status(session_id, UNPAID, _optional_id(session, "payment_intent"), only_from=(OPEN,))
             return "awaiting payment", []
 
         row = await self._mark_paid(session_id, session)
@@ -173,10 +176,10 @@ class StripeWebhook:
                 log.error("Stripe says Checkout Session %s was paid, but this app never created it", session_id)
                 return "unknown session"
             where = [checkout_sessions.c.id == session_id, checkout_sessions.c.paid_at.is_(None)]
-            payment_intent = session.get("payment_intent") or row.payment_intent
+            payment_intent = _optional_id(session, "payment_intent") or row.payment_intent
             if amount_total != row.amount_total or currency != row.currency.lower():
                 log.error(
-                    "Checkout Session %s paid %s %s but was opened for %s %s (team %s): no credits granted",
+                    "Checkout Session %s paid %r %r but was opened for %r %r (team %s): no credits granted",
                     session_id, amount_total, currency, row.amount_total, row.currency, row.team_id,
                 )
                 await conn.execute(sa.update(checkout_sessions).where(*where)
@@ -188,7 +191,7 @@ class StripeWebhook:
 
     async def _payment_failed(self, session: dict[str, Any]) -> tuple[str, list[Notification]]:
         session_id = _required(session, "id")
-        row = await self._set_status(session_id, FAILED, session.get("payment_intent"), only_from=(OPEN, UNPAID))
+        row = await self._set_status(session_id, FAILED, _optional_id(session, "payment_intent"), only_from=(OPEN, UNPAID))
         if row is None:  # unknown, paid, or already failed: tell the buyer at most once
             return "nothing to do", []
 
@@ -225,6 +228,8 @@ class StripeWebhook:
 
     async def _dispute_changed(self, dispute: dict[str, Any]) -> tuple[str, list[Notification]]:
         payment_intent, stripe_status = _required(dispute, "payment_intent"), dispute.get("status")
+        if not isinstance(stripe_status, str):
+            raise MalformedEvent(f"dispute {dispute.get('id', '?')} has an invalid status: {stripe_status!r}")
         # Created, or closed with a status we do not know: the funds are (still) withdrawn.
         status = CLOSED_DISPUTE.get(stripe_status, DISPUTE_OPEN)
         async with self._engine.begin() as conn:
@@ -313,15 +318,30 @@ class StripeWebhook:
             log.exception("Could not tell the buyer about a Stripe event (the credits are booked regardless)")
 
 
-def _required(obj: dict[str, Any], key: str) -> Any:
+MAX_AMOUNT = 10**15  # far beyond any real charge, and within a BIGINT
+
+
+def _required(obj: dict[str, Any], key: str) -> str:
+    """A Stripe id: a string, or an expanded object's `id`."""
+    value = _optional_id(obj, key)
+    if value is None:
+        raise MalformedEvent(f"{obj.get('object', 'object')} {obj.get('id', '?')!r} has no {key}")
+    return value
+
+
+def _optional_id(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
+    if isinstance(value, dict):  # expanded
+        value = value.get("id")
     if value is None or value == "":
-        raise MalformedEvent(f"{obj.get('object', 'object')} {obj.get('id', '?')} has no {key}")
+        return None
+    if not isinstance(value, str) or len(value) > 255:
+        raise MalformedEvent(f"{obj.get('object', 'object')} {obj.get('id', '?')!r} has an invalid {key}")
     return value
 
 
 def _required_amount(obj: dict[str, Any], key: str) -> int:
-    value = _required(obj, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MalformedEvent(f"{obj.get('object', 'object')} {obj.get('id', '?')} has an invalid {key}: {value!r}")
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT:
+        raise MalformedEvent(f"{obj.get('object', 'object')} {obj.get('id', '?')!r} has an invalid {key}: {value!r}")
     return value

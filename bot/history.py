@@ -18,6 +18,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.claude_stream import estimate_tokens
+from bot.delivery.scheduler import slack_error
 from bot.tables import conversation_turns
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ async def read_thread_from_slack(
     try:
         response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200)
     except SlackApiError as error:
-        log.warning("could not read thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
+        log.warning("could not read thread %s in %s: %s", thread_ts, channel, slack_error(error))
         return None
     except Exception as error:  # the network: the answer goes on without the thread
         log.warning("could not read thread %s in %s (%s)", thread_ts, channel, error.__class__.__name__)

@@ -1,15 +1,24 @@
 """What comes in on /slack/events is checked before Bolt sees it: signed, then well formed.
 
-Bolt parses a body before it verifies the signature, so an unsigned body that is not JSON or a form
-would make it fail with a traceback. Here the signature is verified on the raw bytes first (401 for
-anything unsigned, stale or forged: nothing is parsed), then the body must have the shape of one of
-Slack's payloads (400 otherwise). Only then is it handed to Bolt, which verifies it again.
+Bolt parses a body before it verifies the signature, and builds its context from whatever types the
+body holds, so an unsigned body that is not JSON, or a signed one with a number where Slack sends a
+string, would make it fail with a traceback. Here:
+
+1. the signature is verified first, on the raw bytes, with slack_sdk's verifier (its inputs checked
+   first: it fails on a non-ASCII signature or a 5,000-digit timestamp): anything unsigned, stale or
+   forged gets 401, with nothing parsed;
+2. the body must be one of Slack's payloads (an event or a JSON `payload` form, or a slash command
+   form), with the types Slack sends: every id, ts and type a string, every team/user/channel a string
+   or an object, `authorizations` and `actions` lists of objects. Anything else gets 400;
+3. Bolt gets the parsed payload as JSON. (Bolt reads any form whose text merely contains "payload",
+   such as a command sent from #payloads, as an empty body; and it need not verify again: step 1 did.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -17,6 +26,18 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
+
+MAX_DEPTH = 32
+MAX_TIMESTAMP_DIGITS = 12
+# Slack sends these as strings wherever they occur (or null).
+STRING_KEYS = {"ts", "id", "type", "value", "response_url", "command", "hash"}
+STRING_SUFFIXES = ("_id", "_ts")
+# A string (an id) in events, an object (with a string id) in interactivity payloads.
+ID_OR_OBJECT_KEYS = {"team", "user", "channel", "enterprise"}
+OBJECT_KEYS = {"event", "view", "container", "item", "message", "state"}
+LIST_OF_OBJECTS_KEYS = {"authorizations", "actions", "response_urls"}
+# Interactivity payloads, where the user, team and channel are objects.
+INTERACTIVE = {"block_actions", "view_submission", "view_closed", "shortcut", "message_action", "block_suggestion"}
 
 
 class Refused(Exception):
@@ -35,48 +56,95 @@ class SlackRequestGate:
 
     async def admit(self, request: web.Request) -> AsyncBoltRequest:
         """The request as Bolt wants it; raises Refused (401 or 400) with nothing parsed or done."""
-        raw = await request.read()
-        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
-        signature = request.headers.get("X-Slack-Signature", "")
+        try:
+            raw = await request.read()
+        except (ConnectionError, web.HTTPException):
+            raise Refused(400, "incomplete_body") from None
+        if not self._signed(raw, request.headers.get("X-Slack-Request-Timestamp", ""),
+                            request.headers.get("X-Slack-Signature", "")):
+            raise Refused(401, "invalid_signature")
+        payload = parse_payload(raw.decode("utf-8"), request.content_type)
+        try:  # a lone surrogate ("\udcff") is valid JSON but no text: it could be neither logged nor stored
+            body = json.dumps(payload, ensure_ascii=False)
+            body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Refused(400, "invalid_text") from None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return AsyncBoltRequest(body=body, query=request.query_string, headers={**headers, "Content-Type": "application/json"})
+
+    def _signed(self, raw: bytes, timestamp: str, signature: str) -> bool:
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
+            return False
+        if not signature.isascii():
+            return False
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise Refused(401, "invalid_signature") from None
-        if not timestamp.isascii() or not timestamp.isdigit() or not self._verifier.is_valid(text, timestamp, signature):
-            raise Refused(401, "invalid_signature")
-        check_shape(text, request.content_type)
-        return AsyncBoltRequest(body=text, query=request.query_string, headers=dict(request.headers))
+            return False
+        return self._verifier.is_valid(text, timestamp, signature)
 
 
-def check_shape(text: str, content_type: str) -> None:
-    """Raise Refused(400) unless `text` is an event (JSON object), or a form with a command or a JSON `payload`."""
-    if content_type == "application/json" or text.startswith("{"):
-        body = _json_object(text)
-        if body.get("type") == "event_callback":
-            if not isinstance(body.get("event"), dict):
-                raise Refused(400, "invalid_event")
-            if not isinstance(body.get("authorizations", []), list):
-                raise Refused(400, "invalid_event")
-        return
-    form = dict(parse_qsl(text, keep_blank_values=True))
-    if "payload" in form:
-        payload = _json_object(form["payload"])
-        for name in ("team", "user", "container", "view", "channel"):
-            if name in payload and not isinstance(payload[name], dict | None):
-                raise Refused(400, "invalid_payload")
-        if not isinstance(payload.get("actions", []), list) or not all(
-            isinstance(action, dict) for action in payload.get("actions", [])
-        ):
-            raise Refused(400, "invalid_payload")
-    elif not form and text:
-        raise Refused(400, "invalid_form")
+def parse_payload(text: str, content_type: str) -> dict:
+    """The payload Slack sent, checked for shape (see the module docstring); raises Refused(400)."""
+    if content_type == "application/json" or text.lstrip().startswith("{"):
+        payload = _json_object(text)
+    else:
+        form = dict(parse_qsl(text, keep_blank_values=True))
+        if "payload" in form:
+            payload = _json_object(form["payload"])
+        elif form.get("command") or form.get("ssl_check"):
+            payload = form  # a slash command (or Slack's SSL check): every value is a string already
+        else:
+            raise Refused(400, "invalid_form")
+    _check_types(payload, depth=0)
+    kind = payload.get("type")
+    if kind == "event_callback" and not isinstance(payload.get("event"), dict):
+        raise Refused(400, "invalid_event")
+    if kind == "block_actions" and not (
+        payload.get("actions") and all(isinstance(action.get("action_id"), str) for action in payload["actions"])
+    ):
+        raise Refused(400, "invalid_actions")
+    if kind in INTERACTIVE and not all(isinstance(payload.get(key), dict | None) for key in ("user", "team", "channel")):
+        raise Refused(400, "invalid_payload")
+    if "command" in payload and not all(isinstance(value, str) for value in payload.values()):
+        raise Refused(400, "invalid_command")  # a slash command is a form: strings only
+    return payload
 
 
 def _json_object(text: str) -> dict:
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Refused(400, "invalid_json") from None
     if not isinstance(body, dict):
         raise Refused(400, "invalid_json")
     return body
+
+
+def _check_types(value: Any, *, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise Refused(400, "too_deep")
+    if isinstance(value, list):
+        for item in value:
+            _check_types(item, depth=depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        if not _fits(key, item):
+            raise Refused(400, f"invalid_{key}"[:64])
+        _check_types(item, depth=depth + 1)
+
+
+def _fits(key: str, item: Any) -> bool:
+    if item is None:
+        return True
+    if key in ID_OR_OBJECT_KEYS:
+        return isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("id", ""), str | None))
+    if key in OBJECT_KEYS:
+        return isinstance(item, dict)
+    if key in LIST_OF_OBJECTS_KEYS:
+        return isinstance(item, list) and all(isinstance(entry, dict) for entry in item)
+    if key in STRING_KEYS or key.endswith(STRING_SUFFIXES):
+        return isinstance(item, str)
+    return True

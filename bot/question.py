@@ -39,32 +39,35 @@ def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
     return text.strip()
 
 
-def question_from_event(event: dict, *, event_id: str, team_id: str, bot_user_id: str | None) -> Question:
-    channel = event["channel"]
-    thread_ts = event.get("thread_ts")
+def question_from_event(event: dict, *, event_id: str, team_id: str, bot_user_id: str | None) -> Question | None:
+    """None for an event that names no channel or message to answer in (Slack always sends both)."""
+    channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
+    if not (isinstance(channel, str) and channel and isinstance(ts, str) and ts and isinstance(text, str)):
+        return None
+    thread_ts = event.get("thread_ts") or None
     is_dm = event.get("channel_type") == "im" or channel.startswith("D")
     if is_dm:
         reply_thread_ts = thread_ts
         conversation_ts = thread_ts or ""
     else:
-        reply_thread_ts = thread_ts or event["ts"]
+        reply_thread_ts = thread_ts or ts
         conversation_ts = reply_thread_ts
     return Question(
         event_id=event_id,
         team_id=team_id,
         user_id=event.get("user", ""),
         channel_id=channel,
-        ts=event["ts"],
-        text=strip_bot_mention(event.get("text", ""), bot_user_id),
+        ts=ts,
+        text=strip_bot_mention(text, bot_user_id),
         reply_thread_ts=reply_thread_ts,
         conversation=ThreadKey(team_id, channel, conversation_ts),
-        joins_existing_thread=bool(thread_ts) and thread_ts != event["ts"],
+        joins_existing_thread=bool(thread_ts) and thread_ts != ts,
     )
 
 
 def is_user_message(event: dict) -> bool:
     """A person wrote it: not a bot (the bot itself included), not an edit, deletion, join or other subtype."""
-    return not event.get("subtype") and not event.get("bot_id") and bool(event.get("user"))
+    return not event.get("subtype") and not event.get("bot_id") and isinstance(event.get("user"), str) and bool(event["user"])
 
 
 def workspace_id(context_team_id: str | None, body: dict) -> str:
@@ -73,12 +76,6 @@ def workspace_id(context_team_id: str | None, body: dict) -> str:
     event = body.get("event") if isinstance(body.get("event"), dict) else {}
     team = body.get("team") if isinstance(body.get("team"), dict) else {}
     user = body.get("user") if isinstance(body.get("user"), dict) else {}
-    return (
-        context_team_id
-        or body.get("team_id")
-        or team.get("id")
-        or user.get("team_id")
-        or (event.get("view") or {}).get("team_id")
-        or event.get("team")
-        or ""
-    )
+    view = event.get("view") if isinstance(event.get("view"), dict) else {}
+    candidates = (context_team_id, body.get("team_id"), team.get("id"), user.get("team_id"), view.get("team_id"), event.get("team"))
+    return next((c for c in candidates if isinstance(c, str) and c), "")

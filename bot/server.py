@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import text
@@ -26,7 +27,23 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT = 20.0
 
 
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp answers a request it cannot parse (a duplicate Content-Length, an 8 KB header) with 400 and logs
+    a traceback at ERROR. It is somebody else's malformed request, not our fault: one line at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request (%s)", (error.message or error.__class__.__name__,)
+            record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
+        return True
+
+
+_MALFORMED_HTTP_FILTER = MalformedHttpFilter()
+
+
 def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
+    logging.getLogger("aiohttp.server").addFilter(_MALFORMED_HTTP_FILTER)  # the same filter: added once
     gate = SlackRequestGate(services.settings.slack_signing_secret)
 
     async def slack_events(request: web.Request) -> web.Response:

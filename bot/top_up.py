@@ -8,6 +8,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import CheckoutError, CreditPack, find_pack
+from bot.delivery.scheduler import slack_error
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ async def may_buy(services: Services, client: AsyncWebClient, user_id: str) -> b
     try:
         user = (await client.users_info(user=user_id))["user"]
     except SlackApiError as error:
-        log.warning("users.info for %s failed (%s); not allowing a purchase", user_id, error.response.get("error"))
+        log.warning("users.info for %s failed (%s); not allowing a purchase", user_id, slack_error(error))
         return False
     return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 

@@ -35,6 +35,27 @@ SIGNED_MALFORMED = [
      "application/x-www-form-urlencoded"),
     (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
                                        "actions": ["x"]})}), "application/x-www-form-urlencoded"),
+    # Types Bolt would choke on while building its context, in events and in interactivity (form or JSON).
+    (json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention"}, "authorizations": [1]}),
+     "application/json"),
+    (json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention", "channel": 123,
+                                                                      "user": "U1", "ts": "1.1"}}), "application/json"),
+    (json.dumps({"type": "event_callback", "team": 5, "event": {"type": "app_mention"}}), "application/json"),
+    (json.dumps({"type": "event_callback", "enterprise": ["E1"], "event": {"type": "app_mention"}}), "application/json"),
+    (json.dumps({"type": "event_callback", "team_id": {"a": 1}, "event": {"type": "app_mention"}}), "application/json"),
+    (json.dumps({"type": "event_callback", "team_id": TEAM, "response_urls": 5, "event": {}}), "application/json"),
+    (json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": 5, "actions": [{"action_id": "x"}]}),
+     "application/json"),
+    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
+                                       "actions": []})}), "application/x-www-form-urlencoded"),
+    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
+                                       "actions": [{"value": "500"}]})}), "application/x-www-form-urlencoded"),
+    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": "U1",
+                                       "actions": [{"action_id": "buy_credits_500", "value": "500"}]})}),
+     "application/x-www-form-urlencoded"),
+    (json.dumps({"command": "/credits", "team_id": TEAM, "user_id": "U1", "text": ["buy"]}), "application/json"),
+    ('{"a":' * 5000 + "1" + "}" * 5000, "application/json"),
+    ('{"type": "event_callback", "team_id": "\\udcff", "event": {"type": "app_mention"}}', "application/json"),
 ]
 
 
@@ -56,6 +77,21 @@ async def test_unsigned_bodies_are_refused_before_they_are_parsed(start_bot_on_s
         assert response.status == 401
     assert no_tracebacks(caplog) == []
     assert h.slack.calls_to("chat.postMessage") == [] and h.claude.requests == []
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Slack-Signature": "v0=é"},  # slack_sdk's verifier would compare non-ASCII text
+    {"X-Slack-Request-Timestamp": "9" * 5000},  # int() refuses strings over 4,300 digits
+    {"X-Slack-Request-Timestamp": "-1"},
+])
+async def test_odd_signature_headers_are_refused_without_a_traceback(start_bot_on_sqlite, caplog, headers):
+    h = await start_bot_on_sqlite()
+    body = json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention"}})
+    base = h.signed_headers(body)
+    async with h.http.post(f"{h.url}/slack/events", data=body.encode(),
+                           headers={"Content-Type": "application/json", **base, **headers}) as response:
+        assert response.status == 401
+    assert no_tracebacks(caplog) == []
 
 
 @pytest.mark.parametrize("body,content_type", SIGNED_MALFORMED)
@@ -108,3 +144,24 @@ async def test_single_workspace_mode_ignores_other_workspaces(start_bot_on_sqlit
     sent = await h.mention("and me?")
     await h.idle()
     assert h.reply_text("C0001", sent.ts) == "You said: and me?"
+
+
+async def test_a_command_from_a_channel_whose_name_says_payload_is_answered(start_bot_on_sqlite):
+    """Bolt alone reads any form containing the word "payload" as an interactivity payload (and so as empty)."""
+    h = await start_bot_on_sqlite()
+    form = {"token": "legacy", "team_id": TEAM, "team_domain": "acme", "channel_id": "C0001", "channel_name": "payloads",
+            "user_id": "U0001", "user_name": "payload", "command": "/credits", "text": "", "api_app_id": "A0001",
+            "response_url": h.response_url(), "trigger_id": "trig-payload"}
+    status, body = await h.post_signed(urlencode(form), "application/x-www-form-urlencoded")
+    assert status == 200
+    assert "credits available" in json.loads(body)["text"]
+
+
+async def test_an_error_page_from_slacks_edge_is_retried_like_any_outage(start_bot_on_sqlite, caplog):
+    h = await start_bot_on_sqlite()
+    h.slack.inject_outage("chat.postMessage", status=503, count=2)
+    sent = await h.mention("still there?")
+    await h.idle(timeout=30)
+    assert h.reply_text("C0001", sent.ts) == "You said: still there?"
+    assert [c.status for c in h.slack.calls_to("chat.postMessage")] == [503, 503, 200]
+    assert no_tracebacks(caplog) == []

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.markdown import markdown_message, streaming_view
-from bot.delivery.scheduler import is_transient_slack_error, retry_after_seconds
+from bot.delivery.scheduler import is_transient_slack_error, retry_after_seconds, slack_error
 from bot.delivery.writer_lane import WriterLane
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ class MessageWriter:
             if wait is not None:
                 return wait
             if is_transient_slack_error(error):
-                self._failed_once(error.response.get("error", "unknown_error"))
+                self._failed_once(slack_error(error))
             else:
-                self._give_up(error.response.get("error", "unknown_error"))
+                self._give_up(slack_error(error))
             return None
         except Exception as error:  # network faults, and anything else the client raises: retry, then give up
             self.last_write_done = self._clock()

@@ -54,10 +54,17 @@ class DeliveryLimits:
     channel_post_burst: int = 2
 
 
+def slack_error(error: SlackApiError) -> str:
+    """Slack's error code ("message_not_found", …); a body that is not JSON (a proxy's error page) has none."""
+    data = error.response.data
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else f"http_{error.response.status_code}"
+
+
 def retry_after_seconds(error: SlackApiError) -> float | None:
     """Slack's Retry-After for a rate-limited call, None for any other error."""
     response = error.response
-    if response.status_code != 429 and response.get("error") != "ratelimited":
+    if response.status_code != 429 and slack_error(error) != "ratelimited":
         return None
     headers = {k.lower(): v for k, v in (response.headers or {}).items()}
     value = headers.get("retry-after", "1")
@@ -69,7 +76,7 @@ def retry_after_seconds(error: SlackApiError) -> float | None:
 
 def is_transient_slack_error(error: SlackApiError) -> bool:
     """Slack failed on its side: trying again later may work."""
-    return error.response.status_code >= 500 or error.response.get("error") in TRANSIENT_ERRORS
+    return error.response.status_code >= 500 or slack_error(error) in TRANSIENT_ERRORS
 
 
 class SlackScheduler:

@@ -92,9 +92,10 @@ class SocketConnection:
 
 
 class SlackError(Exception):
-    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None):
+    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None, page: str | None = None):
         super().__init__(error)
         self.error, self.status, self.retry_after = error, status, retry_after
+        self.page = page  # not Slack's JSON but an edge proxy's text/plain error page (a 502/503 in an outage)
 
 
 class FakeSlack:
@@ -250,6 +251,11 @@ class FakeSlack:
         status = status or (429 if error == "ratelimited" else 200)
         self._faults[method].extend([(error, status, retry_after)] * count)
 
+    def inject_outage(self, method: str, *, status: int = 503, count: int = 1,
+                      page: str = "upstream connect error or disconnect/reset before headers") -> None:
+        """The next `count` calls of `method` get an edge proxy's plain-text error page, not Slack's JSON."""
+        self._faults[method].extend([(f"page:{page}", status, None)] * count)
+
     def delete_message(self, channel: str, ts: str) -> None:
         """Someone deleted the bot's message in Slack."""
         self.messages[f"{channel}:{ts}"].deleted = True
@@ -384,6 +390,10 @@ class FakeSlack:
             body = self._methods[method](workspace, params, now)
             status, headers = 200, {}
         except SlackError as failure:
+            if failure.page is not None:
+                self.calls.append(Call(method, params, workspace.team_id if workspace else None, now, failure.status,
+                                       {"page": failure.page}, token))
+                return web.Response(status=failure.status, text=failure.page, content_type="text/plain")
             body, status = {"ok": False, "error": failure.error}, failure.status
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
         team_id = workspace.team_id if workspace else None
@@ -436,7 +446,8 @@ class FakeSlack:
     def _take_fault(self, method: str) -> None:
         if self._faults[method]:
             error, status, retry_after = self._faults[method].popleft()
-            raise SlackError(error, status=status, retry_after=retry_after if status == 429 else None)
+            page = error.removeprefix("page:") if error.startswith("page:") else None
+            raise SlackError(error, status=status, retry_after=retry_after if status == 429 else None, page=page)
 
     # -- limits --------------------------------------------------------------------------------------------
 

@@ -53,13 +53,20 @@ async def _buy(ack, respond, command, context, services: Services, team_id: str,
     if credits is None:
         await ack(no_such_pack(services, " ".join(args)))
         return
+    user_id = command.get("user_id")
+    if not user_id or not command.get("response_url"):
+        await ack(response_type="ephemeral", text="I couldn't tell who asked. Please try again.")
+        return
     await ack(response_type="ephemeral", text="Opening a checkout page…")
     message = await checkout_message(
         services,
         context.client,
         team_id=team_id,
-        user_id=command["user_id"],
+        user_id=user_id,
         credits=credits,
         request_key=f"command:{command.get('trigger_id')}",
     )
-    await respond(**message)
+    try:
+        await respond(**message)
+    except Exception as error:
+        log.warning("could not send the checkout link to %s in team %s (%s)", user_id, team_id, error.__class__.__name__)

@@ -1,9 +1,14 @@
+import logging
+
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
 from bot.answer import answer_question
 from bot.listeners.events import home, lifecycle
 from bot.question import is_user_message, question_from_event, workspace_id
 from bot.services import Services
+
+
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp) -> None:
@@ -28,10 +33,13 @@ def _hand_over(body: dict, event: dict, context: AsyncBoltContext) -> None:
     services: Services = context["services"]
     question = question_from_event(
         event,
-        event_id=body.get("event_id") or f"{event['channel']}:{event['ts']}",
+        event_id=body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}",
         team_id=workspace_id(context.team_id, body),
         bot_user_id=context.bot_user_id,
     )
+    if question is None:
+        log.info("event %s names no message to answer; ignored", body.get("event_id"))
+        return
     services.tasks.spawn(
         answer_question(question, context.client, services, bot_user_id=context.bot_user_id),
         name=f"answer {question.event_id}",

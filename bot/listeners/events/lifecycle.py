@@ -21,12 +21,13 @@ async def on_app_uninstalled(body: dict, context: AsyncBoltContext) -> None:
 
 
 async def on_tokens_revoked(body: dict, event: dict, context: AsyncBoltContext) -> None:
-    tokens = event.get("tokens") or {}
+    tokens = event.get("tokens") if isinstance(event.get("tokens"), dict) else {}
     if tokens.get("bot"):
         await _forget_workspace(body, context)  # without its bot token the app is gone from the workspace
-    elif tokens.get("oauth") and context["services"].installs is not None:
+    elif isinstance(tokens.get("oauth"), list) and context["services"].installs is not None:
         await context["services"].installs.forget_user_tokens(
-            enterprise_id=context.enterprise_id, team_id=context.team_id, user_ids=list(tokens["oauth"])
+            enterprise_id=context.enterprise_id, team_id=context.team_id,
+            user_ids=[user for user in tokens["oauth"] if isinstance(user, str)],
         )
 
 
