@@ -32,6 +32,7 @@ from bot.delivery.scheduler import retry_after_seconds
 
 REFERENCES = ("every_delta", "every_20", "every_second", "chat_stream")
 PLACEHOLDER = "_Thinking…_"
+RECIPIENT_TEAM, RECIPIENT_USER = "T0001", "U0001"
 
 # A policy answers: with this many deltas not yet sent, this long after the previous edit, send now (0),
 # check again after so many seconds, or wait for the next delta (None).
@@ -142,7 +143,9 @@ class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
 
 
 async def answer_by_chat_stream(client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str) -> None:
-    streamer = await client.chat_stream(channel=channel, thread_ts=thread_ts, buffer_size=256)
+    # Slack wants the recipient of a stream in a channel; the helper passes them on.
+    streamer = await client.chat_stream(channel=channel, thread_ts=thread_ts, buffer_size=256,
+                                        recipient_team_id=RECIPIENT_TEAM, recipient_user_id=RECIPIENT_USER)
     async with claude.messages.stream(
         model="claude-sonnet-4-6", max_tokens=16_000, messages=[{"role": "user", "content": question}]
     ) as stream:

@@ -4,8 +4,8 @@ Two small subclasses, so that nothing in tests/ changes:
 
 - `TimedAnthropic` picks each request's script by the question it carries (requests arrive in any
   order) and records when every delta left the server.
-- `BenchSlack` adds the native streaming methods (chat.startStream/appendStream/stopStream) with the
-  limits REFERENCE.md gives.
+- `BenchSlack` is the tests' FakeSlack, with its native streaming (chat.startStream/appendStream/stopStream)
+  at the tiers REFERENCE.md gives.
 
 In the many-workspace scenario the bot runs in OAuth mode and every workspace has installed it with a
 token of its own, so Slack counts each workspace's calls separately, as it would.
@@ -18,10 +18,8 @@ import time
 from dataclasses import dataclass
 
 from tests.fakes.anthropic import FakeAnthropic, Received, Script
-from tests.fakes.slack import FakeSlack, Message, SlackError, Workspace
+from tests.fakes.slack import FakeSlack
 
-START_STOP_PER_MINUTE = 20  # Tier 2 (unverified, per REFERENCE.md)
-APPEND_PER_MINUTE = 100  # Tier 4 (unverified)
 
 _VOCABULARY = (
     "the of and to a in is you that it for on with as this are be can your by or have from an not "
@@ -93,53 +91,7 @@ def question_for(answer_id: str) -> str:
 
 
 class BenchSlack(FakeSlack):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._methods.update(
-            {"chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
-             "chat.stopStream": self._stop_stream}
-        )
-
-    # Native streaming: the message grows by appended Markdown; each state is recorded like an edit.
-    @staticmethod
-    def _chunk_text(params: dict) -> str:
-        text = params.get("markdown_text") or ""
-        for chunk in params.get("chunks") or []:
-            if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
-                text += chunk.get("text", "")
-        return text
-
-    def _start_stream(self, ws: Workspace, params: dict, now: float) -> dict:
-        self._per_minute((ws.team_id, "chat.startStream"), START_STOP_PER_MINUTE, now)
-        channel, thread_ts = params.get("channel"), params.get("thread_ts")
-        if not channel:
-            raise SlackError("channel_not_found")
-        if not thread_ts:
-            raise SlackError("invalid_arguments")  # a stream must be a reply in a thread
-        self._per_channel_post(ws.team_id, channel, now)
-        message = Message(channel, self._next_ts(), thread_ts, "", None, ws.bot_user_id, ws.bot_id, ws.team_id,
-                          markdown_text="")
-        self.messages[f"{channel}:{message.ts}"] = message
-        self._grow(message, self._chunk_text(params), now)
-        return {"ok": True, "channel": channel, "ts": message.ts}
-
-    def _append_stream(self, ws: Workspace, params: dict, now: float) -> dict:
-        self._per_minute((ws.team_id, "chat.appendStream"), APPEND_PER_MINUTE, now)
-        message = self._own_message(ws, params.get("channel"), params.get("ts"))
-        self._grow(message, self._chunk_text(params), now)
-        return {"ok": True, "channel": message.channel, "ts": message.ts}
-
-    def _stop_stream(self, ws: Workspace, params: dict, now: float) -> dict:
-        self._per_minute((ws.team_id, "chat.stopStream"), START_STOP_PER_MINUTE, now)
-        message = self._own_message(ws, params.get("channel"), params.get("ts"))
-        self._grow(message, self._chunk_text(params), now)
-        return {"ok": True, "channel": message.channel, "ts": message.ts}
-
-    def _grow(self, message: Message, text: str, now: float) -> None:
-        if len((message.markdown_text or "") + text) > self.max_markdown_chars:
-            raise SlackError("msg_too_long")
-        message.markdown_text = (message.markdown_text or "") + text
-        message.edits.append((now, message.markdown_text, None))
+    """FakeSlack as it is: Slack's limits, native streaming included (REFERENCE.md's tiers)."""
 
 
 @dataclass

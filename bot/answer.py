@@ -17,21 +17,22 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from billing import Insufficient, Reservation, Settlement, TokenUsage
+from billing import Insufficient, Reservation, Settlement
 from bot import user_messages as say
 from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
-from bot.delivery import SlackReply, SlackScheduler
+from bot.delivery import Recipient, SlackReply, SlackScheduler
 from bot.history import Turn, read_thread_from_slack, trim_to_budget
-from bot.inflight import AnswerJournal
+from bot.inflight import Checkpoints
 from bot.question import Question
 from bot.services import Services
+from bot.stops import RunningAnswer
+from bot.surfaces.answer_controls import feedback_block, stop_block
 from storage import is_transient
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FINISH_TIMEOUT = 5.0
-CHECKPOINT_WAIT = 1.0
 SETTLE_FIRST_WAIT = 0.5
 SETTLE_MAX_WAIT = 15.0
 
@@ -141,58 +142,70 @@ async def conversation_so_far(question: Question, client: AsyncWebClient, servic
     return Context(trim_to_budget(imported, services.settings.history_token_budget), imported, None)
 
 
-class Checkpoints:
-    """The reply's progress, written to its record before Slack shows it (see bot/inflight.py).
+class Stopper:
+    """Who stopped the answer, if anyone; stopping cancels the task that reads Claude's stream, which closes
+    the connection and so stops the generation."""
 
-    One write at a time per reply, each carrying the newest state; a caller waits for it at most
-    CHECKPOINT_WAIT, so a slow database delays an edit a little and a dead one not at all (the write is
-    never cancelled half-way: it finishes in the background)."""
+    def __init__(self) -> None:
+        self.by: str | None = None
+        self.stopped = False
+        self._reading: asyncio.Task | None = None
 
-    def __init__(self, journal: AnswerJournal, record_id: str):
-        self._journal = journal
-        self._record_id = record_id
-        self.usage: Callable[[], TokenUsage] = TokenUsage
-        self._newest: tuple[list[str], str] | None = None
-        self._writing: asyncio.Task | None = None
-        self._failed = False
+    def reading(self, task: asyncio.Task) -> None:
+        self._reading = task
+        if self.stopped:
+            task.cancel()
 
-    async def shown(self, messages: list[str], text: str) -> None:
-        self._newest = (list(messages), text)
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.get_running_loop().create_task(self._write_newest(), name="checkpoint")
-        await asyncio.wait({self._writing}, timeout=CHECKPOINT_WAIT)
-
-    async def _write_newest(self) -> None:
-        while self._newest is not None:
-            (messages, text), self._newest = self._newest, None
-            try:
-                await self._journal.shown(self._record_id, messages, text, self.usage())
-                self._failed = False
-            except Exception as error:
-                if not self._failed:
-                    log.warning("could not checkpoint answer %s (%s)", self._record_id, error.__class__.__name__)
-                self._failed = True
+    def stop(self, by: str | None = None) -> None:
+        if not self.stopped:
+            self.stopped, self.by = True, by
+            if self._reading is not None:
+                self._reading.cancel()
 
 
 async def answer_with(
     question: Question, hold: Reservation, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
     bot_user_id: str | None,
 ) -> Outcome:
-    checkpoints = Checkpoints(services.journal, question.reservation_id)
-    reply = SlackReply(client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, journal=checkpoints)
-    # The first message waits for the channel's turn while the history is read and Claude starts writing:
-    # when the turn comes it shows whatever Claude has written by then.
-    posting = asyncio.get_running_loop().create_task(reply.start(say.THINKING), name="first message")
+    settings = services.settings
+    stopper = Stopper()
+    checkpoints = Checkpoints(services.journal, question.reservation_id, on_stop_requested=stopper.stop)
+    reply = SlackReply(
+        client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, mode=settings.slack_streaming,
+        recipient=Recipient(question.team_id, question.user_id) if question.user_id else None, journal=checkpoints,
+        live_blocks=[stop_block(question.reservation_id)],
+    )
+    reply.on_stopped(stopper.stop)
+    # The first sign shows while the history is read and Claude starts writing: the edit path's placeholder
+    # (which, posted when the channel's turn comes, shows whatever Claude has written by then), or Slack's
+    # loading status of the thread, the first message then opening with Claude's first words.
+    first_sign = asyncio.get_running_loop().create_task(show_first_sign(reply, scheduler, client, question), name="first sign")
+    services.stops.add(RunningAnswer(question.reservation_id, question.team_id, question.channel_id,
+                                     question.reply_thread_ts, question.user_id, stopper.stop))
     try:
-        return await _write_answer(question, hold, reply, posting, checkpoints, client, scheduler, services, bot_user_id)
+        return await _write_answer(question, hold, reply, first_sign, stopper, checkpoints, client, scheduler, services, bot_user_id)
     finally:
-        if not posting.done():
-            posting.cancel()
+        services.stops.discard(question.reservation_id)
+        if not first_sign.done():
+            first_sign.cancel()
+
+
+async def show_first_sign(reply: SlackReply, scheduler: SlackScheduler, client: AsyncWebClient, question: Question) -> None:
+    if reply.mode == "edit":
+        await reply.start(say.THINKING)
+        return
+    try:
+        await scheduler.call(client, "assistant.threads.setStatus", channel_id=question.channel_id,
+                             thread_ts=question.reply_thread_ts, status=say.LOADING_STATUS,
+                             loading_messages=say.LOADING_MESSAGES)
+    except Exception as error:  # the answer's first words show soon anyway
+        log.info("no loading status for event %s (%s)", question.event_id, error.__class__.__name__)
 
 
 async def _write_answer(
-    question: Question, hold: Reservation, reply: SlackReply, posting: asyncio.Task, checkpoints: Checkpoints,
-    client: AsyncWebClient, scheduler: SlackScheduler, services: Services, bot_user_id: str | None,
+    question: Question, hold: Reservation, reply: SlackReply, first_sign: asyncio.Task, stopper: Stopper,
+    checkpoints: Checkpoints, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
+    bot_user_id: str | None,
 ) -> Outcome:
     context = await conversation_so_far(question, client, services, bot_user_id)
     stream = ClaudeStream(
@@ -202,9 +215,10 @@ async def _write_answer(
         retry_max_wait=services.settings.claude_retry_max_wait,
     )
     checkpoints.usage = lambda: stream.usage
+    session = AgentSession(scheduler, client, question)
     failure_notice, shutting_down = None, False
     try:
-        await stream_into(reply, stream)
+        await stream_into(reply, stream, stopper, on_first_stream=session.start)
     except ClaudeError as error:
         failure_notice = say.claude_failed(error.failure, error.request_id)
     except asyncio.CancelledError:
@@ -214,10 +228,10 @@ async def _write_answer(
         log.exception("answering event %s failed (Claude request %s)", question.event_id, stream.request_id)
         failure_notice = say.UNEXPECTED
 
-    if shutting_down and not posting.done():
+    if shutting_down and reply.mode == "edit" and not first_sign.done():
         return Outcome.UNFINISHED  # nothing shown yet: the next process tells the asker (recovery.py)
     try:
-        await posting
+        await reply.opened()
     except Exception as error:
         # Slack refused the first message (the bot is not in the channel, …): nothing could be shown, so
         # nothing is charged; what Claude consumed meanwhile is the operator's.
@@ -228,7 +242,7 @@ async def _write_answer(
 
     deleted = reply.gone.is_set()
     learned = []
-    if stream.text and failure_notice is None and not deleted:
+    if stream.text and failure_notice is None and not deleted and not stopper.stopped:
         learned = [*context.imported, Turn("user", question.text), Turn("assistant", stream.text)]
 
     def tail(settlement: Settlement | None) -> str:
@@ -236,19 +250,22 @@ async def _write_answer(
             context.notice,
             say.cut_at_length_limit(services.settings.claude_max_tokens) if stream.stop_reason == "max_tokens" else None,
             say.REFUSED if stream.stop_reason == "refusal" else None,
+            say.stopped_by(stopper.by) if stopper.stopped else None,
             failure_notice,
             say.low_balance(settlement.balance_after) if settlement and settlement.low_balance else None,
         )
         return notices if stream.text else notices.lstrip("\n")
 
-    settlement = await settle(services, question, hold, stream, reply, deleted=deleted, learned=learned, tail=tail)
+    settlement = await settle(services, question, hold, stream, reply, deleted=deleted or stopper.stopped,
+                              learned=learned, tail=tail)
 
     if deleted:
         log.info("reply to event %s is gone; generation stopped (request %s)", question.event_id, stream.request_id)
         if settlement and settlement.low_balance:
             await tell(scheduler, client, question, say.low_balance(settlement.balance_after))  # shown once: not lost with the reply
+        await session.end()
         return Outcome.FINAL
-    finishing = reply.finish(tail(settlement))
+    finishing = reply.finish(tail(settlement), [feedback_block(question.reservation_id)])
     if shutting_down:
         try:
             shown = await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
@@ -259,22 +276,53 @@ async def _write_answer(
         shown = await finishing
     if not shown:
         log.error("the final text of event %s could not be shown in Slack", question.event_id)
+    await session.end()
     return Outcome.FINAL
 
 
-async def stream_into(reply: SlackReply, stream: ClaudeStream) -> None:
-    """Pour Claude's text into the reply; stop Claude at once if the reply is deleted."""
+class AgentSession:
+    """A native stream runs in an agent session of its thread, which is what shows Slack's Stop: set to
+    `processing` when the first stream opens, and back to `active` when the answer is done."""
+
+    def __init__(self, scheduler: SlackScheduler, client: AsyncWebClient, question: Question):
+        self._scheduler, self._client, self._question = scheduler, client, question
+        self._started = False
+
+    async def _set(self, status: str) -> None:
+        try:
+            await self._scheduler.call(
+                self._client, "agents.sessions.setStatus", channel_id=self._question.channel_id,
+                thread_ts=self._question.reply_thread_ts, status=status, initiator_user_id=self._question.user_id or None,
+            )
+        except Exception as error:
+            log.info("agent session of event %s not set %s (%s)", self._question.event_id, status, error.__class__.__name__)
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            asyncio.get_running_loop().create_task(self._set("processing"), name="agent session")
+
+    async def end(self) -> None:
+        if self._started:
+            await self._set("active")
+
+
+async def stream_into(reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None]) -> None:
+    """Pour Claude's text into the reply; stop Claude at once if the reply is deleted or someone stops it."""
 
     async def pump() -> None:
         async for delta in stream.deltas():
             reply.append(delta)
+            if reply.streamed:
+                on_first_stream()
 
     task = asyncio.get_running_loop().create_task(pump(), name="claude-stream")
     reply.on_gone(task.cancel)
+    stopper.reading(task)
     try:
         await task
     except asyncio.CancelledError:
-        if reply.gone.is_set() and not _current_task_cancelling():
+        if (reply.gone.is_set() or stopper.stopped) and not _current_task_cancelling():
             return  # leaving the stream closed the connection, so Claude stopped generating
         raise
 

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.listeners import register_listeners
 from bot.question import workspace_id
 from bot.services import Services
-from bot.welcome import welcome_installer
+from bot.surfaces.welcome import welcome_installer
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ string, would make it fail with a traceback. Here:
    first: it fails on a non-ASCII signature or a 5,000-digit timestamp): anything unsigned, stale or
    forged gets 401, with nothing parsed;
 2. the body must be one of Slack's payloads (an event or a JSON `payload` form, or a slash command
-   form), with the types Slack sends: every id, ts and type a string, every team/user/channel a string
-   or an object, `authorizations` and `actions` lists of objects. Anything else gets 400;
+   form), with the types Slack sends where Bolt and the listeners read: ids, ts's and types strings,
+   team/user/channel a string or an object, `authorizations` and `actions` lists of objects. Anything
+   else gets 400;
 3. Bolt gets the parsed payload as JSON. (Bolt reads any form whose text merely contains "payload",
    such as a command sent from #payloads, as an empty body; and it need not verify again: step 1 did.)
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -27,15 +27,20 @@ from slack_sdk.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 32
 MAX_TIMESTAMP_DIGITS = 12
-# Slack sends these as strings wherever they occur (or null).
-STRING_KEYS = {"ts", "id", "type", "value", "response_url", "command", "hash"}
-STRING_SUFFIXES = ("_id", "_ts")
-# A string (an id) in events, an object (with a string id) in interactivity payloads.
-ID_OR_OBJECT_KEYS = {"team", "user", "channel", "enterprise"}
-OBJECT_KEYS = {"event", "view", "container", "item", "message", "state"}
-LIST_OF_OBJECTS_KEYS = {"authorizations", "actions", "response_urls"}
+# What Bolt (building its context) and the listeners read, and so must have Slack's types. Only these
+# objects are checked: the rest of a payload (attachments, blocks, metadata) is Slack's business, and
+# carries numbers where these carry strings (an attachment's `"id": 1`).
+STRING_KEYS = {
+    "type", "subtype", "ts", "thread_ts", "event_ts", "message_ts", "text", "value", "action_id", "block_id", "id",
+    "team_id", "user_id", "channel_id", "enterprise_id", "api_app_id", "event_id", "trigger_id", "response_url",
+    "user_team", "context_team_id", "context_enterprise_id", "app_installed_team_id", "function_execution_id",
+    "execution_id", "bot_access_token", "bot_id", "command", "channel_type", "tab", "hash",
+}
+ID_OR_OBJECT_KEYS = {"team", "user", "channel", "enterprise"}  # a string in events, an object in payloads
+CHILD_OBJECTS = {"event", "item", "assistant_thread", "message", "previous_message", "view", "container", "function_data"}
+CHILD_LISTS = {"authorizations", "actions", "response_urls"}
+MAX_DEPTH = 4
 # Interactivity payloads, where the user, team and channel are objects.
 INTERACTIVE = {"block_actions", "view_submission", "view_closed", "shortcut", "message_action", "block_suggestion"}
 
@@ -121,30 +126,28 @@ def _json_object(text: str) -> dict:
     return body
 
 
-def _check_types(value: Any, *, depth: int) -> None:
+def _check_types(value: dict, *, depth: int) -> None:
+    """Raise Refused(400) unless every key Bolt or the listeners read has the type Slack sends."""
     if depth > MAX_DEPTH:
-        raise Refused(400, "too_deep")
-    if isinstance(value, list):
-        for item in value:
-            _check_types(item, depth=depth + 1)
-        return
-    if not isinstance(value, dict):
         return
     for key, item in value.items():
-        if not _fits(key, item):
-            raise Refused(400, f"invalid_{key}"[:64])
-        _check_types(item, depth=depth + 1)
-
-
-def _fits(key: str, item: Any) -> bool:
-    if item is None:
-        return True
-    if key in ID_OR_OBJECT_KEYS:
-        return isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("id", ""), str | None))
-    if key in OBJECT_KEYS:
-        return isinstance(item, dict)
-    if key in LIST_OF_OBJECTS_KEYS:
-        return isinstance(item, list) and all(isinstance(entry, dict) for entry in item)
-    if key in STRING_KEYS or key.endswith(STRING_SUFFIXES):
-        return isinstance(item, str)
-    return True
+        if item is None:
+            continue
+        if key in ID_OR_OBJECT_KEYS:
+            if isinstance(item, dict):
+                if not isinstance(item.get("id", ""), str | None):
+                    raise Refused(400, f"invalid_{key}")
+                _check_types(item, depth=depth + 1)
+            elif not isinstance(item, str):
+                raise Refused(400, f"invalid_{key}")
+        elif key in CHILD_OBJECTS:
+            if not isinstance(item, dict):
+                raise Refused(400, f"invalid_{key}")
+            _check_types(item, depth=depth + 1)
+        elif key in CHILD_LISTS:
+            if not isinstance(item, list) or not all(isinstance(entry, dict) for entry in item):
+                raise Refused(400, f"invalid_{key}")
+            for entry in item:
+                _check_types(entry, depth=depth + 1)
+        elif key in STRING_KEYS and not isinstance(item, str):
+            raise Refused(400, f"invalid_{key}")

@@ -12,6 +12,7 @@ Which records this process is working on is known in memory (`running`); the dat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -101,16 +102,38 @@ class AnswerJournal:
             )
         )
 
-    async def shown(self, record_id: str, messages: list[str], text: str, usage: TokenUsage) -> None:
-        """What Slack shows (or is about to): the reply's messages, the last one's text, and the usage so far."""
+    async def shown(self, record_id: str, messages: list[str], text: str, usage: TokenUsage) -> str | None:
+        """What Slack shows (or is about to): the reply's messages, the last one's text, and the usage so far.
+        Returns who asked to stop the answer, when someone did (possibly through another process)."""
         async with self._engine.begin() as connection:
-            result = await connection.execute(
+            row = (await connection.execute(
                 update(records)
                 .where(records.c.id == record_id, records.c.owner == self.owner, records.c.settled.is_(False))
                 .values(messages=json.dumps(messages), shown_text=text, updated_at=self._clock(), **_usage_values(usage))
-            )
-        if result.rowcount == 0:
+                .returning(records.c.stop_requested_by)
+            )).first()
+        if row is None:
             log.info("answer %s is settled or no longer this process's: checkpoint not written", record_id)
+            return None
+        return row.stop_requested_by
+
+    async def request_stop(self, *, by: str, record_id: str | None = None,
+                           thread: tuple[str, str, str] | None = None) -> int:
+        """Ask whichever process writes the answer (`record_id`) or the answers of a thread (team, channel,
+        thread_ts) to stop; how many answers were asked."""
+        where = [records.c.stop_requested_by.is_(None), records.c.settled.is_(False)]
+        if record_id is not None:
+            where.append(records.c.id == record_id)
+        if thread is not None:
+            team_id, channel_id, thread_ts = thread
+            where += [records.c.team_id == team_id, records.c.channel_id == channel_id, records.c.thread_ts == thread_ts]
+        async with self._engine.begin() as connection:
+            return (await connection.execute(update(records).where(*where).values(stop_requested_by=by))).rowcount
+
+    async def find(self, record_id: str) -> InFlight | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(records).where(records.c.id == record_id))).first()
+        return None if row is None else _from_row(row)
 
     async def settled(self, connection: AsyncConnection, record_id: str, messages: list[str], text: str) -> None:
         """Inside the transaction that charges the answer: from now on only its final text is missing."""
@@ -188,3 +211,43 @@ class AnswerJournal:
         query = select(records.c.reservation_id).where(records.c.reservation_id.is_not(None))
         async with self._engine.connect() as connection:
             return set((await connection.execute(query)).scalars())
+
+
+CHECKPOINT_WAIT = 1.0
+
+
+class Checkpoints:
+    """The reply's progress, written to its record before Slack shows it (the ReplyJournal of bot/delivery).
+
+    One write at a time per reply, each carrying the newest state; a caller waits for it at most
+    CHECKPOINT_WAIT, so a slow database delays an edit a little and a dead one not at all (the write is
+    never cancelled half-way: it finishes in the background)."""
+
+    def __init__(self, journal: AnswerJournal, record_id: str, *, on_stop_requested: Callable[[str], None] | None = None):
+        self._journal = journal
+        self._record_id = record_id
+        self._on_stop_requested = on_stop_requested
+        self.usage: Callable[[], TokenUsage] = TokenUsage
+        self._newest: tuple[list[str], str] | None = None
+        self._writing: asyncio.Task | None = None
+        self._failed = False
+
+    async def shown(self, messages: list[str], text: str) -> None:
+        self._newest = (list(messages), text)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.get_running_loop().create_task(self._write_newest(), name="checkpoint")
+        await asyncio.wait({self._writing}, timeout=CHECKPOINT_WAIT)
+
+    async def _write_newest(self) -> None:
+        while self._newest is not None:
+            (messages, text), self._newest = self._newest, None
+            try:
+                stop_requested_by = await self._journal.shown(self._record_id, messages, text, self.usage())
+                self._failed = False
+            except Exception as error:
+                if not self._failed:
+                    log.warning("could not checkpoint answer %s (%s)", self._record_id, error.__class__.__name__)
+                self._failed = True
+                continue
+            if stop_requested_by and self._on_stop_requested is not None:
+                self._on_stop_requested(stop_requested_by)  # asked through another process (bot/stops.py)

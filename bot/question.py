@@ -39,15 +39,20 @@ def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
     return text.strip()
 
 
-def question_from_event(event: dict, *, event_id: str, team_id: str, bot_user_id: str | None) -> Question | None:
-    """None for an event that names no channel or message to answer in (Slack always sends both)."""
+def question_from_event(
+    event: dict, *, event_id: str, team_id: str, bot_user_id: str | None, dm_replies_in_thread: bool = False
+) -> Question | None:
+    """None for an event that names no channel or message to answer in (Slack always sends both).
+
+    A DM is one running conversation; its answers go at the top level, or, when answers are streamed (a
+    stream is always a reply in a thread), in the thread of the question."""
     channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
     if not (isinstance(channel, str) and channel and isinstance(ts, str) and ts and isinstance(text, str)):
         return None
     thread_ts = event.get("thread_ts") or None
     is_dm = event.get("channel_type") == "im" or channel.startswith("D")
     if is_dm:
-        reply_thread_ts = thread_ts
+        reply_thread_ts = thread_ts or (ts if dm_replies_in_thread else None)
         conversation_ts = thread_ts or ""
     else:
         reply_thread_ts = thread_ts or ts

@@ -9,6 +9,7 @@ already settled only lacked its final text, which the record holds: it is shown 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bot import user_messages as say
@@ -87,10 +88,18 @@ async def show_final(services: Services, record: InFlight, text: str) -> None:
         for piece in pieces:
             await scheduler.post_markdown(client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT)
         return
-    writer = MessageWriter(
-        client, scheduler.edits, channel=record.channel_id, ts=record.messages[-1], source=lambda: "", on_gone=lambda: None
-    )
-    writer.finalize(pieces[0])
-    await writer.done()
+    if not await edit_to(client, scheduler, record.channel_id, record.messages[-1], pieces[0]):
+        # A native stream the dead process left open cannot be edited: end it, then put the text in place.
+        with contextlib.suppress(Exception):
+            await scheduler.call(client, "chat.stopStream", channel=record.channel_id, ts=record.messages[-1])
+        await edit_to(client, scheduler, record.channel_id, record.messages[-1], pieces[0])
     for piece in pieces[1:]:
         await scheduler.post_markdown(client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT)
+
+
+async def edit_to(client, scheduler, channel: str, ts: str, text: str) -> bool:
+    """Replace a message's text (through the workspace's edit budget); False when it is still streaming."""
+    writer = MessageWriter(client, scheduler.edits, channel=channel, ts=ts, source=lambda: "", on_gone=lambda: None)
+    writer.finalize(text)
+    await writer.done()
+    return writer.error != "streaming_state_conflict"

@@ -20,7 +20,9 @@ from bot.history import ConversationHistory
 from bot.inflight import AnswerJournal
 from bot.installs import Installs
 from bot.processes import ProcessRegistry
-from bot.purchase_notices import SlackPurchaseNotices
+from bot.stops import AnswerStops
+from bot.surfaces.answer_controls import FeedbackStore
+from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 
 
@@ -40,6 +42,8 @@ class Services:
     slack: SlackSchedulers  # every Slack write goes through the workspace's scheduler
     processes: ProcessRegistry
     journal: AnswerJournal
+    stops: AnswerStops
+    feedback: FeedbackStore
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
     http: aiohttp.ClientSession
@@ -57,7 +61,7 @@ class Services:
 
     async def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish the user's Home tab again (after a purchase was granted)."""
-        from bot.app_home import publish_home  # the Home tab is built from these services
+        from bot.surfaces.app_home import publish_home  # the Home tab is built from these services
 
         client = await self.slack_client_for_team(team_id)
         if client is not None:
@@ -98,6 +102,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     processes = ProcessRegistry(
         engine, process_id=uuid.uuid4().hex, heartbeat_every=heartbeat_interval(settings), clock=clock
     )
+    journal = AnswerJournal(engine, processes, clock=clock)
     services = Services(
         settings=settings,
         engine=engine,
@@ -114,7 +119,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         ),
         slack=SlackSchedulers(delivery_limits(settings)),
         processes=processes,
-        journal=AnswerJournal(engine, processes, clock=clock),
+        journal=journal,
+        stops=AnswerStops(journal),
+        feedback=FeedbackStore(engine, clock),
         tasks=BackgroundTasks(),
         clock=clock,
         http=http,
@@ -143,4 +150,7 @@ def delivery_limits(settings: Settings) -> DeliveryLimits:
         edits_per_minute=max(1, settings.slack_edits_per_minute // share),
         update_interval=settings.slack_update_interval,
         channel_posts_per_second=settings.slack_channel_posts_per_second / share,
+        stream_appends_per_minute=max(1, settings.slack_stream_appends_per_minute // share),
+        stream_starts_per_minute=max(1, settings.slack_stream_starts_per_minute // share),
+        stream_stops_per_minute=max(1, settings.slack_stream_stops_per_minute // share),
     )

@@ -56,6 +56,21 @@ answers_in_flight = Table(
     Column("settled", Boolean(), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("stop_requested_by", String(32), nullable=True),
+)
+
+# One rating per person and answer (the latest click counts).
+answer_feedback = Table(
+    "answer_feedback",
+    metadata,
+    Column("answer_id", String(128), primary_key=True),
+    Column("user_id", String(32), primary_key=True),
+    Column("team_id", String(32), nullable=False),
+    Column("channel_id", String(32), nullable=True),
+    Column("message_ts", String(32), nullable=True),
+    Column("rating", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # Each running bot process and when it last proved it is alive.

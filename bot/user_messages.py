@@ -5,6 +5,9 @@ from __future__ import annotations
 from bot.claude_stream import Failure
 
 THINKING = "_Thinking…_"
+# Slack's loading state of a thread while an answer gets ready (native and auto modes).
+LOADING_STATUS = "is thinking…"
+LOADING_MESSAGES = ["Reading your question…", "Thinking…", "Writing the answer…"]
 
 HELP = (
     "Hi! Ask me anything by mentioning me with your question, for example "
@@ -79,3 +82,15 @@ def with_notices(*notices: str | None) -> str:
     """Notices shown under an answer, separated from it by a blank line."""
     present = [notice for notice in notices if notice]
     return "".join(f"\n\n{notice}" for notice in present)
+
+
+def stopped_by(user_id: str | None) -> str:
+    return f"⏹️ _Stopped by <@{user_id}>._" if user_id else "⏹️ _Stopped._"
+
+
+def only_the_asker_can_stop(asker: str) -> str:
+    return f"Only <@{asker}> (who asked) or a workspace admin can stop this answer."
+
+
+ALREADY_FINISHED = "This answer is already finished."
+FEEDBACK_THANKS = "Thanks for the feedback! It helps whoever runs this bot see how the answers are doing."

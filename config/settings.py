@@ -90,6 +90,10 @@ class Settings(BillingSettings):
     slack_edits_per_minute: int = Field(50, gt=0)
     slack_budget_share: int = Field(1, ge=1)
     slack_channel_posts_per_second: float = Field(1.0, gt=0)
+    slack_streaming: Literal["auto", "native", "edit"] = "auto"
+    slack_stream_appends_per_minute: int = Field(100, gt=0)
+    slack_stream_starts_per_minute: int = Field(20, gt=0)
+    slack_stream_stops_per_minute: int = Field(20, gt=0)
 
     # Claude
     anthropic_api_key: str

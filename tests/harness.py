@@ -62,6 +62,8 @@ def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, st
         "free_credits": 1_000_000,
         "ai_credits_per_message": 1,
         "sweep_interval_seconds": 3600,
+        # The edit path, whose posts and edits most tests look at; tests of native streaming set "native" or "auto".
+        "slack_streaming": "edit",
     }
     values.update(overrides)
     return load_settings(_env_file=None, **values)

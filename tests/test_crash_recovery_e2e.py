@@ -25,8 +25,13 @@ SWEEP = 6.0
 LONG_ANSWER = " ".join(f"w{i:04d}" for i in range(400))
 
 
+@pytest.fixture(params=["edit", "native"])
+def streaming(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-async def world(database_url, tmp_path):
+async def world(database_url, tmp_path, streaming):
     slack, claude, stripe = FakeSlack(), FakeAnthropic(), FakeStripe()
     for fake in (slack, claude, stripe):
         await fake.start()
@@ -39,6 +44,7 @@ async def world(database_url, tmp_path):
         "ANTHROPIC_BASE_URL": claude.base_url,
         "DATABASE_URL": database_url,
         "SWEEP_INTERVAL_SECONDS": str(SWEEP),
+        "SLACK_STREAMING": streaming,
         "SLACK_UPDATE_INTERVAL": "0.2",
         "FREE_CREDITS": "100000",
         "CLAUDE_MAX_TOKENS": "2000",
@@ -102,15 +108,19 @@ async def test_killed_mid_stream_the_next_process_keeps_the_text_shown_and_charg
     claude.enqueue(Script(text=LONG_ANSWER, delta_chars=12, delay=0.05))
     sent = await h.mention("write a lot")
 
+    def being_written(message) -> bool:
+        return bool(message.streaming) or CURSOR in slack.visible_markdown(message)
+
     def shown_mid_stream():
         replies = slack.thread("C0001", sent.ts)
         text = slack.visible_markdown(replies[0]) if replies else ""
-        return text if CURSOR in text and len(text) > 200 else None
+        return text if replies and being_written(replies[0]) and len(text) > 200 else None
 
     before_kill = await wait_for(shown_mid_stream, 20, "some text of the answer")
     await asyncio.sleep(0.3)
     first.kill()
     (message,) = slack.thread("C0001", sent.ts)
+    assert being_written(message)
     shown = slack.visible_markdown(message).split(CURSOR)[0]
     assert shown.startswith(before_kill.split(CURSOR)[0])
 
@@ -119,8 +129,8 @@ async def test_killed_mid_stream_the_next_process_keeps_the_text_shown_and_charg
     restarted = time.monotonic()
 
     def finished():
-        text = slack.visible_markdown(slack.thread("C0001", sent.ts)[0])
-        return text if CURSOR not in text else None
+        message = slack.thread("C0001", sent.ts)[0]
+        return slack.visible_markdown(message) if not being_written(message) else None
 
     final = await wait_for(finished, SWEEP + 5, "the interrupted answer to be finished")
     assert time.monotonic() - restarted <= SWEEP, "finished within SWEEP_INTERVAL_SECONDS of the restart"
@@ -134,28 +144,33 @@ async def test_killed_mid_stream_the_next_process_keeps_the_text_shown_and_charg
     assert problems == []
 
 
-async def test_killed_while_thinking_the_next_process_says_so_and_charges_nothing(world):
+async def test_killed_while_thinking_the_next_process_says_so_and_charges_nothing(world, streaming):
     slack, claude, _, new_process, _, database_url = world
     first = new_process("first")
     await first.start()
     h = harness_for(world, first)
     claude.enqueue(Script(text="never shown", first_delay=60))
     sent = await h.mention("think hard")
-    await wait_for(lambda: slack.thread("C0001", sent.ts), 20, "the placeholder")
+    if streaming == "edit":
+        await wait_for(lambda: slack.thread("C0001", sent.ts), 20, "the placeholder")
+    else:  # no message before the first words: the thread's loading status says the bot is at it
+        await wait_for(lambda: slack.thread_status("C0001", sent.ts) == say.LOADING_STATUS, 20, "the loading status")
     await claude.wait_for_requests(1)
     await asyncio.sleep(0.5)  # the placeholder's ts is recorded just after it is posted
     first.kill()
-    assert slack.visible_markdown(slack.thread("C0001", sent.ts)[0]) == say.THINKING
+    shown = [slack.visible_markdown(m) for m in slack.thread("C0001", sent.ts)]
+    assert shown == ([say.THINKING] if streaming == "edit" else [])
 
     second = new_process("second")
     await second.start()
     restarted = time.monotonic()
     final = await wait_for(
-        lambda: (t := slack.visible_markdown(slack.thread("C0001", sent.ts)[0])) != say.THINKING and t,
-        SWEEP + 5, "the placeholder to be finished",
+        lambda: (m := slack.thread("C0001", sent.ts)) and (t := slack.visible_markdown(m[0])) != say.THINKING and t,
+        SWEEP + 5, "the question to get its reply",
     )
     assert time.monotonic() - restarted <= SWEEP
-    assert final == say.INTERRUPTED_BY_RESTART
+    assert final == (say.INTERRUPTED_BY_RESTART if streaming == "edit" else say.NOT_ANSWERED_BY_RESTART)
+    assert len(slack.thread("C0001", sent.ts)) == 1 and slack.thread_status("C0001", sent.ts) == ""
     status, charged, usage, problems, _ = await ledger_of(database_url, f"answer:{TEAM}:{sent.event_id}")
     assert (status, charged, usage, problems) == ("released", 0, [], []), "nothing was shown: nothing is charged"
 
@@ -167,7 +182,7 @@ async def test_a_question_killed_before_its_placeholder_still_gets_a_reply(world
     h = harness_for(world, first)
     slack.post_per_channel_per_second, slack.post_burst = 0.1, 1  # the channel is busy: the placeholder must wait
     await h.mention("first question", channel="CBUSY")
-    await wait_for(lambda: slack.calls_to("chat.postMessage"), 10, "the first placeholder")
+    await wait_for(lambda: slack.channel_messages("CBUSY"), 10, "the first answer's message")
     sent = await h.mention("second question", channel="CBUSY")
     await asyncio.sleep(1.0)
     first.kill()

@@ -231,3 +231,100 @@ async def test_a_rotating_install_refreshes_with_a_refresh_token_and_the_old_tok
     assert again.response["error"] == "invalid_refresh_token", "a refresh token works once"
     refresh = fake.calls_to("oauth.v2.access")[1]
     assert refresh.params["grant_type"] == "refresh_token" and refresh.team_id == "T9"
+
+
+# -- native streaming -------------------------------------------------------------------------------------
+
+async def error_of(call) -> str:
+    with pytest.raises(SlackApiError) as raised:
+        await call
+    return raised.value.response["error"]
+
+
+async def test_a_stream_in_a_channel_needs_its_recipient_and_grows_until_stopped(make):
+    fake, client = await make()
+    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi")) == "missing_recipient_team_id"
+    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi",
+                                                  recipient_team_id="T1")) == "missing_recipient_user_id"
+    started = await client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hello",
+                                            recipient_team_id="T1", recipient_user_id="U1")
+    ts = started["ts"]
+    await client.chat_appendStream(channel="C1", ts=ts, markdown_text=", world")
+    assert await error_of(client.chat_update(channel="C1", ts=ts, text="x")) == "streaming_state_conflict"
+    assert await error_of(client.chat_appendStream(
+        channel="C1", ts=ts, chunks=[{"type": "markdown_text", "text": "!"}])) == "streaming_mode_mismatch"
+    feedback = [{"type": "context_actions", "elements": [{"type": "feedback_buttons", "action_id": "answer_feedback",
+                 "positive_button": {"text": {"type": "plain_text", "text": "Good"}, "value": "good"},
+                 "negative_button": {"text": {"type": "plain_text", "text": "Bad"}, "value": "bad"}}]}]
+    await client.chat_stopStream(channel="C1", ts=ts, markdown_text=".", blocks=feedback)
+    (message,) = fake.thread("C1", "1.0")
+    assert fake.visible_markdown(message) == "Hello, world." and message.blocks == feedback
+    assert await error_of(client.chat_appendStream(channel="C1", ts=ts, markdown_text="more")) == "message_not_in_streaming_state"
+    await client.chat_update(channel="C1", ts=ts, text="edited after the stream", blocks=[])
+    assert fake.visible_markdown(message) == "edited after the stream"
+
+
+async def test_a_stream_expires_half_rendered_and_can_then_be_edited(make, clock):
+    fake, client = await make(stream_timeout=300)
+    ts = (await client.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="partial"))["ts"]
+    clock.now += 301
+    assert await error_of(client.chat_appendStream(channel="D1", ts=ts, markdown_text="x")) == "message_not_in_streaming_state"
+    assert await error_of(client.chat_stopStream(channel="D1", ts=ts)) == "message_not_in_streaming_state"
+    await client.chat_update(channel="D1", ts=ts, text="whole", blocks=[{"type": "markdown", "text": "whole answer"}])
+    assert fake.visible_markdown(fake.thread("D1", "1.0")[0]) == "whole answer"
+
+
+async def test_streams_are_refused_where_slack_refuses_them(make):
+    fake, client = await make()
+    fake.stream_unsupported_channels.add("G1")
+    assert await error_of(client.chat_startStream(channel="G1", thread_ts="1.0", markdown_text="x",
+                                                  recipient_team_id="T1", recipient_user_id="U1")) == "channel_type_not_supported"
+    fake.messages_tab_disabled = True
+    assert await error_of(client.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="x")) == "messages_tab_disabled"
+    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", chunks=[{"type": "nonsense"}],
+                                                  recipient_team_id="T1", recipient_user_id="U1")) == "invalid_chunks"
+    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="x" * 12_001,
+                                                  recipient_team_id="T1", recipient_user_id="U1")) == "msg_too_long"
+
+
+async def test_each_streaming_method_has_its_own_budget(make):
+    fake, client = await make(stream_starts_per_minute=2, stream_appends_per_minute=3, post_burst=10)
+    ts = [(await client.chat_startStream(channel="D1", thread_ts=f"{n}.0", markdown_text="a"))["ts"] for n in range(2)]
+    with pytest.raises(SlackApiError) as raised:
+        await client.chat_startStream(channel="D1", thread_ts="9.0", markdown_text="a")
+    assert raised.value.response.status_code == 429 and int(raised.value.response.headers["Retry-After"]) >= 1
+    for _ in range(3):
+        await client.chat_appendStream(channel="D1", ts=ts[0], markdown_text="b")
+    assert await error_of(client.chat_appendStream(channel="D1", ts=ts[1], markdown_text="b")) == "ratelimited"
+    await client.chat_stopStream(channel="D1", ts=ts[1], markdown_text="c")  # stops are counted apart
+
+
+async def test_the_users_stop_ends_the_sessions_streams_and_names_them(make):
+    fake, client = await make()
+    await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="processing", initiator_user_id="U1")
+    assert fake.sessions[("C1", "1.0")]["status"] == "processing"
+    ts = (await client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="working on it",
+                                        recipient_team_id="T1", recipient_user_id="U1"))["ts"]
+    event = fake.press_stop("C1", "1.0", "U1")
+    assert event["type"] == "agent_session_stopped" and event["streaming_message_ts"] == [ts]
+    assert await error_of(client.chat_appendStream(channel="C1", ts=ts, markdown_text="x")) == "stopped_by_user"
+    await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="active")
+    assert [status for _, status in fake.sessions[("C1", "1.0")]["history"]] == ["processing", "active"]
+    assert await error_of(client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="busy")) == "invalid_arguments"
+    fake.agent_session_stopped_subscribed = False
+    answered = await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="processing")
+    assert answered["warning"] == "missing_agent_session_stopped_event_subscription"
+
+
+async def test_a_thread_status_shows_until_the_app_replies_or_two_minutes_pass(make, clock):
+    fake, client = await make()
+    await client.assistant_threads_setStatus(channel_id="C1", thread_ts="1.0", status="is thinking…",
+                                             loading_messages=["Reading the thread…"])
+    assert fake.thread_status("C1", "1.0") == "is thinking…"
+    await client.chat_postMessage(channel="C1", thread_ts="1.0", text="answer")
+    assert fake.thread_status("C1", "1.0") == ""
+    await client.assistant_threads_setStatus(channel_id="C1", thread_ts="2.0", status="is thinking…")
+    clock.now += 121
+    assert fake.thread_status("C1", "2.0") == ""
+    assert await error_of(client.assistant_threads_setStatus(
+        channel_id="C1", thread_ts="3.0", status="x", loading_messages=[str(n) for n in range(11)])) == "invalid_arguments"

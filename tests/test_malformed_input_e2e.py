@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from billing.tables import credit_accounts
-from tests.harness import TEAM
+from tests.harness import TEAM, new_ts
 
 UNSIGNED_BODIES = [
     ('{"a":', "application/json"),
@@ -164,4 +164,19 @@ async def test_an_error_page_from_slacks_edge_is_retried_like_any_outage(start_b
     await h.idle(timeout=30)
     assert h.reply_text("C0001", sent.ts) == "You said: still there?"
     assert [c.status for c in h.slack.calls_to("chat.postMessage")] == [503, 503, 200]
+    assert no_tracebacks(caplog) == []
+
+
+async def test_events_carry_numbers_where_slack_puts_numbers(start_bot_on_sqlite, caplog):
+    """An unfurled link's attachment has `"id": 1` (and old ones a numeric `ts`): the question is answered."""
+    h = await start_bot_on_sqlite()
+    ts = new_ts()
+    event = {"type": "message", "channel_type": "im", "user": "U0001", "text": "what is at https://example.com",
+             "ts": ts, "channel": "D0001", "event_ts": ts, "team": TEAM,
+             "attachments": [{"id": 1, "ts": 1700000000, "title": "Example", "from_url": "https://example.com"}],
+             "blocks": [{"type": "rich_text", "block_id": "b1", "elements": []}], "metadata": {"event_payload": {"n_id": 5}}}
+    sent = await h.send_event(event)
+    assert sent.status == 200
+    await h.idle()
+    assert h.reply_text("D0001", None) == "You said: what is at https://example.com"
     assert no_tracebacks(caplog) == []

@@ -5,13 +5,14 @@
     call_lane.py    one-off calls (posts, DMs, ephemerals, views) waiting their turn under a budget
     writer_lane.py  growing messages sharing a budget: which one is written next
     edit_writer.py  the one writer of a message that grows by chat.update
-    reply.py        an answer through edits: placeholder, edits, continuation messages
+    stream_writer.py the one writer of a message Slack streams natively (and its fallback to edits)
+    reply.py        an answer's messages: opened, grown, continued past the size limit, finished
     markdown.py     Claude's Markdown cut to Slack's sizes, fences balanced, with a cursor while streaming
 """
 
 from bot.delivery.call_lane import NORMAL, URGENT
 from bot.delivery.markdown import CURSOR, MESSAGE_LIMIT, markdown_message, split_markdown, streaming_view
-from bot.delivery.reply import ReplyJournal, SlackReply
+from bot.delivery.reply import Recipient, ReplyJournal, SlackReply
 from bot.delivery.scheduler import DeliveryLimits, SlackScheduler, SlackSchedulers
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "NORMAL",
     "URGENT",
     "DeliveryLimits",
+    "Recipient",
     "ReplyJournal",
     "SlackReply",
     "SlackScheduler",

@@ -57,6 +57,10 @@ class SlidingWindow:
         self.in_flight -= 1
         self._done.append(self._clock())
 
+    def count(self) -> int:
+        self._expire(self._clock())
+        return len(self._done) + self.in_flight
+
     @property
     def idle(self) -> bool:
         self._expire(self._clock())
@@ -143,6 +147,11 @@ class Budget:
         self._window.finished()
         if retry_after is not None:
             self.pause(retry_after)
+
+    @property
+    def used(self) -> int:
+        """Calls counted in the window now (in flight included)."""
+        return self._window.count()
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)

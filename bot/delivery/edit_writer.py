@@ -40,10 +40,13 @@ class MessageWriter:
         source: Callable[[], str],
         on_gone: Callable[[], None],
         checkpoint: Checkpoint | None = None,
+        live_blocks: list[dict] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.channel = channel
         self.ts = ts
+        self._live_blocks = live_blocks  # under the text while it is being written (a Stop button)
+        self._final_blocks: list[dict] | None = None
         self._client = client
         self._lane = lane
         self._source = source
@@ -61,6 +64,7 @@ class MessageWriter:
         self._failures = 0
         self.gone = False
         self.failed = False
+        self.error: str | None = None
         self._settled = asyncio.Event()
         lane.adopt(self)
 
@@ -73,13 +77,19 @@ class MessageWriter:
             self._waiting_since = self._clock()
         self._lane.request(self)
 
-    def finalize(self, markdown: str) -> None:
-        """The message's last text; sent as soon as the budget allows, without a cursor."""
+    @property
+    def sent(self) -> int:
+        """How much of the text Slack keeps whatever comes next: nothing, an edit replaces it all."""
+        return 0
+
+    def finalize(self, markdown: str, blocks: list[dict] | None = None) -> None:
+        """The message's last text (and the blocks under it); sent as soon as the budget allows, without a cursor."""
         if self.gone or self.failed:
             self._settled.set()
             return
         self.final = True
         self._final_markdown = markdown
+        self._final_blocks = blocks
         self._version += 1
         if self._waiting_since is None:
             self._waiting_since = self._clock()
@@ -107,9 +117,10 @@ class MessageWriter:
         version = self._version
         text = self._final_markdown if self.final else self._source()
         markdown = text if self.final else streaming_view(text)
+        blocks = self._final_blocks if self.final else self._live_blocks
         await self._record(text)
         try:
-            await self._client.chat_update(channel=self.channel, ts=self.ts, **markdown_message(markdown))
+            await self._client.chat_update(channel=self.channel, ts=self.ts, **markdown_message(markdown, blocks))
         except SlackApiError as error:
             self.last_write_done = self._clock()
             wait = retry_after_seconds(error)
@@ -151,6 +162,7 @@ class MessageWriter:
             self.not_before = self._clock() + 2**self._failures * 0.25
 
     def _give_up(self, error: str) -> None:
+        self.error = error
         if error in GONE_ERRORS:
             log.info("message %s in %s is gone (%s); stopping its answer", self.ts, self.channel, error)
             self.gone = True

@@ -98,14 +98,18 @@ def _best_cut(text: str, budget: int) -> _Cut:
     return _Cut(end, end + 1 if space > 0 else end, open_fence(text[:end]))
 
 
-def split_markdown(markdown: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Cut `markdown` into messages of at most `limit` characters each, code fences balanced in each."""
+def split_markdown(markdown: str, limit: int = MESSAGE_LIMIT, *, keep: int = 0) -> list[str]:
+    """Cut `markdown` into messages of at most `limit` characters each, code fences balanced in each. The first
+    piece keeps at least `keep` characters (a streamed message cannot take back what it showed)."""
     pieces: list[str] = []
     text = markdown
     # The closing fence added to a head, and the reopened one in front of a tail, must fit too.
     budget = limit - 16
     while len(text) > limit:
         cut = _best_cut(text, budget)
+        if cut.head_end < keep:
+            cut = _Cut(keep, keep, open_fence(text[:keep]))
+        keep = 0
         head, tail = text[: cut.head_end], text[cut.tail_start :]
         if cut.fence is not None:
             head = close_fence(head, cut.fence)
@@ -118,9 +122,9 @@ def split_markdown(markdown: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
-def markdown_message(markdown: str) -> dict:
-    """The arguments of a message that Slack renders from Markdown, with a plain fallback."""
-    return {"text": plain_fallback(markdown), "blocks": [{"type": "markdown", "text": markdown}]}
+def markdown_message(markdown: str, blocks: list[dict] | None = None) -> dict:
+    """The arguments of a message that Slack renders from Markdown, with a plain fallback (and `blocks` under it)."""
+    return {"text": plain_fallback(markdown), "blocks": [{"type": "markdown", "text": markdown}, *(blocks or [])]}
 
 
 def plain_fallback(markdown: str, limit: int = 3000) -> str:

@@ -14,6 +14,7 @@ and a 429 pauses only that method there. A `SlackScheduler` holds one budget per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,8 +41,14 @@ WORKSPACE_LIMITS = {
     "chat.postEphemeral": Limit.per_minute(100),
     "views.publish": Limit.per_minute(100),
     "conversations.open": Limit.per_minute(50),
+    "agents.sessions.setStatus": Limit.per_minute(50),
+    "assistant.threads.setSuggestedPrompts": Limit.per_minute(50),
 }
-PER_CHANNEL = {"chat.postMessage"}
+# Per channel: a new message (posted or streamed), and the assistant status of a thread (about 60 a minute).
+CHANNEL_POSTS = "channel posts"
+PER_CHANNEL = {CHANNEL_POSTS, "assistant.threads.setStatus"}
+# The budgets a method spends: a stream's start is a new message in the channel as well.
+SPENDS = {"chat.postMessage": (CHANNEL_POSTS,), "chat.startStream": (CHANNEL_POSTS, "chat.startStream")}
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class DeliveryLimits:
     update_interval: float = 1.0
     channel_posts_per_second: float = 1.0
     channel_post_burst: int = 2
+    stream_appends_per_minute: int = 100
+    stream_starts_per_minute: int = 20
+    stream_stops_per_minute: int = 20
 
 
 def slack_error(error: SlackApiError) -> str:
@@ -89,27 +99,50 @@ class SlackScheduler:
             Budget(Limit.per_minute(limits.edits_per_minute), clock),
             interval=limits.update_interval, method="chat.update", clock=clock,
         )
+        self.appends = WriterLane(
+            Budget(Limit.per_minute(limits.stream_appends_per_minute), clock),
+            interval=limits.update_interval, method="chat.appendStream", clock=clock,
+        )
+        self._workspace_limits = {
+            **WORKSPACE_LIMITS,
+            "chat.startStream": Limit.per_minute(limits.stream_starts_per_minute, burst=limits.stream_starts_per_minute // 4),
+            "chat.stopStream": Limit.per_minute(limits.stream_stops_per_minute, burst=limits.stream_stops_per_minute),
+        }
         self._lanes: dict[tuple[str, str | None], CallLane] = {}
+        self.open_streams = 0  # streams started and not yet stopped: each will need a stop
 
-    def _lane(self, method: str, channel: str | None) -> CallLane:
-        key = (method, channel if method in PER_CHANNEL else None)
+    def _lane(self, budget: str, channel: str | None) -> CallLane:
+        key = (budget, channel if budget in PER_CHANNEL else None)
         lane = self._lanes.get(key)
         if lane is None:
-            if method in PER_CHANNEL:
+            if budget == CHANNEL_POSTS:
                 limit = Limit.per_second(self._limits.channel_posts_per_second, self._limits.channel_post_burst)
+            elif budget in PER_CHANNEL:
+                limit = Limit.per_minute(60)
             else:
-                limit = WORKSPACE_LIMITS.get(method, Limit.per_minute(20))  # an unknown method: Tier 2, the lowest common
+                limit = self._workspace_limits.get(budget, Limit.per_minute(20))  # unknown: Tier 2, the lowest common
             lane = self._lanes[key] = CallLane(Budget(limit, self._clock))
         return lane
+
+    def _lanes_for(self, method: str, channel: str | None) -> list[CallLane]:
+        return [self._lane(budget, channel) for budget in SPENDS.get(method, (method,))]
+
+    def may_start_stream(self, channel: str) -> bool:
+        """Whether a new native stream can start now and be stopped in time: its start and the channel's post
+        turn are free, and the stops of the streams already open leave room for one more."""
+        lanes = self._lanes_for("chat.startStream", channel)
+        stops = self._lane("chat.stopStream", None)
+        free_stops = stops.budget.limit.calls - stops.budget.used - self.open_streams
+        return all(lane.waiting == 0 and lane.budget.wait_time() == 0 for lane in lanes) and free_stops > 0
 
     @property
     def waiting(self) -> int:
         """Calls and messages waiting for their turn (the scheduler's queue depth)."""
-        return self.edits.waiting + sum(lane.waiting for lane in self._lanes.values())
+        return self.edits.waiting + self.appends.waiting + sum(lane.waiting for lane in self._lanes.values())
 
     @property
     def idle(self) -> bool:
-        return self.edits.idle and all(lane.idle for lane in self._lanes.values())
+        return self.edits.idle and self.appends.idle and not self.open_streams and all(lane.idle for lane in self._lanes.values())
 
     def prune(self) -> None:
         """Forget the budgets of channels that have been quiet for a whole window."""
@@ -123,18 +156,25 @@ class SlackScheduler:
         """Make one Slack call when its budget allows; raises SlackApiError only for a refusal that waiting
         cannot cure, or after repeated network faults. `at_turn` gives arguments decided only when the call
         is sent (a post that waited its turn carries what is newest then)."""
-        place = self._lane(method, arguments.get("channel")).place()
+        channel = arguments.get("channel") or arguments.get("channel_id")
+        places = [lane.place() for lane in self._lanes_for(method, channel)]
         api = getattr(client, method.replace(".", "_"))
         failures = 0
         while True:
-            async with self._lane(method, arguments.get("channel")).turn(priority, place=place) as turn:
+            async with contextlib.AsyncExitStack() as turns:
+                # Several budgets are taken in one fixed order, so that two calls never wait for each other.
+                granted = [
+                    await turns.enter_async_context(lane.turn(priority, place=place))
+                    for lane, place in zip(self._lanes_for(method, channel), places)
+                ]
                 try:
                     return await api(**arguments, **(at_turn() if at_turn else {}))
                 except SlackApiError as error:
                     wait = retry_after_seconds(error)
                     if wait is not None:
-                        turn.rate_limited(wait)
-                        log.info("%s rate-limited (%s); waiting %.1fs", method, arguments.get("channel", ""), wait)
+                        for turn in granted:  # Slack does not say which of the limits it was
+                            turn.rate_limited(wait)
+                        log.info("%s rate-limited (%s); waiting %.1fs", method, channel or "", wait)
                         continue
                     if not is_transient_slack_error(error):
                         raise
@@ -149,13 +189,14 @@ class SlackScheduler:
 
     async def post_markdown(
         self, client: AsyncWebClient, *, channel: str, thread_ts: str | None, markdown: str | Callable[[], str],
-        priority: int = NORMAL,
+        blocks: list[dict] | None = None, priority: int = NORMAL,
     ) -> str:
-        """Post a message Slack renders from Markdown (or from what `markdown()` says when the post is sent)."""
+        """Post a message Slack renders from Markdown (or from what `markdown()` says when the post is sent),
+        with `blocks` under it."""
         text = markdown if callable(markdown) else (lambda: markdown)
         response = await self.call(
             client, "chat.postMessage", priority=priority, channel=channel, thread_ts=thread_ts,
-            at_turn=lambda: markdown_message(text()),
+            at_turn=lambda: markdown_message(text(), blocks),
         )
         return response["ts"]
 
@@ -167,6 +208,7 @@ class SlackScheduler:
 
     async def close(self) -> None:
         await self.edits.close()
+        await self.appends.close()
 
 
 class SlackSchedulers:

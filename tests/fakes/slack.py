@@ -59,6 +59,10 @@ class Message:
     edits: list[tuple[float, str, list | None]] = field(default_factory=list)
     deleted: bool = False
     markdown_text: str | None = None
+    # Native streaming: "markdown_text" or "chunks" while the stream is open (the mode it started in), else None.
+    streaming: str | None = None
+    stream_started_at: float = 0.0
+    stopped_by_user: bool = False
 
 
 @dataclass
@@ -101,10 +105,27 @@ class SlackError(Exception):
 class FakeSlack:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, update_limit_per_minute: int = 50,
                  post_per_channel_per_second: float = 1.0, post_burst: int = 3, replies_limit_per_minute: int = 1,
-                 max_markdown_chars: int = 12000, max_text_chars: int = 4000, replies_page_limit: int = 15):
+                 max_markdown_chars: int = 12000, max_text_chars: int = 4000, replies_page_limit: int = 15,
+                 stream_starts_per_minute: int = 20, stream_appends_per_minute: int = 100,
+                 stream_stops_per_minute: int = 20, stream_timeout: float = 300.0, status_per_minute: int = 60,
+                 sessions_per_minute: int = 50):
         self.clock = clock
         # Plain attributes, read on every call, so a test can tighten a limit on a running fake.
         self.update_limit_per_minute = update_limit_per_minute
+        # Native streaming (Tier 2 start/stop, Tier 4 append, per workspace; REFERENCE.md marks the numbers
+        # unverified). A stream left open this long expires: appends and stops then fail.
+        self.stream_starts_per_minute = stream_starts_per_minute
+        self.stream_appends_per_minute = stream_appends_per_minute
+        self.stream_stops_per_minute = stream_stops_per_minute
+        self.stream_timeout = stream_timeout
+        self.status_per_minute = status_per_minute  # assistant.threads.setStatus, per channel
+        self.sessions_per_minute = sessions_per_minute  # agents.sessions.setStatus (Tier 3), per workspace
+        self.stream_unsupported_channels: set[str] = set()  # startStream answers channel_type_not_supported there
+        self.messages_tab_disabled = False  # the app's Messages tab is off: no streams in DMs
+        self.agent_session_stopped_subscribed = True
+        self.statuses: dict[tuple[str, str], dict] = {}  # (channel, thread_ts) -> assistant thread status
+        self.sessions: dict[tuple[str, str], dict] = {}  # (channel, thread_ts) -> agent session
+        self.suggested_prompts: dict[str, dict] = {}  # channel -> prompts last set
         self.post_per_channel_per_second = post_per_channel_per_second
         self.post_burst = post_burst
         self.replies_limit_per_minute = replies_limit_per_minute
@@ -148,6 +169,10 @@ class FakeSlack:
             "chat.postEphemeral": self._post_ephemeral, "chat.delete": self._delete,
             "conversations.replies": self._replies, "conversations.open": self._open, "users.info": self._users_info,
             "views.publish": self._views_publish, "oauth.v2.access": self._oauth_access,
+            "chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream, "assistant.threads.setStatus": self._set_thread_status,
+            "agents.sessions.setStatus": self._set_session_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -259,6 +284,26 @@ class FakeSlack:
     def delete_message(self, channel: str, ts: str) -> None:
         """Someone deleted the bot's message in Slack."""
         self.messages[f"{channel}:{ts}"].deleted = True
+
+    def press_stop(self, channel: str, thread_ts: str, user: str) -> dict:
+        """The user clicks Slack's Stop on the thread's agent session: Slack stops the session's open streams
+        (later appends fail with `stopped_by_user`) and sends `agent_session_stopped`, returned here for the
+        test to deliver."""
+        stopped = []
+        for message in self.thread(channel, thread_ts):
+            if message.streaming:
+                message.streaming, message.stopped_by_user = None, True
+                stopped.append(message.ts)
+        return {"type": "agent_session_stopped", "channel": channel, "thread_ts": thread_ts, "user": user,
+                "streaming_message_ts": stopped, "event_ts": self._next_ts()}
+
+    def thread_status(self, channel: str, thread_ts: str) -> str:
+        """The assistant status shown in the thread now ("" when none): it clears when the app posts in the
+        thread, or after two minutes."""
+        status = self.statuses.get((channel, thread_ts))
+        if not status or self.clock() - status["at"] > 120:
+            return ""
+        return status["status"]
 
     # -- inspection --------------------------------------------------------------------------------------
 
@@ -536,12 +581,15 @@ class FakeSlack:
         message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, blocks or None,
                           ws.bot_user_id, ws.bot_id, ws.team_id, markdown_text=params.get("markdown_text"))
         self.messages[f"{channel}:{message.ts}"] = message
+        self.statuses.pop((channel, message.thread_ts or ""), None)  # a reply in the thread clears its status
         return {"ok": True, "channel": channel, "ts": message.ts, "message": self._message_json(message)}
 
     def _update(self, ws: Workspace, params: dict, now: float) -> dict:
         self._per_minute((ws.team_id, "chat.update"), self.update_limit_per_minute, now)
         channel, ts = params.get("channel"), params.get("ts")
         message = self._own_message(ws, channel, ts)
+        if self._still_streaming(message, now):
+            raise SlackError("streaming_state_conflict")
         if not any(params.get(k) is not None for k in ("text", "blocks", "markdown_text", "attachments")):
             raise SlackError("no_text")
         if params.get("markdown_text") is not None:
@@ -555,6 +603,146 @@ class FakeSlack:
         message.markdown_text = params.get("markdown_text")
         message.edits.append((now, text, message.blocks))
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": self._message_json(message)}
+
+    # -- native streaming and agent features -------------------------------------------------------------
+
+    def _still_streaming(self, message: Message, now: float) -> bool:
+        """Whether the message's stream is open; one open longer than `stream_timeout` expires (half-rendered)."""
+        if message.streaming and now - message.stream_started_at > self.stream_timeout:
+            message.streaming = None
+        return message.streaming is not None
+
+    def _stream_content(self, params: dict) -> tuple[str | None, str]:
+        """(mode, markdown) of a streaming call: `markdown_text` or `chunks`, never both."""
+        markdown, chunks = params.get("markdown_text"), params.get("chunks")
+        if markdown is not None and chunks is not None:
+            raise SlackError("invalid_arguments")
+        if chunks is not None:
+            if not isinstance(chunks, list) or not chunks:
+                raise SlackError("invalid_chunks")
+            text = ""
+            for chunk in chunks:
+                if not isinstance(chunk, dict) or chunk.get("type") not in ("markdown_text", "task_update", "plan_update", "blocks"):
+                    raise SlackError("invalid_chunks")
+                if chunk["type"] == "markdown_text":
+                    if not isinstance(chunk.get("text"), str):
+                        raise SlackError("invalid_chunks")
+                    text += chunk["text"]
+            return "chunks", text
+        if markdown is None:
+            return None, ""
+        if not isinstance(markdown, str):
+            raise SlackError("invalid_arguments")
+        if len(markdown) > self.max_markdown_chars:
+            raise SlackError("msg_too_long")
+        return "markdown_text", markdown
+
+    def _grow(self, message: Message, mode: str | None, text: str, now: float) -> None:
+        if mode is not None and mode != message.streaming:
+            raise SlackError("streaming_mode_mismatch")
+        if len((message.markdown_text or "") + text) > self.max_markdown_chars:
+            raise SlackError("msg_too_long")
+        message.markdown_text = (message.markdown_text or "") + text
+        message.edits.append((now, message.markdown_text, None))
+
+    def _streamed_message(self, ws: Workspace, params: dict, now: float) -> Message:
+        message = self._own_message(ws, params.get("channel"), params.get("ts"))
+        if message.stopped_by_user:
+            raise SlackError("stopped_by_user")
+        if not self._still_streaming(message, now):
+            raise SlackError("message_not_in_streaming_state")
+        return message
+
+    def _start_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.startStream"), self.stream_starts_per_minute, now)
+        channel, thread_ts = params.get("channel"), params.get("thread_ts")
+        if not channel:
+            raise SlackError("channel_not_found")
+        if not thread_ts:
+            raise SlackError("invalid_arguments")  # a stream is always a reply in a thread
+        if channel in self.stream_unsupported_channels:
+            raise SlackError("channel_type_not_supported")
+        if channel.startswith("D"):
+            if self.messages_tab_disabled:
+                raise SlackError("messages_tab_disabled")
+        else:
+            if not params.get("recipient_team_id"):
+                raise SlackError("missing_recipient_team_id")
+            if not params.get("recipient_user_id"):
+                raise SlackError("missing_recipient_user_id")
+        mode, text = self._stream_content(params)
+        self._per_channel_post(ws.team_id, channel, now)  # a new message in the channel, like a post
+        message = Message(channel, self._next_ts(), thread_ts, "", None, ws.bot_user_id, ws.bot_id, ws.team_id,
+                          markdown_text="", streaming=mode or "markdown_text", stream_started_at=now)
+        self.messages[f"{channel}:{message.ts}"] = message
+        self.statuses.pop((channel, thread_ts), None)
+        self._grow(message, mode, text, now)
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _append_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.appendStream"), self.stream_appends_per_minute, now)
+        message = self._streamed_message(ws, params, now)
+        mode, text = self._stream_content(params)
+        if mode is None:
+            raise SlackError("invalid_arguments")
+        self._grow(message, mode, text, now)
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "chat.stopStream"), self.stream_stops_per_minute, now)
+        message = self._streamed_message(ws, params, now)
+        mode, text = self._stream_content(params)
+        blocks = params.get("blocks")
+        if blocks is not None and (not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS
+                                   or not all(isinstance(b, dict) and b.get("type") for b in blocks)):
+            raise SlackError("invalid_blocks")
+        self._grow(message, mode, text, now)
+        message.streaming = None
+        if blocks:
+            message.blocks = blocks  # rendered under the streamed text
+        if params.get("session_status") and message.thread_ts:
+            self._session(ws, message.channel, message.thread_ts, params["session_status"], now)
+        return {"ok": True, "channel": message.channel, "ts": message.ts,
+                "message": {**self._message_json(message), "text": message.markdown_text}}
+
+    def _set_thread_status(self, ws: Workspace, params: dict, now: float) -> dict:
+        channel, thread_ts, status = params.get("channel_id"), params.get("thread_ts"), params.get("status")
+        if not channel or not thread_ts or status is None:
+            raise SlackError("invalid_arguments")
+        self._per_minute((ws.team_id, f"assistant.threads.setStatus:{channel}"), self.status_per_minute, now)
+        loading = params.get("loading_messages") or []
+        if not isinstance(loading, list) or len(loading) > 10:
+            raise SlackError("invalid_arguments")
+        self.statuses[(channel, thread_ts)] = {"status": status, "loading_messages": loading, "at": now}
+        return {"ok": True}
+
+    def _session(self, ws: Workspace, channel: str, thread_ts: str, status: str, now: float, **extra) -> None:
+        if status not in ("processing", "active", "suspended", "closed"):
+            raise SlackError("invalid_arguments")
+        session = self.sessions.setdefault((channel, thread_ts), {"history": []})
+        session.update(status=status, team_id=ws.team_id, **{k: v for k, v in extra.items() if v is not None})
+        session["history"].append((now, status))
+
+    def _set_session_status(self, ws: Workspace, params: dict, now: float) -> dict:
+        self._per_minute((ws.team_id, "agents.sessions.setStatus"), self.sessions_per_minute, now)
+        channel, thread_ts = params.get("channel_id"), params.get("thread_ts")
+        if not channel or not thread_ts:
+            raise SlackError("invalid_arguments")
+        self._session(ws, channel, thread_ts, params.get("status"), now,
+                      title=params.get("title"), initiator_user_id=params.get("initiator_user_id"))
+        body = {"ok": True}
+        if not self.agent_session_stopped_subscribed:
+            body["warning"] = "missing_agent_session_stopped_event_subscription"
+        return body
+
+    def _set_suggested_prompts(self, ws: Workspace, params: dict, now: float) -> dict:
+        channel, prompts = params.get("channel_id"), params.get("prompts")
+        if not channel or not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            raise SlackError("invalid_arguments")
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackError("invalid_arguments")
+        self.suggested_prompts[channel] = {"title": params.get("title"), "prompts": prompts, "thread_ts": params.get("thread_ts")}
+        return {"ok": True}
 
     def _post_ephemeral(self, ws: Workspace, params: dict, now: float) -> dict:
         channel, user = params.get("channel"), params.get("user")

@@ -3,10 +3,10 @@ import logging
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot.credits_view import credits_blocks, credits_summary_text
+from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
-from bot.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
+from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
 
 log = logging.getLogger(__name__)
 

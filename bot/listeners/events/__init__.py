@@ -3,7 +3,7 @@ import logging
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
 from bot.answer import answer_question
-from bot.listeners.events import home, lifecycle
+from bot.listeners.events import home, lifecycle, stopped
 from bot.question import is_user_message, question_from_event, workspace_id
 from bot.services import Services
 
@@ -16,6 +16,7 @@ def register(app: AsyncApp) -> None:
     app.event("message")(on_message)
     home.register(app)
     lifecycle.register(app)
+    stopped.register(app)
 
 
 async def on_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
@@ -36,6 +37,7 @@ def _hand_over(body: dict, event: dict, context: AsyncBoltContext) -> None:
         event_id=body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}",
         team_id=workspace_id(context.team_id, body),
         bot_user_id=context.bot_user_id,
+        dm_replies_in_thread=services.settings.slack_streaming != "edit",
     )
     if question is None:
         log.info("event %s names no message to answer; ignored", body.get("event_id"))

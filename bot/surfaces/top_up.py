@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import CheckoutError, CreditPack, find_pack
-from bot.delivery.scheduler import slack_error
+from bot.surfaces.admins import is_admin
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -38,14 +37,7 @@ def top_up_offer(services: Services) -> tuple[list[dict] | None, str]:
 
 
 async def may_buy(services: Services, client: AsyncWebClient, user_id: str) -> bool:
-    if services.settings.credits_buyers == "everyone":
-        return True
-    try:
-        user = (await client.users_info(user=user_id))["user"]
-    except SlackApiError as error:
-        log.warning("users.info for %s failed (%s); not allowing a purchase", user_id, slack_error(error))
-        return False
-    return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+    return services.settings.credits_buyers == "everyone" or await is_admin(client, user_id)
 
 
 def pack_size(value: object) -> int | None:

@@ -12,7 +12,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import Balance, UsageSummary
 from bot.services import Services
-from bot.top_up import top_up_offer
+from bot.surfaces.answer_controls import FeedbackCounts
+from bot.surfaces.top_up import top_up_offer
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,15 @@ HOW_TO = (
     "• Privately: write to me in the *Messages* tab.\n"
     "• `/credits` shows the same balance in any channel, and `/credits buy 500` buys a pack."
 )
+
+
+# The Messages tab's suggested prompts (at most four; the manifest's agent_view lists the same).
+SUGGESTED_PROMPTS = [
+    {"title": "Explain some code", "message": "Explain what this code does, step by step:"},
+    {"title": "Draft a message", "message": "Help me write a short, friendly message to my team about"},
+    {"title": "Summarize", "message": "Summarize the key points of the following text:"},
+    {"title": "What can you do?", "message": "What can you help me with here in Slack?"},
+]
 
 
 def month_start(now: datetime) -> datetime:
@@ -38,6 +48,12 @@ def usage_lines(usage: UsageSummary) -> list[str]:
     return lines
 
 
+def feedback_line(counts: FeedbackCounts) -> str:
+    if not counts.good and not counts.bad:
+        return "No feedback on answers yet this month."
+    return f"Feedback on answers: 👍 {counts.good:,} good · 👎 {counts.bad:,} bad"
+
+
 def home_blocks(
     balance: Balance,
     usage: UsageSummary,
@@ -46,6 +62,7 @@ def home_blocks(
     price: str,
     top_up: list[dict] | None,
     top_up_note: str,
+    feedback: FeedbackCounts = FeedbackCounts(0, 0),
     notice: list[dict] | None = None,
 ) -> list[dict]:
     blocks: list[dict] = list(notice or [])
@@ -62,7 +79,9 @@ def home_blocks(
                 "text": {"type": "mrkdwn", "text": "⚠️ *No credits left.* I can't answer until someone buys a pack."},
             }
         )
-    blocks.append({"type": "section", "block_id": "usage", "text": {"type": "mrkdwn", "text": f"*Usage in {month}*\n" + "\n".join(usage_lines(usage))}})
+    usage_text = f"*Usage in {month}*\n" + "\n".join(usage_lines(usage))
+    blocks.append({"type": "section", "block_id": "usage", "text": {"type": "mrkdwn", "text": usage_text}})
+    blocks.append({"type": "context", "block_id": "feedback", "elements": [{"type": "mrkdwn", "text": feedback_line(feedback)}]})
     if top_up:
         blocks.append({"type": "actions", "block_id": "buy_credits", "elements": top_up})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": top_up_note}]})
@@ -75,10 +94,11 @@ async def home_view(services: Services, team_id: str, *, notice: list[dict] | No
     since = month_start(services.clock())
     balance = await services.credits.balance(team_id)
     usage = await services.credits.usage(team_id, since=since, top=10)
+    feedback = await services.feedback.counts(team_id, since=since)
     buttons, note = top_up_offer(services)
     blocks = home_blocks(
         balance, usage, month=since.strftime("%B %Y"), price=services.pricing.describe(),
-        top_up=buttons, top_up_note=note, notice=notice,
+        top_up=buttons, top_up_note=note, feedback=feedback, notice=notice,
     )
     return {"type": "home", "blocks": blocks}
 
