@@ -28,7 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.markdown import streaming_view
 from bot.delivery.markdown import markdown_message
-from bot.delivery.scheduler import retry_after_seconds
+from bot.slack_errors import retry_after_seconds
 
 REFERENCES = ("every_delta", "every_20", "every_second", "chat_stream")
 PLACEHOLDER = "_Thinking…_"

@@ -23,7 +23,7 @@ from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
 from bot.delivery import Recipient, SlackReply, SlackScheduler
 from bot.history import Turn, read_thread_from_slack, trim_to_budget
-from bot.inflight import Checkpoints
+from bot.inflight import Checkpoints, NotOurs
 from bot.question import Question
 from bot.services import Services
 from bot.stops import RunningAnswer
@@ -33,6 +33,7 @@ from storage import is_transient
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FINISH_TIMEOUT = 5.0
+SHUTDOWN_SETTLE_TIMEOUT = 5.0
 SETTLE_FIRST_WAIT = 0.5
 SETTLE_MAX_WAIT = 15.0
 
@@ -60,10 +61,11 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
 
 @dataclass(frozen=True)
 class Claimed:
-    hold: Reservation | Insufficient | None  # None: nothing to hold (an empty question gets the help text)
+    hold: Reservation | None  # None: the question gets `outcome` instead of an answer
+    outcome: str | None = None  # the one message that answers it: the help text, or why there are no credits
 
 
-async def claim(question: Question, services: Services) -> Claimed | None:
+async def claim(question: Question, services: Services, bot_user_id: str | None) -> Claimed | None:
     """The only database work before anything is shown: one transaction that claims the event, holds the
     worst case of the answer's price and records the question. None when the event was claimed before."""
     with_history = question.may_continue_a_conversation
@@ -73,19 +75,26 @@ async def claim(question: Question, services: Services) -> Claimed | None:
     async with services.engine.begin() as connection:
         if not await services.events.claim(connection, question.event_id, question.team_id):
             return None
-        hold = None
-        if question.text:
+        if not question.text:
+            claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
+        else:
             hold = await services.credits.reserve(
                 question.team_id, question.user_id, needed, question.reservation_id, connection=connection
             )
-        await services.journal.open(connection, question, hold.id if isinstance(hold, Reservation) else None)
-    return Claimed(hold)
+            if isinstance(hold, Insufficient):
+                log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
+                claimed = Claimed(None, say.insufficient_credits(hold.available, services.pricing.describe()))
+            else:
+                claimed = Claimed(hold)
+        reservation = claimed.hold.id if claimed.hold else None
+        await services.journal.open(connection, question, reservation, outcome_text=claimed.outcome)
+    return claimed
 
 
 async def _answer(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Outcome:
     scheduler = services.slack.for_team(question.team_id)
     try:
-        claimed = await claim(question, services)
+        claimed = await claim(question, services, bot_user_id)
     except Exception:
         log.exception("could not start answering event %s", question.event_id)
         await tell(scheduler, client, question, say.NOT_STARTED)
@@ -93,15 +102,10 @@ async def _answer(question: Question, client: AsyncWebClient, services: Services
     if claimed is None:
         log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
         return Outcome.NOT_RECORDED
-    hold = claimed.hold
-    if hold is None:
-        await tell(scheduler, client, question, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
+    if claimed.hold is None:
+        await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED)
         return Outcome.FINAL
-    if isinstance(hold, Insufficient):
-        log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, hold.needed)
-        await tell(scheduler, client, question, say.insufficient_credits(hold.available, services.pricing.describe()))
-        return Outcome.FINAL
-    return await answer_with(question, hold, client, scheduler, services, bot_user_id)
+    return await answer_with(question, claimed.hold, client, scheduler, services, bot_user_id)
 
 
 async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str) -> None:
@@ -149,6 +153,7 @@ class Stopper:
     def __init__(self) -> None:
         self.by: str | None = None
         self.stopped = False
+        self.lost = False  # another process took the answer over: this one leaves it alone
         self._reading: asyncio.Task | None = None
 
     def reading(self, task: asyncio.Task) -> None:
@@ -162,6 +167,10 @@ class Stopper:
             if self._reading is not None:
                 self._reading.cancel()
 
+    def lose(self) -> None:
+        self.lost = True
+        self.stop()
+
 
 async def answer_with(
     question: Question, hold: Reservation, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
@@ -169,7 +178,7 @@ async def answer_with(
 ) -> Outcome:
     settings = services.settings
     stopper = Stopper()
-    checkpoints = Checkpoints(services.journal, question.reservation_id, on_stop_requested=stopper.stop)
+    checkpoints = Checkpoints(services.journal, question.reservation_id, on_stop_requested=stopper.stop, on_lost=stopper.lose)
     reply = SlackReply(
         client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, mode=settings.slack_streaming,
         recipient=Recipient(question.team_id, question.user_id) if question.user_id else None, journal=checkpoints,
@@ -228,8 +237,8 @@ async def _write_answer(
         log.exception("answering event %s failed (Claude request %s)", question.event_id, stream.request_id)
         failure_notice = say.UNEXPECTED
 
-    if shutting_down and reply.mode == "edit" and not first_sign.done():
-        return Outcome.UNFINISHED  # nothing shown yet: the next process tells the asker (recovery.py)
+    if stopper.lost or (shutting_down and reply.mode == "edit" and not first_sign.done()):
+        return Outcome.UNFINISHED  # another process finishes it (recovery.py), or tells the asker
     try:
         await reply.opened()
     except Exception as error:
@@ -256,8 +265,13 @@ async def _write_answer(
         )
         return notices if stream.text else notices.lstrip("\n")
 
-    settlement = await settle(services, question, hold, stream, reply, deleted=deleted or stopper.stopped,
-                              learned=learned, tail=tail)
+    await reply.quiesce()  # a continuation being posted: the record then names every message
+    try:
+        settlement = await settle(services, question, hold, stream, reply, deleted=deleted or stopper.stopped,
+                                  learned=learned, tail=tail, deadline=SHUTDOWN_SETTLE_TIMEOUT if shutting_down else None)
+    except (NotOurs, TimeoutError) as error:
+        log.warning("leaving event %s to be finished by recovery (%s)", question.event_id, error.__class__.__name__)
+        return Outcome.UNFINISHED
 
     if deleted:
         log.info("reply to event %s is gone; generation stopped (request %s)", question.event_id, stream.request_id)
@@ -334,13 +348,19 @@ def _current_task_cancelling() -> bool:
 
 async def settle(
     services: Services, question: Question, hold: Reservation, stream: ClaudeStream, reply: SlackReply, *,
-    deleted: bool, learned: list[Turn], tail: Callable[[Settlement | None], str],
+    deleted: bool, learned: list[Turn], tail: Callable[[Settlement | None], str], deadline: float | None = None,
 ) -> Settlement | None:
     """Charge what Claude consumed (or give the whole hold back when it produced nothing), remember the turn
-    and mark the record settled, in one transaction; tried again until the database answers."""
+    and mark the record settled, in one transaction; tried again until the database answers (or, when the
+    process is stopping, until `deadline` seconds have passed: recovery settles it then)."""
     consumed = bool(stream.text) or stream.completed or (deleted and stream.usage.input_tokens > 0)
     # Flat pricing charges answers that showed text; token pricing charges whatever was consumed.
     charge = services.pricing.charge(stream.usage, produced_output=bool(stream.text)) if consumed else 0
+    async with asyncio.timeout(deadline):
+        return await _settle_until_done(services, question, hold, stream, reply, consumed, charge, learned, tail)
+
+
+async def _settle_until_done(services, question, hold, stream, reply, consumed, charge, learned, tail) -> Settlement | None:
     wait = SETTLE_FIRST_WAIT
     while True:
         try:

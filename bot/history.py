@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.claude_stream import estimate_tokens
-from bot.delivery.scheduler import slack_error
+from bot.slack_errors import slack_error
 from bot.tables import conversation_turns
 
 log = logging.getLogger(__name__)

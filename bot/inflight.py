@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +29,10 @@ from bot.question import Question
 from bot.tables import answers_in_flight as records
 
 log = logging.getLogger(__name__)
+
+
+class NotOurs(Exception):
+    """Another process has taken this answer over (this one was taken for dead): leave it to that one."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class InFlight:
     text: str  # the last message's text as last shown (no cursor)
     usage: TokenUsage
     settled: bool
+    outcome_text: str | None = None  # a one-message outcome to post (help, no credits), when that is all there is
 
     @property
     def shown_anything(self) -> bool:
@@ -58,6 +64,7 @@ def _from_row(row) -> InFlight:
             cache_read_input_tokens=row.cache_read_input_tokens, output_tokens=row.output_tokens,
         ),
         settled=row.settled,
+        outcome_text=row.outcome_text,
     )
 
 
@@ -89,8 +96,10 @@ class AnswerJournal:
         self.running[record_id] = None
         return True
 
-    async def open(self, connection: AsyncConnection, question: Question, reservation_id: str | None) -> None:
-        """Inside the transaction that claims the question."""
+    async def open(self, connection: AsyncConnection, question: Question, reservation_id: str | None,
+                   outcome_text: str | None = None) -> None:
+        """Inside the transaction that claims the question. `outcome_text`: the one message the question gets
+        (help, no credits), posted by recovery if this process dies before it could post it."""
         now = self._clock()
         self.running[question.reservation_id] = reservation_id
         await connection.execute(
@@ -98,23 +107,24 @@ class AnswerJournal:
                 id=question.reservation_id, team_id=question.team_id, channel_id=question.channel_id,
                 thread_ts=question.reply_thread_ts, user_id=question.user_id or None, reservation_id=reservation_id,
                 owner=self.owner, messages="[]", shown_text="", settled=False, created_at=now, updated_at=now,
-                **_usage_values(TokenUsage()),
+                outcome_text=outcome_text, **_usage_values(TokenUsage()),
             )
         )
 
     async def shown(self, record_id: str, messages: list[str], text: str, usage: TokenUsage) -> str | None:
         """What Slack shows (or is about to): the reply's messages, the last one's text, and the usage so far.
-        Returns who asked to stop the answer, when someone did (possibly through another process)."""
+        Returns who asked to stop the answer, when someone did (possibly through another process). Raises
+        NotOurs when another process has taken the answer over (this one was taken for dead)."""
+        values = {"messages": json.dumps(messages), "shown_text": text, "updated_at": self._clock()}
         async with self._engine.begin() as connection:
             row = (await connection.execute(
                 update(records)
-                .where(records.c.id == record_id, records.c.owner == self.owner, records.c.settled.is_(False))
-                .values(messages=json.dumps(messages), shown_text=text, updated_at=self._clock(), **_usage_values(usage))
+                .where(records.c.id == record_id, records.c.owner == self.owner)
+                .values(**values, **_usage_values(usage))
                 .returning(records.c.stop_requested_by)
             )).first()
         if row is None:
-            log.info("answer %s is settled or no longer this process's: checkpoint not written", record_id)
-            return None
+            raise NotOurs(record_id)
         return row.stop_requested_by
 
     async def request_stop(self, *, by: str, record_id: str | None = None,
@@ -136,12 +146,15 @@ class AnswerJournal:
         return None if row is None else _from_row(row)
 
     async def settled(self, connection: AsyncConnection, record_id: str, messages: list[str], text: str) -> None:
-        """Inside the transaction that charges the answer: from now on only its final text is missing."""
-        await connection.execute(
+        """Inside the transaction that charges the answer: from now on only its final text is missing. Raises
+        NotOurs (and so undoes the charge) when another process has taken the answer over."""
+        result = await connection.execute(
             update(records)
-            .where(records.c.id == record_id)
+            .where(records.c.id == record_id, records.c.owner == self.owner)
             .values(messages=json.dumps(messages), shown_text=text, settled=True, updated_at=self._clock())
         )
+        if result.rowcount != 1:
+            raise NotOurs(record_id)
 
     async def finished(self, record_id: str) -> None:
         """The answer's outcome is final in Slack (and its credits settled): forget it. The record goes before
@@ -164,7 +177,7 @@ class AnswerJournal:
 
     async def _delete(self, ids: set[str]) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(delete(records).where(records.c.id.in_(ids)))
+            await connection.execute(delete(records).where(records.c.id.in_(ids), records.c.owner == self.owner))
 
     # -- upkeep -----------------------------------------------------------------------------------------
 
@@ -191,11 +204,13 @@ class AnswerJournal:
             return [_from_row(row) for row in (await connection.execute(query)).all()]
 
     async def adopt(self, record: InFlight) -> bool:
-        """Take over a record from its dead (or idle) owner; False when another process was quicker."""
+        """Take over a record from its dead owner (or from this process's own abandoned task); False when
+        another process was quicker, or the owner has shown itself alive since it was judged."""
+        owner_gone = records.c.owner.not_in(self._processes.alive_ids()) if record.owner != self.owner else sa.true()
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(records)
-                .where(records.c.id == record.id, records.c.owner == record.owner)
+                .where(records.c.id == record.id, records.c.owner == record.owner, owner_gone)
                 .values(owner=self.owner, updated_at=self._clock())
             )
         if result.rowcount == 1:
@@ -223,10 +238,12 @@ class Checkpoints:
     CHECKPOINT_WAIT, so a slow database delays an edit a little and a dead one not at all (the write is
     never cancelled half-way: it finishes in the background)."""
 
-    def __init__(self, journal: AnswerJournal, record_id: str, *, on_stop_requested: Callable[[str], None] | None = None):
+    def __init__(self, journal: AnswerJournal, record_id: str, *, on_stop_requested: Callable[[str], None] | None = None,
+                 on_lost: Callable[[], None] | None = None):
         self._journal = journal
         self._record_id = record_id
         self._on_stop_requested = on_stop_requested
+        self._on_lost = on_lost
         self.usage: Callable[[], TokenUsage] = TokenUsage
         self._newest: tuple[list[str], str] | None = None
         self._writing: asyncio.Task | None = None
@@ -244,6 +261,11 @@ class Checkpoints:
             try:
                 stop_requested_by = await self._journal.shown(self._record_id, messages, text, self.usage())
                 self._failed = False
+            except NotOurs:
+                log.warning("answer %s was taken over by another process; this one stops writing it", self._record_id)
+                if self._on_lost is not None:
+                    self._on_lost()
+                return
             except Exception as error:
                 if not self._failed:
                     log.warning("could not checkpoint answer %s (%s)", self._record_id, error.__class__.__name__)

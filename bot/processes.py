@@ -25,7 +25,7 @@ from bot.tables import bot_processes
 log = logging.getLogger(__name__)
 
 LEASE_HEARTBEATS = 3
-JUDGE_AFTER_HEARTBEATS = 1.5
+JUDGE_AFTER_HEARTBEATS = 2
 
 
 class ProcessRegistry:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from slack_sdk.errors import SlackApiError
+
 from bot import user_messages as say
 from bot.delivery import URGENT, MESSAGE_LIMIT, split_markdown
 from bot.delivery.edit_writer import MessageWriter
 from bot.delivery.markdown import close_fence, open_fence
 from bot.inflight import InFlight
 from bot.services import Services
+from bot.slack_errors import NETWORK_ERRORS, is_transient_slack_error
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,6 @@ async def recover(services: Services) -> int:
         if await journal.adopt(record):
             records.append(record)
     for record in records:
-        journal.running[record.id] = record.reservation_id
         services.tasks.spawn(finish_record(services, record), name=f"recover {record.id}")
     if records:
         log.warning("finishing %d interrupted answers", len(records))
@@ -41,6 +43,8 @@ async def recover(services: Services) -> int:
 def final_text(record: InFlight) -> str:
     if record.settled:
         return record.text
+    if not record.messages and record.outcome_text:
+        return record.outcome_text  # the one message it was to get (help, no credits), never posted
     shown = close_fence(record.text, open_fence(record.text))
     notice = say.INTERRUPTED_BY_RESTART if record.messages else say.NOT_ANSWERED_BY_RESTART
     return f"{shown}\n\n{notice}" if shown else notice
@@ -56,7 +60,13 @@ async def finish_record(services: Services, record: InFlight) -> None:
         return
     try:
         await show_final(services, record, final_text(record))
-    except Exception:
+    except Exception as error:
+        transient = is_transient_slack_error(error) if isinstance(error, SlackApiError) else isinstance(error, NETWORK_ERRORS)
+        if transient:
+            log.warning("could not show the end of interrupted answer %s (%s); trying again later",
+                        record.id, error.__class__.__name__)
+            journal.abandon(record.id)  # settled already: the next round only puts the text in place
+            return
         log.exception("could not show the end of interrupted answer %s in Slack", record.id)
     await journal.finished(record.id)
     log.info("interrupted answer %s in %s finished (%d messages)", record.id, record.channel_id, len(record.messages))

@@ -88,8 +88,7 @@ def oauth_routes(bolt: AsyncApp) -> list[web.RouteDef]:
 
 async def tidy(services: Services) -> None:
     """One pass of upkeep: release holds nobody answers for any more, and forget what no longer matters."""
-    journaled = services.journal.held() | await services.journal.reservations()
-    released = await services.credits.sweep_expired(keep=journaled)
+    released = await services.credits.sweep_expired(keep=await services.journal.reservations())
     if released:
         log.warning("released %d expired credit reservations", released)
     await services.processes.forget_dead(owning=await services.journal.owners())
@@ -143,11 +142,11 @@ class RunningBot:
         await self.runner.shutdown()
         if self.socket_mode is not None:
             await self.socket_mode.close_async()
-        await self.services.tasks.drain(DRAIN_TIMEOUT)
+        # Upkeep first (it may be inside a transaction: let it unwind), so that no recovery starts while answers drain.
         for task in self.background:
             task.cancel()
-        # Upkeep may be inside a transaction: let it unwind before the engine goes away.
         await asyncio.gather(*self.background, return_exceptions=True)
+        await self.services.tasks.drain(DRAIN_TIMEOUT)
         try:
             await self.services.processes.leave()  # what is left unfinished is for the next process to finish
         except Exception as error:

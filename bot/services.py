@@ -135,12 +135,13 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
 
 
 EVENT_CLAIM_RETENTION = timedelta(days=2)
-MAX_HEARTBEAT_INTERVAL = 15.0
+MAX_HEARTBEAT_INTERVAL = 12.0
 
 
 def heartbeat_interval(settings: Settings) -> float:
-    """Often enough that an answer left by a dead process is finished within SWEEP_INTERVAL_SECONDS."""
-    return min(settings.sweep_interval_seconds / 4, MAX_HEARTBEAT_INTERVAL)
+    """Often enough that an answer left by a dead process is finished within SWEEP_INTERVAL_SECONDS: its owner
+    is dead after three heartbeats, a restarted process judges after two of its own, and looks every one."""
+    return min(settings.sweep_interval_seconds / 5, MAX_HEARTBEAT_INTERVAL)
 
 
 def delivery_limits(settings: Settings) -> DeliveryLimits:

@@ -57,6 +57,7 @@ answers_in_flight = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("stop_requested_by", String(32), nullable=True),
+    Column("outcome_text", Text(), nullable=True),
 )
 
 # One rating per person and answer (the latest click counts).

@@ -55,6 +55,9 @@ async def test_settlement_and_history_wait_for_the_database_and_happen_once(post
         assert h.reply_text("C0001", sent.ts) == ANSWER
         (charge,) = await usage_rows(h, sent.event_id)
         assert charge.amount < 0, "charged once, for what Claude consumed"
+        ledger = await h.services.credits.history(TEAM, limit=1000)
+        assert [(e.kind, e.source) for e in ledger if e.external_id == charge.external_id] == [("usage", "answer")], \
+            "the hold was never swept meanwhile, though it expired during the outage"
         async with h.services.engine.connect() as connection:
             turns = (await connection.execute(
                 sa.select(conversation_turns.c.role, conversation_turns.c.content)

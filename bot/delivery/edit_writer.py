@@ -16,14 +16,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.markdown import markdown_message, streaming_view
-from bot.delivery.scheduler import is_transient_slack_error, retry_after_seconds, slack_error
+from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
 from bot.delivery.writer_lane import WriterLane
 
 log = logging.getLogger(__name__)
 
 # The message is no longer there to edit: stop writing (and stop generating) at once.
 GONE_ERRORS = {"message_not_found", "channel_not_found", "cant_update_message", "edit_window_closed", "is_archived"}
-NETWORK_ATTEMPTS = 5
+MAX_BACKOFF = 30.0
 
 # Records the text about to be shown; must return soon even when the database is slow (see answer.Checkpoints).
 Checkpoint = Callable[[str], Awaitable[None]]
@@ -153,13 +153,12 @@ class MessageWriter:
             log.warning("could not checkpoint message %s (%s)", self.ts, error.__class__.__name__)
 
     def _failed_once(self, reason: str) -> None:
-        """A network fault or Slack's own: try again after a backoff, give up after a few."""
+        """A network fault or Slack's own: try again after a backoff, for as long as it takes (an edit is the
+        same whenever it is sent, and giving up would leave the message with its cursor)."""
         self._failures += 1
-        log.warning("chat.update of %s failed (%s), attempt %d", self.ts, reason, self._failures)
-        if self._failures >= NETWORK_ATTEMPTS:
-            self._give_up("network_error")
-        else:
-            self.not_before = self._clock() + 2**self._failures * 0.25
+        if self._failures == 1 or self._failures % 10 == 0:
+            log.warning("chat.update of %s failed (%s), attempt %d; trying again", self.ts, reason, self._failures)
+        self.not_before = self._clock() + min(0.25 * 2**self._failures, MAX_BACKOFF)
 
     def _give_up(self, error: str) -> None:
         self.error = error

@@ -272,6 +272,11 @@ class SlackReply:
 
     # -- finishing ------------------------------------------------------------------------------------------
 
+    async def quiesce(self) -> None:
+        """Wait until no continuation is being opened: then the messages and the current text agree."""
+        while self._posting is not None:
+            await self._posting
+
     async def finish(self, tail: str = "", blocks: list[dict] | None = None) -> bool:
         """Show the whole answer (plus `tail`, such as a notice, and `blocks` under it) without the cursor;
         wait until Slack shows it."""

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -29,12 +28,15 @@ from bot.delivery.budgets import Budget, Limit
 from bot.delivery.call_lane import NORMAL, CallLane
 from bot.delivery.markdown import markdown_message
 from bot.delivery.writer_lane import WriterLane
+from bot.slack_errors import NETWORK_ERRORS, is_transient_slack_error, retry_after_seconds, surely_not_done
 
 log = logging.getLogger(__name__)
 
-NETWORK_ATTEMPTS = 5
-TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
-NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+CALL_ATTEMPTS = 5
+# Calls that do the same thing however often they are sent: any failure may be tried again. Anything else
+# (a post, a stream's start or append) is sent again only when the failed try surely did nothing.
+IDEMPOTENT = {"chat.update", "views.publish", "conversations.open", "assistant.threads.setStatus",
+              "agents.sessions.setStatus", "assistant.threads.setSuggestedPrompts", "chat.stopStream"}
 
 # Slack's tiers for the one-off methods the bot calls, per workspace (Tier 3: 50+, Tier 4: 100+ a minute).
 WORKSPACE_LIMITS = {
@@ -62,31 +64,6 @@ class DeliveryLimits:
     stream_appends_per_minute: int = 100
     stream_starts_per_minute: int = 20
     stream_stops_per_minute: int = 20
-
-
-def slack_error(error: SlackApiError) -> str:
-    """Slack's error code ("message_not_found", …); a body that is not JSON (a proxy's error page) has none."""
-    data = error.response.data
-    code = data.get("error") if isinstance(data, dict) else None
-    return code if isinstance(code, str) else f"http_{error.response.status_code}"
-
-
-def retry_after_seconds(error: SlackApiError) -> float | None:
-    """Slack's Retry-After for a rate-limited call, None for any other error."""
-    response = error.response
-    if response.status_code != 429 and slack_error(error) != "ratelimited":
-        return None
-    headers = {k.lower(): v for k, v in (response.headers or {}).items()}
-    value = headers.get("retry-after", "1")
-    try:
-        return max(float(value[0] if isinstance(value, list) else value), 0.5)
-    except ValueError:
-        return 1.0
-
-
-def is_transient_slack_error(error: SlackApiError) -> bool:
-    """Slack failed on its side: trying again later may work."""
-    return error.response.status_code >= 500 or slack_error(error) in TRANSIENT_ERRORS
 
 
 class SlackScheduler:
@@ -181,8 +158,11 @@ class SlackScheduler:
                     failure: Exception = error
                 except NETWORK_ERRORS as error:
                     failure = error
+            if method not in IDEMPOTENT and not surely_not_done(failure):
+                log.warning("%s failed (%s) and may have been done: not sending it again", method, failure.__class__.__name__)
+                raise failure
             failures += 1
-            if failures >= NETWORK_ATTEMPTS:
+            if failures >= CALL_ATTEMPTS:
                 log.warning("%s failed %d times (%s); giving up", method, failures, failure.__class__.__name__)
                 raise failure
             await asyncio.sleep(0.5 * 2**failures)

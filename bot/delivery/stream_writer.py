@@ -22,13 +22,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.call_lane import NORMAL, URGENT
-from bot.delivery.edit_writer import GONE_ERRORS, NETWORK_ATTEMPTS, Checkpoint, MessageWriter
+from bot.delivery.edit_writer import GONE_ERRORS, Checkpoint, MessageWriter
 from bot.delivery.markdown import streaming_view
-from bot.delivery.scheduler import SlackScheduler, is_transient_slack_error, retry_after_seconds, slack_error
+from bot.delivery.scheduler import SlackScheduler
+from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
 
 log = logging.getLogger(__name__)
 
 STOPPED_BY_USER = "stopped_by_user"
+APPEND_ATTEMPTS = 5
 # The stream is over, but the message is there: an edit can replace it.
 STREAM_ENDED = {"message_not_in_streaming_state", STOPPED_BY_USER}
 
@@ -143,10 +145,10 @@ class StreamWriter:
             wait = retry_after_seconds(error)
             if wait is not None:
                 return wait
-            await self._append_refused(slack_error(error), transient=is_transient_slack_error(error))
+            await self._append_refused(slack_error(error), again=surely_not_done(error))
             return None
-        except Exception as error:  # the network: try again, then stop streaming this message
-            await self._append_refused(error.__class__.__name__, transient=True)
+        except Exception as error:
+            await self._append_refused(error.__class__.__name__, again=surely_not_done(error))
             return None
         finally:
             self.last_write_done = self._clock()
@@ -156,7 +158,9 @@ class StreamWriter:
         self._waiting_since = None if len(self._source()) == self._sent else self.last_write_done
         return None
 
-    async def _append_refused(self, code: str, *, transient: bool) -> None:
+    async def _append_refused(self, code: str, *, again: bool) -> None:
+        """`again`: the append surely did nothing, so it may be sent again. One that may have been done (a
+        timeout, Slack's internal_error) must not be: the message goes on by edits, which replace it all."""
         if code == STOPPED_BY_USER:
             self._stream_over()
             self.stopped_by_user = True
@@ -165,7 +169,7 @@ class StreamWriter:
         elif code in GONE_ERRORS:
             self._stream_over()
             self._gone()
-        elif transient and self._failures + 1 < NETWORK_ATTEMPTS:
+        elif again and self._failures + 1 < APPEND_ATTEMPTS:
             self._failures += 1
             self.not_before = self._clock() + 2**self._failures * 0.25
         else:

@@ -57,6 +57,7 @@ class WriterLane:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._writes: set[asyncio.Task] = set()
+        self._closed = False
         # Every writer alive on this lane, so that the lane (and its budget) outlives the messages it serves.
         self._writers: weakref.WeakSet[Writable] = weakref.WeakSet()
 
@@ -83,7 +84,7 @@ class WriterLane:
         self._waiting.discard(writer)
 
     def _ensure_running(self) -> None:
-        if self._waiting and (self._task is None or self._task.done()):
+        if self._waiting and not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.method}-lane")
 
     def _ready_at(self, writer: Writable) -> float:
@@ -152,6 +153,7 @@ class WriterLane:
 
     async def close(self) -> None:
         """Stop the lane's loop and wait for the writes in flight (shutdown)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
         await asyncio.gather(*self._writes, *(t for t in [self._task] if t), return_exceptions=True)

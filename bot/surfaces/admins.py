@@ -8,7 +8,7 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.delivery.scheduler import slack_error
+from bot.slack_errors import slack_error
 
 log = logging.getLogger(__name__)
 

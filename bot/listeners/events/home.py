@@ -6,7 +6,7 @@ import logging
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot.delivery.scheduler import slack_error
+from bot.slack_errors import slack_error
 from bot.question import workspace_id
 from bot.services import Services
 from bot.surfaces.app_home import SUGGESTED_PROMPTS, publish_home

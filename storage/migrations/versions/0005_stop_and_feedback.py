@@ -1,4 +1,4 @@
-"""Stopping an answer from any process, and what people thought of the answers.
+"""Stopping an answer from any process, outcomes that survive a restart, and what people thought of the answers.
 
 Revision ID: 0005
 Revises: 0004
@@ -18,6 +18,8 @@ def upgrade() -> None:
     # Who asked to stop the answer, for the process writing it to notice (it may not be the one that got the click).
     with op.batch_alter_table("answers_in_flight") as batch:
         batch.add_column(sa.Column("stop_requested_by", sa.String(32), nullable=True))
+        # A one-message outcome about to be posted (help, "not enough credits"): what to post if the process dies.
+        batch.add_column(sa.Column("outcome_text", sa.Text(), nullable=True))
     op.create_table(
         "answer_feedback",
         sa.Column("answer_id", sa.String(128), primary_key=True),
@@ -37,4 +39,5 @@ def downgrade() -> None:
     op.drop_index("ix_answer_feedback_team_updated", table_name="answer_feedback")
     op.drop_table("answer_feedback")
     with op.batch_alter_table("answers_in_flight") as batch:
+        batch.drop_column("outcome_text")
         batch.drop_column("stop_requested_by")
