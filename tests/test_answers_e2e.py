@@ -179,3 +179,18 @@ async def test_health_check_answers_once_the_database_does(start_bot_on_sqlite):
     async with h.http.get(f"{h.url}/healthz") as response:
         assert response.status == 200
         assert (await response.json())["ok"] is True
+
+
+async def test_a_slack_outage_during_an_answer_leaves_no_cursor_behind(start_bot_on_sqlite):
+    """Slack's edge answers 500 five times in a row (the edit path used to give up there, cursor and all):
+    the edits wait it out, and the answer ends exact."""
+    h = await start_bot_on_sqlite(slack_update_interval=0.1)
+    words = " ".join(f"w{i}" for i in range(80))
+    h.claude.enqueue(Script(text=words, delta_chars=6, delay=0.02))
+    sent = await h.mention("long enough")
+    while not h.slack.calls_to("chat.update"):
+        await asyncio.sleep(0.01)
+    h.slack.inject_outage("chat.update", status=500, count=5)
+    await h.idle(timeout=60)
+    assert h.reply_text("C0001", sent.ts) == words
+    assert [c.status for c in h.slack.calls_to("chat.update")].count(500) == 5

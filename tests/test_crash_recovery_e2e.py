@@ -52,8 +52,8 @@ async def world(database_url, tmp_path, streaming):
     }
     processes: list[BotProcess] = []
 
-    def new_process(name: str) -> BotProcess:
-        process = BotProcess(environment, workdir=tmp_path, name=name)
+    def new_process(name: str, **settings: str) -> BotProcess:
+        process = BotProcess({**environment, **settings}, workdir=tmp_path, name=name)
         processes.append(process)
         return process
 
@@ -195,3 +195,26 @@ async def test_a_question_killed_before_its_placeholder_still_gets_a_reply(world
     assert slack.visible_markdown(final[0]) == say.NOT_ANSWERED_BY_RESTART
     status, charged, usage, problems, _ = await ledger_of(database_url, f"answer:{TEAM}:{sent.event_id}")
     assert (status, usage, problems) == ("released", [], [])
+
+
+async def test_a_reply_waiting_for_its_turn_keeps_its_true_reason_across_a_restart(world):
+    """The workspace has no credits and the channel is busy: the process dies while the "no credits" reply
+    waits for the channel. The next process posts that reply, not "ask again"."""
+    slack, claude, _, new_process, _, database_url = world
+    first = new_process("first", FREE_CREDITS="0")
+    await first.start()
+    h = harness_for(world, first)
+    slack.post_per_channel_per_second, slack.post_burst = 0.05, 1
+    await h.mention("first", channel="CBUSY")
+    await wait_for(lambda: slack.channel_messages("CBUSY"), 10, "the first reply")
+    sent = await h.mention("second", channel="CBUSY")
+    await asyncio.sleep(1.0)
+    first.kill()
+    assert slack.thread("CBUSY", sent.ts) == []
+    slack.post_per_channel_per_second, slack.post_burst = 1.0, 3
+
+    second = new_process("second", FREE_CREDITS="0")
+    await second.start()
+    (reply,) = await wait_for(lambda: slack.thread("CBUSY", sent.ts), SWEEP + 5, "the reply to the second question")
+    assert "doesn't have enough credits" in slack.visible_markdown(reply)
+    assert claude.requests == []

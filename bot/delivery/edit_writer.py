@@ -158,7 +158,7 @@ class MessageWriter:
         self._failures += 1
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning("chat.update of %s failed (%s), attempt %d; trying again", self.ts, reason, self._failures)
-        self.not_before = self._clock() + min(0.25 * 2**self._failures, MAX_BACKOFF)
+        self.not_before = self._clock() + min(0.1 * 2**self._failures, MAX_BACKOFF)
 
     def _give_up(self, error: str) -> None:
         self.error = error
