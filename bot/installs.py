@@ -37,7 +37,7 @@ INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 # Keep in step with manifest.yml.
 BOT_SCOPES = [
-    "app_mentions:read", "channels:history", "groups:history", "chat:write", "commands",
+    "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
     "im:history", "im:read", "im:write", "users:read",
 ]
 STATE_TTL_SECONDS = 600

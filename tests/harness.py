@@ -236,6 +236,36 @@ class BotHarness:
         }
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
+    async def press(self, message, action_id: str, *, user: str = "U0001", team: str = TEAM) -> tuple[int, str]:
+        """Click the element `action_id` of a (non-ephemeral) message the bot posted, as Slack reports it: a
+        feedback button by `value` ("good"/"bad" after a colon: "answer_feedback:good")."""
+        action_id, _, chosen = action_id.partition(":")
+        for block in message.blocks or []:
+            for element in block.get("elements") or []:
+                if element.get("action_id") != action_id:
+                    continue
+                if element["type"] == "feedback_buttons":
+                    value = element["positive_button" if chosen == "good" else "negative_button"]["value"]
+                else:
+                    value = element.get("value", "")
+                action = {"action_id": action_id, "block_id": block.get("block_id"), "type": element["type"],
+                          "value": value, "action_ts": str(time.time())}
+                break
+            else:
+                continue
+            break
+        else:
+            raise AssertionError(f"no {action_id} in the message's blocks: {message.blocks}")
+        payload = {
+            "type": "block_actions", "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "team_id": team, "name": "someone"}, "api_app_id": "A0001", "token": "legacy",
+            "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel, "is_ephemeral": False},
+            "trigger_id": f"trig{next(_ids)}", "channel": {"id": message.channel, "name": "general"},
+            "message": {"type": "message", "ts": message.ts, "text": message.text},
+            "response_url": self.response_url(), "actions": [action],
+        }
+        return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
     async def stripe_delivery(self, event: dict, *, secret: str = STRIPE_WEBHOOK_SECRET, signature: str | None = None) -> tuple[int, str]:
         payload = json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bot.history import ThreadKey, Turn
 from bot.server import tidy
 from bot.tables import conversation_turns
-from tests.harness import OAUTH, TEAM
+from tests.harness import OAUTH, TEAM, new_ts
 
 pytestmark = pytest.mark.billing
 
@@ -114,3 +114,18 @@ async def test_conversations_older_than_the_retention_are_purged(start_bot_on_sq
         await h.services.history.append(connection, recent, [Turn("user", "today"), Turn("assistant", "yes")])
     await tidy(h.services)  # what the upkeep loop runs at start and every SWEEP_INTERVAL_SECONDS
     assert not await h.services.history.knows(old) and await h.services.history.knows(recent)
+
+
+async def test_the_messages_tab_suggests_a_few_prompts(start_bot_on_sqlite):
+    from bot.surfaces.app_home import SUGGESTED_PROMPTS
+
+    h = await start_bot_on_sqlite()
+    event = {"type": "app_home_opened", "user": "U0001", "channel": "D0001", "tab": "messages", "event_ts": new_ts()}
+    assert (await h.send_event(event)).status == 200
+    await h.idle()
+    for _ in range(100):
+        if "D0001" in h.slack.suggested_prompts:
+            break
+        await asyncio.sleep(0.02)
+    assert h.slack.suggested_prompts["D0001"]["prompts"] == SUGGESTED_PROMPTS
+    assert ("T0001", "U0001") not in h.slack.home_views, "the Home tab is not published for the Messages tab"

@@ -171,7 +171,7 @@ class StreamWriter:
             self._gone()
         elif again and self._failures + 1 < APPEND_ATTEMPTS:
             self._failures += 1
-            self.not_before = self._clock() + 2**self._failures * 0.25
+            self.not_before = self._clock() + 0.1 * 2**self._failures
         else:
             log.info("Slack stopped streaming %s in %s (%s); the answer goes on by edits", self.ts, self.channel, code)
             await self._to_edits(still_streaming=code not in STREAM_ENDED)
