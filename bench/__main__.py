@@ -42,6 +42,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                         help="skip the references in scenarios with more answers than this (default: %(default)s; at 100 they'd need 5+ minutes of Retry-After)")
     parser.add_argument("--time-limit", type=float, default=240.0, help="seconds before an approach is cut off")
     parser.add_argument("--ramp", type=float, default=1.0, help="mentions arrive spread over this many seconds")
+    parser.add_argument("--modes", default="auto,native,edit",
+                        help="the bot's SLACK_STREAMING modes to run in each scenario of one workspace (default: %(default)s; "
+                             "scenarios over many workspaces run the first only)")
     parser.add_argument("--bursts", default="200@10ch/2s:50,30@1ch/3s",
                         help="bursts of mentions in a few channels, comma-separated: M@Cch/Ss[:N] is M mentions over C "
                              "channels within S seconds, with credits for N answers (default: %(default)s; 'none' skips)")
@@ -51,7 +54,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
     if args.quick:
-        args.scenarios, args.words, args.references = "1,5,20", 150, "every_delta,every_second"
+        args.scenarios, args.words, args.references = "1,5,20", 150, "every_delta,chat_stream"
         args.time_limit = min(args.time_limit, 90.0)
         args.bursts = "none"
     return args
@@ -79,9 +82,11 @@ async def main(args: argparse.Namespace) -> None:
     async with World(options) as world:
         for n, scenario in enumerate(parse_scenarios(args.scenarios)):
             tag = f"s{n}"
-            print(f"scenario {scenario.name}: the bot…", file=sys.stderr, flush=True)
-            async with fresh_database(args.database_url) as database_url:
-                runs = [await run_bot(world, scenario, tag, database_url=database_url)]
+            runs = []
+            for mode in args.modes.split(",")[: 1 if scenario.workspaces > 1 else None]:
+                print(f"scenario {scenario.name}: the bot ({mode})…", file=sys.stderr, flush=True)
+                async with fresh_database(args.database_url) as database_url:
+                    runs.append(await run_bot(world, scenario, tag, mode=mode, database_url=database_url))
             if references and scenario.workspaces == 1 and scenario.answers <= args.reference_max_answers:
                 print(f"scenario {scenario.name}: {', '.join(references)}…", file=sys.stderr, flush=True)
                 runs += await run_references(world, scenario, tag)

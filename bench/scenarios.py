@@ -165,12 +165,13 @@ async def install(bot, teams: list[str]) -> None:
         ))
 
 
-async def run_bot(world: World, scenario: Scenario, tag: str, *, database_url: str | None = None) -> Run:
-    run = Run("bot", scenario)
-    ids = world.plan_answers(f"{tag}b", scenario.answers)
-    teams = _teams_for(world, scenario, f"{tag}b")
+async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "auto", database_url: str | None = None) -> Run:
+    run = Run(f"bot ({mode})", scenario)
+    ids = world.plan_answers(f"{tag}b{mode[0]}", scenario.answers)
+    teams = _teams_for(world, scenario, f"{tag}b{mode[0]}")
     oauth = {"slack_client_id": "111.222", "slack_client_secret": "bench"} if scenario.workspaces > 1 else {}
-    settings = world.bot_settings(tag, team=None if oauth else teams[0], database_url=database_url, **oauth)
+    settings = world.bot_settings(f"{tag}{mode}", team=None if oauth else teams[0], database_url=database_url,
+                                  slack_streaming=mode, **oauth)
     bot = await start_bot(settings, host="127.0.0.1", port=0)
     if oauth:
         await install(bot, teams)
@@ -255,7 +256,7 @@ def collect(world: World, run: Run, ids: list[str]) -> list[AnswerTrace]:
         channel = run.channels.get(answer_id)
         messages = [m for m in world.slack.channel_messages(channel) if not m.deleted] if channel else []
         for message in messages:
-            for at, text, blocks in message.edits:
+            for at, text, blocks in message.states:
                 markdown = "".join(b.get("text", "") for b in blocks or [] if b.get("type") == "markdown") or text
                 trace.shown.append((at, shown_prefix(expected, markdown)))
         trace.final_text = "\n".join(world.slack.visible_markdown(m) for m in messages)

@@ -118,3 +118,14 @@ async def test_feedback_is_stored_once_per_person_and_answer_and_counted_in_the_
     view = await h.home()
     (feedback,) = [b for b in view["blocks"] if b.get("block_id") == "feedback"]
     assert "1 good" in feedback["elements"][0]["text"] and "1 bad" in feedback["elements"][0]["text"]
+
+
+async def test_a_stop_asked_through_another_process_reaches_the_answer_at_its_next_checkpoint(start_bot_on_sqlite):
+    """The click reached another process: it can only write the request into the answer's in-flight record."""
+    h = await start_bot_on_sqlite(slack_update_interval=0.1)
+    sent = await a_long_answer_under_way(h)
+    asked = await h.services.journal.request_stop(record_id=f"answer:{TEAM}:{sent.event_id}", by="U0001")
+    assert asked == 1
+    await until(lambda: h.claude.requests[0].cancelled, 2.0, "Claude's connection to close")
+    await h.idle()
+    assert h.slack.visible_markdown(h.slack.thread("C0001", sent.ts)[0]).endswith(say.stopped_by("U0001"))

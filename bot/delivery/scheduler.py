@@ -82,7 +82,8 @@ class SlackScheduler:
         )
         self._workspace_limits = {
             **WORKSPACE_LIMITS,
-            "chat.startStream": Limit.per_minute(limits.stream_starts_per_minute, burst=limits.stream_starts_per_minute // 4),
+            # One start and one stop per stream: nothing is gained by spreading them, only by not exceeding the window.
+            "chat.startStream": Limit.per_minute(limits.stream_starts_per_minute, burst=limits.stream_starts_per_minute),
             "chat.stopStream": Limit.per_minute(limits.stream_stops_per_minute, burst=limits.stream_stops_per_minute),
         }
         self._lanes: dict[tuple[str, str | None], CallLane] = {}

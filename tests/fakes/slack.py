@@ -56,7 +56,9 @@ class Message:
     user: str
     bot_id: str
     team_id: str
-    edits: list[tuple[float, str, list | None]] = field(default_factory=list)
+    edits: list[tuple[float, str, list | None]] = field(default_factory=list)  # chat.update calls that changed it
+    # Every state Slack showed, with when: the post, each edit, each growth of a stream (the benchmark's clock).
+    states: list[tuple[float, str, list | None]] = field(default_factory=list)
     deleted: bool = False
     markdown_text: str | None = None
     # Native streaming: "markdown_text" or "chunks" while the stream is open (the mode it started in), else None.
@@ -580,6 +582,7 @@ class FakeSlack:
         self._check_content(params, blocks=blocks, text=text)
         message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, blocks or None,
                           ws.bot_user_id, ws.bot_id, ws.team_id, markdown_text=params.get("markdown_text"))
+        message.states.append((now, text or message.markdown_text or "", message.blocks))
         self.messages[f"{channel}:{message.ts}"] = message
         self.statuses.pop((channel, message.thread_ts or ""), None)  # a reply in the thread clears its status
         return {"ok": True, "channel": channel, "ts": message.ts, "message": self._message_json(message)}
@@ -602,6 +605,7 @@ class FakeSlack:
         message.text, message.blocks = text, blocks or None
         message.markdown_text = params.get("markdown_text")
         message.edits.append((now, text, message.blocks))
+        message.states.append((now, text or message.markdown_text or "", message.blocks))
         return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": self._message_json(message)}
 
     # -- native streaming and agent features -------------------------------------------------------------
@@ -643,7 +647,7 @@ class FakeSlack:
         if len((message.markdown_text or "") + text) > self.max_markdown_chars:
             raise SlackError("msg_too_long")
         message.markdown_text = (message.markdown_text or "") + text
-        message.edits.append((now, message.markdown_text, None))
+        message.states.append((now, message.markdown_text, None))
 
     def _streamed_message(self, ws: Workspace, params: dict, now: float) -> Message:
         message = self._own_message(ws, params.get("channel"), params.get("ts"))
