@@ -143,3 +143,18 @@ async def test_auto_streams_while_the_budgets_allow_and_edits_beyond(start_bot_o
     # The edit path posts the first words themselves: no placeholder, no "first text" edit.
     for post in h.slack.calls_to("chat.postMessage"):
         assert post.params["blocks"][0]["text"] != say.THINKING
+
+
+async def test_when_slacks_real_limits_are_tighter_than_configured_nothing_is_lost_and_retries_stay_few(start_bot_on_sqlite):
+    """Slack's stream tiers are not published: here Slack allows far less than the settings say. The 429s
+    pause the method for their Retry-After (no runaway retries) and every answer still ends exact."""
+    h = await native(start_bot_on_sqlite)
+    h.slack.stream_appends_per_minute, h.slack.stream_starts_per_minute, h.slack.stream_stops_per_minute = 6, 3, 3
+    texts = [f"answer {n}: " + " ".join(f"w{n}_{i}" for i in range(40)) for n in range(4)]
+    h.claude.enqueue(*[Script(text=text, delta_chars=8, delay=0.02) for text in texts])
+    sent = [await h.mention(f"question {n}", channel=f"C00{n}") for n in range(4)]
+    await h.idle(timeout=120)
+    shown = sorted(h.slack.visible_markdown(only_reply(h, f"C00{n}", s.ts)) for n, s in enumerate(sent))
+    assert shown == sorted(texts)
+    limited = [c for c in h.slack.calls if c.status == 429]
+    assert 0 < len(limited) <= 12, f"each 429 paused its method: {len(limited)} refusals"

@@ -33,6 +33,8 @@ from bot.slack_errors import NETWORK_ERRORS, is_transient_slack_error, retry_aft
 log = logging.getLogger(__name__)
 
 CALL_ATTEMPTS = 5
+MIN_STREAM_INTERVAL = 0.5
+TYPICAL_ANSWER_SECONDS = 10.0
 # Calls that do the same thing however often they are sent: any failure may be tried again. Anything else
 # (a post, a stream's start or append) is sent again only when the failed try surely did nothing.
 IDEMPOTENT = {"chat.update", "views.publish", "conversations.open", "assistant.threads.setStatus",
@@ -76,9 +78,12 @@ class SlackScheduler:
             Budget(Limit.per_minute(limits.edits_per_minute), clock),
             interval=limits.update_interval, method="chat.update", clock=clock,
         )
+        # Appends, unlike edits, may come in a burst of half the window: a burst of answers is short (its streams
+        # end, and their stops carry the rest), and Slack renders appended text smoothly. Each stream is appended
+        # at most every `stream_interval()` seconds, so that the burst lasts about as long as the answers do.
         self.appends = WriterLane(
-            Budget(Limit.per_minute(limits.stream_appends_per_minute), clock),
-            interval=limits.update_interval, method="chat.appendStream", clock=clock,
+            Budget(Limit.per_minute(limits.stream_appends_per_minute, burst=limits.stream_appends_per_minute // 2), clock),
+            interval=self.stream_interval, method="chat.appendStream", clock=clock,
         )
         self._workspace_limits = {
             **WORKSPACE_LIMITS,
@@ -88,6 +93,12 @@ class SlackScheduler:
         }
         self._lanes: dict[tuple[str, str | None], CallLane] = {}
         self.open_streams = 0  # streams started and not yet stopped: each will need a stop
+
+    def stream_interval(self) -> float:
+        """Half a second for a stream alone; with many open, a pace at which half the append budget lasts ten
+        seconds (the length of a typical answer)."""
+        burst_per_second = self._limits.stream_appends_per_minute / 2 / TYPICAL_ANSWER_SECONDS
+        return max(MIN_STREAM_INTERVAL, self.open_streams / burst_per_second)
 
     def _lane(self, budget: str, channel: str | None) -> CallLane:
         key = (budget, channel if budget in PER_CHANNEL else None)

@@ -47,9 +47,12 @@ class Writable(Protocol):
 
 
 class WriterLane:
-    def __init__(self, budget: Budget, *, interval: float, method: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, budget: Budget, *, interval: float | Callable[[], float], method: str,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.budget = budget
-        self.interval = interval
+        self._interval = interval
         self.method = method
         self._clock = clock
         self._waiting: set[Writable] = set()
@@ -86,6 +89,11 @@ class WriterLane:
     def _ensure_running(self) -> None:
         if self._waiting and not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.method}-lane")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two writes of one message (fixed, or a function of how many share the lane)."""
+        return self._interval() if callable(self._interval) else self._interval
 
     def _ready_at(self, writer: Writable) -> float:
         last = writer.last_write_done

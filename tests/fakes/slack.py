@@ -622,7 +622,8 @@ class FakeSlack:
         if markdown is not None and chunks is not None:
             raise SlackError("invalid_arguments")
         if chunks is not None:
-            if not isinstance(chunks, list) or not chunks:
+            # An empty list is allowed: slack_sdk's chat_stream() stops with `chunks=[]` when nothing is buffered.
+            if not isinstance(chunks, list):
                 raise SlackError("invalid_chunks")
             text = ""
             for chunk in chunks:
