@@ -94,14 +94,14 @@ async def main(args: argparse.Namespace) -> None:
             for run in runs:
                 rows.append(summarize(run, calls, interval=options.interval, edits_per_minute=options.edits_per_minute))
             world.slack.calls.clear()  # what is summarized is no longer needed
+        if rows:
+            print(markdown_table(rows), flush=True)
+            print(flush=True)
         for n, burst in enumerate(parse_bursts(args.bursts)):
             print(f"burst {burst.name}: the bot…", file=sys.stderr, flush=True)
             async with fresh_database(args.database_url) as database_url:
                 burst_rows.append(await run_burst(world, burst, f"b{n}", database_url=database_url, time_limit=args.time_limit))
             world.slack.calls.clear()
-    if rows:
-        print(markdown_table(rows))
-        print()
     if burst_rows:
         print(burst_table(burst_rows))
         print()

@@ -115,9 +115,10 @@ def _classify(world: World, burst: Burst, sent, database_url: str | None, second
     counts = {"answered": 0, "no_credits": 0, "silent": 0, "several": 0, "other": 0}
     waits = []
     channels = {channel for _, channel, _, _ in sent}
-    posted_at = {  # the fake's own clock (monotonic, like `at`)
+    posted_at = {  # when each reply appeared (a post, or the start of a stream), on the fake's clock (like `at`)
         call.response["ts"]: call.at for call in world.slack.calls
-        if call.method == "chat.postMessage" and call.status == 200 and call.params.get("channel") in channels
+        if call.method in ("chat.postMessage", "chat.startStream") and call.status == 200
+        and call.params.get("channel") in channels
     }
     for answer_id, channel, ts, at in sent:
         replies = world.slack.thread(channel, ts)
