@@ -262,6 +262,8 @@ class Checkpoints:
                 stop_requested_by = await self._journal.shown(self._record_id, messages, text, self.usage())
                 self._failed = False
             except NotOurs:
+                if self._record_id not in self._journal.running:
+                    return  # a late checkpoint of an answer that is over: its record is gone, rightly
                 log.warning("answer %s was taken over by another process; this one stops writing it", self._record_id)
                 if self._on_lost is not None:
                     self._on_lost()

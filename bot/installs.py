@@ -20,7 +20,6 @@ from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk.oauth.installation_store import Bot, Installation
-from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.oauth.sqlalchemy_utils import normalize_datetime_for_db
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
@@ -28,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.installation_cache import CachedInstallationStore
 from bot.tables import slack_org_workspaces as org_workspaces
 from config import Settings
 
@@ -74,7 +74,8 @@ class Installs:
         self.client_id = settings.slack_client_id
         self.client_secret = settings.slack_client_secret
         self.client = AsyncWebClient(base_url=settings.slack_api_url)
-        self.store = AsyncSQLAlchemyInstallationStore(client_id=self.client_id, engine=engine, logger=log)
+        self.store = CachedInstallationStore(client_id=self.client_id, engine=engine, logger=log,
+                                             refresh_minutes=REFRESH_MINUTES_BEFORE_EXPIRY)
         self.states = OneTimeStateStore(expiration_seconds=STATE_TTL_SECONDS, engine=engine, logger=log)
         self._engine = engine
         self._clock = clock

@@ -55,14 +55,16 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
         return await to_aiohttp_response(await bolt.async_dispatch(admitted))
 
     async def healthz(_request: web.Request) -> web.Response:
+        """200 while the database answers; Redis is reported but never fails the check (the bot works without it)."""
+        redis = "unused" if services.redis is None else ("ok" if await services.redis.ping() else "unavailable")
         try:
             async with asyncio.timeout(2):
                 async with services.engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
         except Exception as error:
             log.warning("health check: database not answering (%s)", error.__class__.__name__)
-            return web.json_response({"ok": False, "database": "unavailable"}, status=503)
-        return web.json_response({"ok": True})
+            return web.json_response({"ok": False, "database": "unavailable", "redis": redis}, status=503)
+        return web.json_response({"ok": True, "database": "ok", "redis": redis})
 
     app = web.Application()
     app.router.add_post("/slack/events", slack_events)

@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import anthropic
+from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
+from bot.delivery.scheduler import BudgetMaker, LocalBudgets
+from bot.delivery.shared_budget import RedisBudgets
 from bot.event_dedup import EventLog
 from bot.history import ConversationHistory
 from bot.inflight import AnswerJournal
@@ -40,6 +43,7 @@ class Services:
     pricing: Pricing
     claude: anthropic.AsyncAnthropic
     slack: SlackSchedulers  # every Slack write goes through the workspace's scheduler
+    redis: RedisBudgets | None  # the budgets' shared side (REDIS_URL), None without Redis
     processes: ProcessRegistry
     journal: AnswerJournal
     stops: AnswerStops
@@ -69,6 +73,8 @@ class Services:
 
     async def close(self) -> None:
         await self.slack.close()
+        if self.redis is not None:
+            await self.redis.redis.aclose()
         await self.claude.close()
         await self.http.close()
         await self.engine.dispose()
@@ -99,9 +105,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     Must run inside the event loop (it opens the HTTP session Stripe's client uses)."""
     credits = Credits.from_settings(engine, settings, clock=clock)
     http = aiohttp.ClientSession()
-    processes = ProcessRegistry(
-        engine, process_id=uuid.uuid4().hex, heartbeat_every=heartbeat_interval(settings), clock=clock
-    )
+    process_id = uuid.uuid4().hex
+    processes = ProcessRegistry(engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock)
+    budgets, redis_budgets = budget_maker(settings, process_id)
     journal = AnswerJournal(engine, processes, clock=clock)
     services = Services(
         settings=settings,
@@ -117,7 +123,8 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
             max_retries=0,
             timeout=settings.claude_timeout,
         ),
-        slack=SlackSchedulers(delivery_limits(settings)),
+        slack=SlackSchedulers(delivery_limits(settings), budgets=budgets),
+        redis=redis_budgets,
         processes=processes,
         journal=journal,
         stops=AnswerStops(journal),
@@ -145,13 +152,20 @@ def heartbeat_interval(settings: Settings) -> float:
 
 
 def delivery_limits(settings: Settings) -> DeliveryLimits:
-    """This process's share of each workspace's Slack budgets."""
-    share = settings.slack_budget_share
+    """Each workspace's Slack budgets (shared through Redis, or divided among SLACK_BUDGET_SHARE processes)."""
     return DeliveryLimits(
-        edits_per_minute=max(1, settings.slack_edits_per_minute // share),
+        edits_per_minute=settings.slack_edits_per_minute,
         update_interval=settings.slack_update_interval,
-        channel_posts_per_second=settings.slack_channel_posts_per_second / share,
-        stream_appends_per_minute=max(1, settings.slack_stream_appends_per_minute // share),
-        stream_starts_per_minute=max(1, settings.slack_stream_starts_per_minute // share),
-        stream_stops_per_minute=max(1, settings.slack_stream_stops_per_minute // share),
+        channel_posts_per_second=settings.slack_channel_posts_per_second,
+        stream_appends_per_minute=settings.slack_stream_appends_per_minute,
+        stream_starts_per_minute=settings.slack_stream_starts_per_minute,
+        stream_stops_per_minute=settings.slack_stream_stops_per_minute,
     )
+
+
+def budget_maker(settings: Settings, process_id: str) -> tuple[BudgetMaker, RedisBudgets | None]:
+    share = settings.budget_share
+    if not settings.redis_url:
+        return LocalBudgets(share), None
+    shared = RedisBudgets(Redis.from_url(settings.redis_url), share=share, process_id=process_id)
+    return shared, shared

@@ -88,7 +88,10 @@ class Settings(BillingSettings):
     slack_api_url: str = "https://slack.com/api/"
     slack_update_interval: float = Field(1.0, gt=0)
     slack_edits_per_minute: int = Field(50, gt=0)
-    slack_budget_share: int = Field(1, ge=1)
+    # Processes sharing each workspace's Slack budgets without Redis (each keeps 1/N); with Redis, the share each
+    # falls back to while Redis does not answer. Unset: 1 without Redis, 2 with it.
+    slack_budget_share: int | None = Field(None, ge=1)
+    redis_url: str | None = None
     slack_channel_posts_per_second: float = Field(1.0, gt=0)
     slack_streaming: Literal["auto", "native", "edit"] = "auto"
     slack_stream_appends_per_minute: int = Field(100, gt=0)
@@ -121,6 +124,12 @@ class Settings(BillingSettings):
                 "SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"
             )
         return self
+
+    @property
+    def budget_share(self) -> int:
+        if self.slack_budget_share is not None:
+            return self.slack_budget_share
+        return 2 if self.redis_url else 1
 
     @property
     def oauth_enabled(self) -> bool:

@@ -63,3 +63,14 @@ async def start_bot_on_each_database(database_url):
     yield start
     for harness in started:
         await stop(harness)
+
+
+@pytest.fixture
+def redis_server():
+    """A fresh, private Redis (skipped with a reason where redis-server is missing; required in CI)."""
+    from tests.redis_server import RedisServer, redis_binary
+
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.kill()

@@ -20,23 +20,20 @@ class FakeClock:
         return self.now
 
 
-def test_sliding_window_counts_completed_and_in_flight_calls():
+def test_sliding_window_counts_calls_when_they_start_and_keeps_them_a_second_longer_than_slack():
     clock = FakeClock()
-    window = SlidingWindow(limit=2, window=60, clock=clock)
+    window = SlidingWindow(limit=2, window=Limit(2).kept_window, clock=clock)
     assert window.wait_time() == 0
-    window.started()
-    window.started()
-    assert window.wait_time() == math.inf, "both slots taken by calls still in flight: wait for one to end"
-    window.finished()
+    window.add()
     clock.now += 10
-    window.finished()
-    assert window.wait_time() == 50, "the first call leaves the window 60 s after it completed"
-    clock.now += 50
+    window.add()
+    assert window.wait_time() == 51, "the first call leaves 61 s after it started: a second for its journey"
+    clock.now += 51
     assert window.wait_time() == 0
 
 
 def lane(*, edits_per_minute: int, interval: float, window: float = 60.0) -> WriterLane:
-    return WriterLane(Budget(Limit(edits_per_minute, window)), interval=interval, method="chat.update")
+    return WriterLane(Budget(Limit(edits_per_minute, window, margin=0.0)), interval=interval, method="chat.update")
 
 
 class Writer:
@@ -200,7 +197,7 @@ async def test_first_and_final_texts_do_not_wait_for_the_pace_but_pay_for_it():
 
 
 async def test_calls_wait_their_turn_in_order_and_none_is_dropped():
-    budget = Budget(Limit(calls=3, window=0.3, burst=1))  # one now, then one every 0.15 s
+    budget = Budget(Limit(calls=3, window=0.3, burst=1, margin=0.0))  # one now, then one every 0.15 s
     channel = CallLane(budget)
     started: list[tuple[str, float]] = []
 
@@ -218,7 +215,7 @@ async def test_calls_wait_their_turn_in_order_and_none_is_dropped():
 
 
 async def test_an_urgent_call_goes_before_calls_that_arrived_earlier():
-    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1)))
+    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1, margin=0.0)))
     order: list[str] = []
 
     async def post(name: str, priority: int) -> None:
@@ -235,7 +232,7 @@ async def test_an_urgent_call_goes_before_calls_that_arrived_earlier():
 
 
 async def test_a_rate_limited_call_waits_out_retry_after_and_keeps_its_place():
-    channel = CallLane(Budget(Limit(calls=100, window=1.0, burst=1)))
+    channel = CallLane(Budget(Limit(calls=100, window=1.0, burst=1, margin=0.0)))
     order: list[tuple[str, float]] = []
     begin = time.monotonic()
     refused: list[str] = []
@@ -257,7 +254,7 @@ async def test_a_rate_limited_call_waits_out_retry_after_and_keeps_its_place():
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_gives_no_turn_away():
-    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1)))
+    channel = CallLane(Budget(Limit(calls=2, window=0.2, burst=1, margin=0.0)))
     async with channel.turn():
         pass
     waiter = asyncio.ensure_future(channel.turn().__aenter__())

@@ -1,70 +1,126 @@
-"""Slack's rate limits, as budgets a scheduler can ask "may one more call start now?".
+"""Slack's rate limits, as budgets a lane asks "may one more call start now?".
 
 A `Budget` is what one Slack limit looks like from here: a method in a workspace (`chat.update`,
 about 50 a minute) or in a channel (`chat.postMessage`, about one a second). It combines
 
-* a sliding window, the hard limit: at most `limit` calls in any `window` seconds, counted at each
-  call's completion (Slack counts a call when it arrives, never later than its answer gets back to
-  us, so jitter cannot push the count over);
-* a token bucket that spreads the calls out: a small burst, then a steady rate, such that
+* a sliding window, the hard limit: at most `limit` calls in any `window` seconds. A call is counted
+  when it starts, and the window is kept a second longer than Slack's (`MARGIN`), so that a call
+  slowed on its way cannot arrive inside a window Slack still counts as full;
+* a token bucket that spreads the calls out: a burst, then a steady rate, such that
   `burst + rate * window == limit`. Paced this way calls never run into the window, so a burst of
   work cannot spend the whole minute in its first seconds and then stall everything for the rest;
 * a pause: after a 429, nothing starts before Slack's `Retry-After` has passed.
 
 Urgent calls (an answer's first and final text) skip the pace but not the window or a pause; they
 still take their token, so the bucket goes into debt and the calls after them slow down to pay.
+
+`take()` both decides and counts, in one step: that is what lets a `SharedBudget` (shared_budget.py)
+keep the same budget for every process in Redis, atomically.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
+MARGIN = 1.0  # seconds added to every window (see the module docstring)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One of Slack's limits: `calls` per `window` seconds, with at most `burst` at once."""
+
+    calls: int
+    window: float = 60.0
+    burst: int | None = None  # None: a tenth of `calls`
+    margin: float = MARGIN  # kept on top of the window (see the module docstring)
+
+    @property
+    def kept_window(self) -> float:
+        return self.window + self.margin
+
+    @classmethod
+    def per_minute(cls, calls: int, burst: int | None = None) -> Limit:
+        return cls(max(1, calls), 60.0, burst)
+
+    @classmethod
+    def per_second(cls, rate: float, burst: int = 1) -> Limit:
+        """`rate` calls a second after a burst: a window of ten seconds holds the burst and ten seconds' worth."""
+        window = 10.0
+        return cls(burst + max(1, round(rate * window)), window, burst)
+
+    @property
+    def bucket_burst(self) -> int:
+        burst = max(1, self.calls // 10) if self.burst is None else max(1, min(self.burst, self.calls))
+        return min(burst, self.calls)
+
+    @property
+    def bucket_rate(self) -> float:
+        """Calls a second after the burst: what keeps `burst + rate * window` at the limit (the window as kept,
+        margin included, so that paced calls never run into it)."""
+        spare = self.calls - self.bucket_burst
+        return (spare if spare > 0 else self.calls) / self.kept_window
+
+    def share(self, parts: int) -> Limit:
+        """This limit divided among `parts` processes that cannot talk to each other."""
+        if parts <= 1:
+            return self
+        calls = max(1, self.calls // parts)
+        return Limit(calls, self.window, None if self.burst is None else max(1, self.burst // parts), self.margin)
+
+
+class SlackBudget(Protocol):
+    limit: Limit
+
+    async def take(self, *, urgent: bool = False) -> float:
+        """Count one more call and return 0 when it may start now; else return how many seconds to wait
+        (and count nothing)."""
+
+    async def pause(self, seconds: float) -> None:
+        """Slack said 429: nothing starts for `seconds`."""
+
+    def used(self) -> int:
+        """About how many calls the window holds now (for decisions that need not be exact)."""
+
+    def wait_time(self, *, urgent: bool = False) -> float:
+        """About how long until a call could start (without taking it)."""
+
+    @property
+    def idle(self) -> bool:
+        """Forgetting this budget now loses nothing."""
 
 
 class SlidingWindow:
-    """At most `limit` events in any `window` seconds, counted at each call's completion."""
+    """At most `limit` calls in any `window` seconds, each counted when it starts."""
 
     def __init__(self, limit: int, window: float, clock: Clock):
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._done: deque[float] = deque()
-        self.in_flight = 0
+        self._starts: deque[float] = deque()
 
     def _expire(self, now: float) -> None:
-        while self._done and self._done[0] <= now - self.window:
-            self._done.popleft()
+        while self._starts and self._starts[0] <= now - self.window:
+            self._starts.popleft()
 
     def wait_time(self) -> float:
-        """Seconds until one more call fits (0 when it fits now; infinite until a call in flight ends)."""
+        """Seconds until one more call fits (0 when it fits now)."""
         now = self._clock()
         self._expire(now)
-        if len(self._done) + self.in_flight < self.limit:
+        if len(self._starts) < self.limit:
             return 0.0
-        if not self._done:
-            return math.inf  # only calls in flight fill it: their completion is what to wait for
-        return self._done[0] + self.window - now
+        return self._starts[0] + self.window - now
 
-    def started(self) -> None:
-        self.in_flight += 1
-
-    def finished(self) -> None:
-        self.in_flight -= 1
-        self._done.append(self._clock())
+    def add(self) -> None:
+        self._starts.append(self._clock())
 
     def count(self) -> int:
         self._expire(self._clock())
-        return len(self._done) + self.in_flight
-
-    @property
-    def idle(self) -> bool:
-        self._expire(self._clock())
-        return not self._done and not self.in_flight
+        return len(self._starts)
 
 
 class PacedBudget:
@@ -94,43 +150,21 @@ class PacedBudget:
 
 def paced_budget(limit: int, window: float, clock: Clock, *, burst: int | None = None) -> PacedBudget:
     """The bucket whose burst plus a window's refill is exactly `limit` (see the module's docstring)."""
-    burst = max(1, limit // 10) if burst is None else max(1, min(burst, limit))
-    if limit <= burst:
-        return PacedBudget(burst=limit, rate=limit / window, clock=clock)  # too small to pace: the window decides
-    return PacedBudget(burst=burst, rate=(limit - burst) / window, clock=clock)
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One of Slack's limits: `calls` per `window` seconds, with at most `burst` at once."""
-
-    calls: int
-    window: float = 60.0
-    burst: int | None = None  # None: a tenth of `calls`
-
-    @classmethod
-    def per_minute(cls, calls: int, burst: int | None = None) -> Limit:
-        return cls(max(1, calls), 60.0, burst)
-
-    @classmethod
-    def per_second(cls, rate: float, burst: int = 1) -> Limit:
-        """`rate` calls a second after a burst: a window of ten seconds holds the burst and ten seconds' worth."""
-        window = 10.0
-        return cls(burst + max(1, round(rate * window)), window, burst)
+    shape = Limit(limit, window, burst, margin=0.0)
+    return PacedBudget(burst=shape.bucket_burst, rate=shape.bucket_rate, clock=clock)
 
 
 class Budget:
-    """One Slack limit: the window, the pace, and a pause after a 429."""
+    """One Slack limit, kept in this process: the window, the pace, and a pause after a 429."""
 
     def __init__(self, limit: Limit, clock: Clock = time.monotonic):
         self.limit = limit
         self._clock = clock
-        self._window = SlidingWindow(limit.calls, limit.window, clock)
-        self._pace = paced_budget(limit.calls, limit.window, clock, burst=limit.burst)
+        self._window = SlidingWindow(limit.calls, limit.kept_window, clock)
+        self._pace = PacedBudget(burst=limit.bucket_burst, rate=limit.bucket_rate, clock=clock)
         self._paused_until = 0.0
 
     def wait_time(self, *, urgent: bool = False) -> float:
-        """Seconds until a call may start (0: now)."""
         paused = self._paused_until - self._clock()
         if paused > 0:
             return paused
@@ -139,24 +173,29 @@ class Budget:
             return wait
         return self._pace.wait_time()
 
-    def started(self) -> None:
-        self._window.started()
+    def take_now(self, *, urgent: bool = False) -> float:
+        wait = self.wait_time(urgent=urgent)
+        if wait <= 0:
+            self.record()
+        return wait
+
+    def record(self) -> None:
+        """Count a call that was allowed elsewhere (by the shared budget), so that a fallback knows of it."""
+        self._window.add()
         self._pace.take()
 
-    def finished(self, retry_after: float | None = None) -> None:
-        self._window.finished()
-        if retry_after is not None:
-            self.pause(retry_after)
+    async def take(self, *, urgent: bool = False) -> float:
+        return self.take_now(urgent=urgent)
 
-    @property
-    def used(self) -> int:
-        """Calls counted in the window now (in flight included)."""
-        return self._window.count()
-
-    def pause(self, seconds: float) -> None:
+    def pause_now(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def pause(self, seconds: float) -> None:
+        self.pause_now(seconds)
+
+    def used(self) -> int:
+        return self._window.count()
 
     @property
     def idle(self) -> bool:
-        """Nothing in flight, nothing counted, no pause: forgetting this budget loses nothing."""
-        return self._window.idle and self._paused_until <= self._clock()
+        return not self._window.count() and self._paused_until <= self._clock()

@@ -2,7 +2,8 @@
 
 A post is not an edit: it cannot be skipped or merged with a later one, so every call waits in a
 queue until the budget lets it start. Nothing here gives up: a caller waits for as long as the
-budget (or a 429's Retry-After) says, and a cancelled caller simply leaves the queue.
+budget (or a 429's Retry-After) says, and a cancelled caller simply leaves the queue. One task per
+lane hands the turns out, and only while someone waits.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from bot.delivery.budgets import Budget
+from bot.delivery.budgets import SlackBudget
 
 # Lower goes first.
-URGENT = 0  # the rest of an answer already being written (a continuation message)
+URGENT = 0  # the rest of an answer already being written (a continuation message, a stream's stop)
 NORMAL = 1  # a new reply: placeholder, notice, DM
 
 
 class Turn:
-    """A granted turn; `rate_limited` marks the call as refused by Slack (the lane pauses and retries it)."""
+    """A granted turn; `rate_limited` marks the call as refused by Slack (the lane pauses, the caller retries)."""
 
     def __init__(self) -> None:
         self.retry_after: float | None = None
@@ -32,11 +32,12 @@ class Turn:
 
 
 class CallLane:
-    def __init__(self, budget: Budget):
+    def __init__(self, budget: SlackBudget):
         self.budget = budget
         self._queue: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._arrived = asyncio.Event()
+        self._dispatcher: asyncio.Task | None = None
 
     @property
     def waiting(self) -> int:
@@ -46,46 +47,47 @@ class CallLane:
     def idle(self) -> bool:
         return not self.waiting and self.budget.idle
 
+    def place(self) -> int:
+        """A place in the queue for a caller that will come back (after a 429) ahead of later arrivals."""
+        return next(self._order)
+
     @asynccontextmanager
     async def turn(self, priority: int = NORMAL, *, place: int | None = None) -> AsyncIterator[Turn]:
         """Wait until the budget lets this call start; the call runs inside the block."""
         place = next(self._order) if place is None else place
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (priority, place, future))
-        self._dispatch()
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.budget.finished()  # granted just as the caller was cancelled: give the turn back
-                self._dispatch()
-            raise
+        self._arrived.set()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="slack-call-lane")
+        await future  # a cancelled caller leaves its (cancelled) future behind: the dispatcher skips it
         turn = Turn()
         try:
             yield turn
         finally:
-            self.budget.finished(turn.retry_after)
-            self._dispatch()
+            if turn.retry_after is not None:
+                await self.budget.pause(turn.retry_after)
+                self._arrived.set()
 
-    def place(self) -> int:
-        """A place in the queue for a caller that will come back (after a 429) ahead of later arrivals."""
-        return next(self._order)
-
-    def _dispatch(self) -> None:
-        """Start as many waiting calls as the budget allows now; come back when the next one may start."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._queue:
-            priority, _, future = self._queue[0]
-            if future.done():
+    async def _dispatch(self) -> None:
+        while True:
+            while self._queue and self._queue[0][2].done():
                 heapq.heappop(self._queue)
-                continue
-            wait = self.budget.wait_time(urgent=priority == URGENT)
-            if wait > 0:
-                if wait != math.inf:  # infinite: calls in flight fill the window, and their end dispatches again
-                    self._timer = asyncio.get_running_loop().call_later(wait, self._dispatch)
+            if not self._queue:
                 return
-            heapq.heappop(self._queue)
-            self.budget.started()
-            future.set_result(None)
+            priority = self._queue[0][0]
+            self._arrived.clear()
+            wait = await self.budget.take(urgent=priority == URGENT)
+            if wait <= 0:
+                # The turn goes to whoever is first now (a more urgent caller may have come meanwhile); taken
+                # for nobody (everyone left), it is simply not used.
+                while self._queue:
+                    _, _, future = heapq.heappop(self._queue)
+                    if not future.done():
+                        future.set_result(None)
+                        break
+                continue
+            try:  # a more urgent arrival, or a pause, may change what to wait for
+                await asyncio.wait_for(self._arrived.wait(), timeout=wait)
+            except TimeoutError:
+                pass

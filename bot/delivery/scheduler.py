@@ -19,12 +19,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.delivery.budgets import Budget, Limit
+from bot.delivery.budgets import Budget, Limit, SlackBudget
 from bot.delivery.call_lane import NORMAL, CallLane
 from bot.delivery.markdown import markdown_message
 from bot.delivery.writer_lane import WriterLane
@@ -68,21 +69,41 @@ class DeliveryLimits:
     stream_stops_per_minute: int = 20
 
 
+class BudgetMaker(Protocol):
+    def budget(self, key: str, limit: Limit) -> SlackBudget: ...
+
+
+class LocalBudgets:
+    """Budgets kept in this process. With SLACK_BUDGET_SHARE = N processes and no Redis, each keeps 1/N of
+    every budget, so that together they stay within Slack's limits without talking to each other."""
+
+    def __init__(self, share: int = 1, clock: Callable[[], float] = time.monotonic):
+        self.share = share
+        self._clock = clock
+
+    def budget(self, key: str, limit: Limit) -> SlackBudget:
+        return Budget(limit.share(self.share), self._clock)
+
+
 class SlackScheduler:
     """One workspace's Slack budgets (see the module docstring)."""
 
-    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *,
+                 team_id: str = "", budgets: BudgetMaker | None = None):
         self._limits = limits
         self._clock = clock
+        self._team_id = team_id
+        self._budgets = budgets or LocalBudgets(clock=clock)
         self.edits = WriterLane(
-            Budget(Limit.per_minute(limits.edits_per_minute), clock),
+            self._budget("chat.update", None, Limit.per_minute(limits.edits_per_minute)),
             interval=limits.update_interval, method="chat.update", clock=clock,
         )
         # Appends, unlike edits, may come in a burst of half the window: a burst of answers is short (its streams
         # end, and their stops carry the rest), and Slack renders appended text smoothly. Each stream is appended
         # at most every `stream_interval()` seconds, so that the burst lasts about as long as the answers do.
         self.appends = WriterLane(
-            Budget(Limit.per_minute(limits.stream_appends_per_minute, burst=limits.stream_appends_per_minute // 2), clock),
+            self._budget("chat.appendStream", None, Limit.per_minute(limits.stream_appends_per_minute,
+                                                                     burst=limits.stream_appends_per_minute // 2)),
             interval=self.stream_interval, method="chat.appendStream", clock=clock,
         )
         self._workspace_limits = {
@@ -94,10 +115,14 @@ class SlackScheduler:
         self._lanes: dict[tuple[str, str | None], CallLane] = {}
         self.open_streams = 0  # streams started and not yet stopped: each will need a stop
 
+    def _budget(self, name: str, channel: str | None, limit: Limit) -> SlackBudget:
+        # One Redis hash slot per budget ({...}), so that the script's keys may live in a cluster.
+        return self._budgets.budget(f"slackbot:{{{self._team_id}:{name}:{channel or ''}}}", limit)
+
     def stream_interval(self) -> float:
         """Half a second for a stream alone; with many open, a pace at which half the append budget lasts ten
         seconds (the length of a typical answer)."""
-        burst_per_second = self._limits.stream_appends_per_minute / 2 / TYPICAL_ANSWER_SECONDS
+        burst_per_second = self.appends.budget.limit.calls / 2 / TYPICAL_ANSWER_SECONDS
         return max(MIN_STREAM_INTERVAL, self.open_streams / burst_per_second)
 
     def _lane(self, budget: str, channel: str | None) -> CallLane:
@@ -110,7 +135,7 @@ class SlackScheduler:
                 limit = Limit.per_minute(60)
             else:
                 limit = self._workspace_limits.get(budget, Limit.per_minute(20))  # unknown: Tier 2, the lowest common
-            lane = self._lanes[key] = CallLane(Budget(limit, self._clock))
+            lane = self._lanes[key] = CallLane(self._budget(budget, key[1], limit))
         return lane
 
     def _lanes_for(self, method: str, channel: str | None) -> list[CallLane]:
@@ -121,7 +146,7 @@ class SlackScheduler:
         turn are free, and the stops of the streams already open leave room for one more."""
         lanes = self._lanes_for("chat.startStream", channel)
         stops = self._lane("chat.stopStream", None)
-        free_stops = stops.budget.limit.calls - stops.budget.used - self.open_streams
+        free_stops = stops.budget.limit.calls - stops.budget.used() - self.open_streams
         return all(lane.waiting == 0 and lane.budget.wait_time() == 0 for lane in lanes) and free_stops > 0
 
     @property
@@ -210,9 +235,11 @@ class SlackSchedulers:
     waiting, in flight or counted in a window: whoever holds one must never find a second one beside it
     (two would each spend the whole budget)."""
 
-    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *, forget_after: float = 600.0):
+    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *,
+                 budgets: BudgetMaker | None = None, forget_after: float = 600.0):
         self.limits = limits
         self._clock = clock
+        self._budgets = budgets or LocalBudgets(clock=clock)
         self._forget_after = forget_after
         self._by_team: dict[str, SlackScheduler] = {}
         self._asked: dict[str, float] = {}
@@ -220,7 +247,7 @@ class SlackSchedulers:
     def for_team(self, team_id: str) -> SlackScheduler:
         scheduler = self._by_team.get(team_id)
         if scheduler is None:
-            scheduler = self._by_team[team_id] = SlackScheduler(self.limits, self._clock)
+            scheduler = self._by_team[team_id] = SlackScheduler(self.limits, self._clock, team_id=team_id, budgets=self._budgets)
         self._asked[team_id] = self._clock()
         return scheduler
 

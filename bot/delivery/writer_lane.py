@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.delivery.budgets import Budget
+from bot.delivery.budgets import SlackBudget
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Writable(Protocol):
 
 class WriterLane:
     def __init__(
-        self, budget: Budget, *, interval: float | Callable[[], float], method: str,
+        self, budget: SlackBudget, *, interval: float | Callable[[], float], method: str,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.budget = budget
@@ -125,10 +125,11 @@ class WriterLane:
             now = self._clock()
             writer, delay = self._choose(now)
             if writer is not None:
-                wait = self.budget.wait_time(urgent=self._urgent(writer))
+                wait = await self.budget.take(urgent=self._urgent(writer))
                 if wait <= 0:
-                    self._start(writer)
-                    continue
+                    if writer.wants_write():
+                        self._start(writer)
+                    continue  # (nothing left to write meanwhile: the call simply is not made)
                 delay = min(delay, wait)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=None if delay == math.inf else delay)
@@ -138,7 +139,6 @@ class WriterLane:
     def _start(self, writer: Writable) -> None:
         self._waiting.discard(writer)
         self._in_flight.add(writer)
-        self.budget.started()
         task = asyncio.get_running_loop().create_task(self._write(writer), name=self.method)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -150,10 +150,10 @@ class WriterLane:
         except Exception:
             log.exception("unexpected failure writing a message (%s)", self.method)
         finally:
-            self.budget.finished(retry_after)
             self._in_flight.discard(writer)
         if retry_after is not None:
             log.warning("%s rate-limited; pausing for %.1fs", self.method, retry_after)
+            await self.budget.pause(retry_after)
         if writer.wants_write():
             self._waiting.add(writer)
         self._wake.set()

@@ -1,0 +1,174 @@
+"""Slack budgets shared by every bot process through Redis (REDIS_URL).
+
+Slack counts a workspace's calls per app, not per process: two processes pacing themselves each with the
+whole budget would spend it twice. With Redis, each budget (a method in a workspace, or posts in a
+channel) is one set of keys, and one Lua script takes a call atomically: it drops what left the window,
+checks the pause and the window, refills the bucket and counts the call, on Redis's own clock (so the
+processes' clocks need not agree). A 429's Retry-After is written there too, so every process waits it
+out. The keys expire a second after their window: nothing grows.
+
+Redis that does not answer within `timeout` (50 ms) is not waited for: the budget falls back to this
+process's share of it (`SLACK_BUDGET_SHARE`, 2 by default with Redis), the log says so once, and the
+shared budget is tried again a second later. No answer fails because of Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.delivery.budgets import Budget, Clock, Limit
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 0.05
+RETRY_AFTER = 1.0
+
+# KEYS: the window (a sorted set of call times), the bucket (a hash), the pause (a time).
+# ARGV: limit, window (ms), burst, rate (calls per ms), urgent (0/1), a unique member for this call.
+# Returns {milliseconds to wait (0: taken), calls in the window}.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now then return {paused - now, -1} end
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {math.max(1, tonumber(oldest[2]) + window - now), used}
+end
+local burst, rate = tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[2], 'tokens', 'at')
+local tokens = math.min(burst, (tonumber(state[1]) or burst) + (now - (tonumber(state[2]) or now)) * rate)
+if ARGV[5] == '0' and tokens < 1 then
+  return {math.max(1, math.ceil((1 - tokens) / rate)), used}
+end
+redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'at', now)
+redis.call('ZADD', KEYS[1], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[2], window)
+return {0, used + 1}
+"""
+
+# KEYS: the pause. ARGV: milliseconds. The pause only ever moves later.
+PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ = now + tonumber(ARGV[1])
+if until_ > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], until_, 'PX', tonumber(ARGV[1]))
+end
+return 1
+"""
+
+
+class RedisBudgets:
+    """The Redis side of every shared budget of this process, and whether Redis is answering."""
+
+    def __init__(self, redis: Redis, *, share: int, process_id: str, timeout: float = TIMEOUT,
+                 clock: Clock = time.monotonic):
+        self.redis = redis
+        self.share = share
+        self._timeout = timeout
+        self._clock = clock
+        self._take = redis.register_script(TAKE)
+        self._pause = redis.register_script(PAUSE)
+        self._members = (f"{process_id}:{n}" for n in itertools.count())
+        self._down_until = 0.0
+        self.down = False
+
+    def usable(self) -> bool:
+        return self._clock() >= self._down_until
+
+    def budget(self, key: str, limit: Limit) -> SharedBudget:
+        return SharedBudget(self, key, limit, clock=self._clock)
+
+    async def take(self, key: str, limit: Limit, urgent: bool) -> tuple[float, int]:
+        window_ms = int(limit.kept_window * 1000)
+        args = [limit.calls, window_ms, limit.bucket_burst, limit.bucket_rate / 1000, int(urgent), next(self._members)]
+        wait_ms, used = await self._call(self._take, [f"{key}:w", f"{key}:b", f"{key}:p"], args)
+        return wait_ms / 1000, used
+
+    async def pause(self, key: str, seconds: float) -> None:
+        await self._call(self._pause, [f"{key}:p"], [max(1, int(seconds * 1000))])
+
+    async def _call(self, script: Callable, keys: list[str], args: list) -> list:
+        try:
+            result = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
+        except (RedisError, OSError, TimeoutError) as error:
+            self._down_until = self._clock() + RETRY_AFTER
+            if not self.down:
+                self.down = True
+                log.warning("Redis is not answering (%s): until it does, each process keeps 1/%d of every Slack budget",
+                            error.__class__.__name__, self.share)
+            raise SharedBudgetUnavailable from error
+        if self.down:
+            self.down = False
+            log.warning("Redis answers again: the Slack budgets are shared by every process")
+        return result
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+
+class SharedBudgetUnavailable(Exception):
+    pass
+
+
+class SharedBudget:
+    """One Slack limit kept in Redis for every process, with this process's share of it as a fallback."""
+
+    def __init__(self, shared: RedisBudgets, key: str, limit: Limit, *, clock: Clock = time.monotonic):
+        self.limit = limit
+        self._shared = shared
+        self._key = key
+        self._clock = clock
+        self._local = Budget(limit.share(shared.share), clock)
+        self._used = 0  # calls in the shared window, as of the last answer from Redis
+        self._last_take = 0.0
+
+    async def take(self, *, urgent: bool = False) -> float:
+        self._last_take = self._clock()
+        if self._shared.usable():
+            try:
+                wait, used = await self._shared.take(self._key, self.limit, urgent)
+            except SharedBudgetUnavailable:
+                pass
+            else:
+                if used >= 0:
+                    self._used = used
+                if wait <= 0:
+                    self._local.record()  # should Redis go, this process's fallback share knows what it spent
+                return wait
+        return self._local.take_now(urgent=urgent)
+
+    async def pause(self, seconds: float) -> None:
+        self._local.pause_now(seconds)
+        if self._shared.usable():
+            try:
+                await self._shared.pause(self._key, seconds)
+            except SharedBudgetUnavailable:
+                pass
+
+    def used(self) -> int:
+        return self._used if self._shared.usable() else self._local.used()
+
+    def wait_time(self, *, urgent: bool = False) -> float:
+        if not self._shared.usable():
+            return self._local.wait_time(urgent=urgent)
+        return 0.0 if self._used < self.limit.calls else 1.0
+
+    @property
+    def idle(self) -> bool:
+        return self._clock() - self._last_take > self.limit.kept_window and self._local.idle

@@ -1,0 +1,80 @@
+"""slack_sdk's SQLAlchemy installation store, with each workspace's bot kept in memory for a short while.
+
+Bolt looks the bot up for every request (OAuth mode), and a burst of mentions would otherwise queue a
+database read in front of every acknowledgement. A found bot is kept `ttl` seconds, so that a change made
+by another process (an uninstall, a reinstall, a refreshed token) is seen within that time; this
+process's own changes drop its entries at once. A bot whose rotating token is due for refresh soon is
+never kept: the refresh must see the stored one, not an older copy another process has replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk.oauth.installation_store import Bot, Installation
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+
+TTL_SECONDS = 30.0
+
+Key = tuple[str | None, str | None, bool]
+
+
+class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
+    def __init__(self, *args: Any, ttl: float = TTL_SECONDS, refresh_minutes: int = 120,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._ttl = ttl
+        self._refresh_seconds = refresh_minutes * 60
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._bots: dict[Key, tuple[Bot, float]] = {}
+
+    async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
+                             is_enterprise_install: bool | None = False) -> Bot | None:
+        key = (enterprise_id, team_id, bool(is_enterprise_install))
+        kept = self._bots.get(key)
+        if kept is not None and self._clock() - kept[1] < self._ttl:
+            return kept[0]
+        bot = await super().async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
+                                           is_enterprise_install=is_enterprise_install)
+        if bot is not None and self._may_keep(bot):
+            self._bots[key] = (bot, self._clock())
+        else:
+            self._bots.pop(key, None)
+        if len(self._bots) > 10_000:  # bounded: forget the oldest half
+            for old in sorted(self._bots, key=lambda k: self._bots[k][1])[:5_000]:
+                del self._bots[old]
+        return bot
+
+    def _may_keep(self, bot: Bot) -> bool:
+        if not bot.bot_refresh_token or bot.bot_token_expires_at is None:
+            return True
+        return bot.bot_token_expires_at - self._wall_clock() > self._refresh_seconds + self._ttl
+
+    def forget(self, enterprise_id: str | None = None, team_id: str | None = None) -> None:
+        for key in [k for k in self._bots if (enterprise_id is None or k[0] == enterprise_id)
+                    and (team_id is None or k[1] == team_id)]:
+            del self._bots[key]
+
+    async def async_save(self, installation: Installation) -> None:
+        self.forget(installation.enterprise_id, installation.team_id)
+        await super().async_save(installation)
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        self.forget(bot.enterprise_id, bot.team_id)
+        await super().async_save_bot(bot)
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        self.forget(enterprise_id, team_id)
+        await super().async_delete_bot(enterprise_id=enterprise_id, team_id=team_id)
+
+    async def async_delete_installation(self, *, enterprise_id: str | None, team_id: str | None,
+                                        user_id: str | None = None) -> None:
+        self.forget(enterprise_id, team_id)
+        await super().async_delete_installation(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
+
+    async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        self.forget(enterprise_id, team_id)
+        await super().async_delete_all(enterprise_id=enterprise_id, team_id=team_id)

@@ -1,0 +1,152 @@
+"""Slack budgets shared through a real Redis by several processes (each a RedisBudgets with its own client)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.delivery.budgets import Limit
+from bot.delivery.shared_budget import RETRY_AFTER, RedisBudgets
+
+KEY = "slackbot:{T1:chat.update:}"
+
+
+def process(url: str, name: str) -> RedisBudgets:
+    return RedisBudgets(Redis.from_url(url), share=2, process_id=name)
+
+
+async def spend(budgets: RedisBudgets, limit: Limit, until: float, starts: list[float]) -> None:
+    budget = budgets.budget(KEY, limit)
+    while time.monotonic() < until:
+        wait = await budget.take()
+        if wait <= 0:
+            starts.append(time.monotonic())
+        else:
+            await asyncio.sleep(min(wait, until - time.monotonic()) if until > time.monotonic() else 0)
+
+
+def busiest_window(starts: list[float], window: float) -> int:
+    starts = sorted(starts)
+    return max((sum(1 for t in starts[i:] if t < start + window) for i, start in enumerate(starts)), default=0)
+
+
+async def test_two_processes_together_never_exceed_the_limit_and_one_may_use_it_all(redis_server):
+    limit = Limit(20, window=1.0, burst=5, margin=0.0)
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    try:
+        starts_one: list[float] = []
+        starts_two: list[float] = []
+        until = time.monotonic() + 3.0
+        await asyncio.gather(*(spend(p, limit, until, s) for p, s in ((one, starts_one), (two, starts_two)) for _ in range(3)))
+        # 1 ms of tolerance: the window is on Redis's clock, the starts on ours
+        assert busiest_window(starts_one + starts_two, 0.999) <= 20
+        assert starts_one and starts_two, "both processes got calls"
+        total = len(starts_one) + len(starts_two)
+        assert total >= 5 + 15 * 3 * 0.8, f"together they used the budget ({total} calls in 3 s)"
+
+        alone: list[float] = []
+        await asyncio.sleep(1.0)  # the window empties
+        await spend(one, limit, time.monotonic() + 2.0, alone)
+        assert len(alone) > 20, f"a process alone uses the whole shared budget, not half of it ({len(alone)} in 2 s)"
+        assert busiest_window(alone, 0.999) <= 20
+    finally:
+        await one.redis.aclose()
+        await two.redis.aclose()
+
+
+async def test_a_pause_after_a_429_holds_every_process(redis_server):
+    limit = Limit(50, window=60.0)
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    try:
+        await one.budget(KEY, limit).pause(1.5)
+        wait = await two.budget(KEY, limit).take()
+        assert 1.3 < wait <= 1.5, wait
+        await asyncio.sleep(wait)
+        assert await two.budget(KEY, limit).take() == 0
+    finally:
+        await one.redis.aclose()
+        await two.redis.aclose()
+
+
+async def test_the_keys_expire_on_their_own(redis_server):
+    limit = Limit(50, window=60.0)
+    one = process(redis_server.url, "one")
+    try:
+        budget = one.budget(KEY, limit)
+        assert await budget.take() == 0
+        await budget.pause(2.0)
+        keys = await one.redis.keys("slackbot:*")
+        assert len(keys) == 3
+        for key in keys:
+            ttl = await one.redis.pttl(key)
+            assert 0 < ttl <= int(limit.kept_window * 1000), (key, ttl)
+    finally:
+        await one.redis.aclose()
+
+
+async def test_redis_down_falls_back_to_the_local_share_logged_once_and_resumes(redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="bot.delivery.shared_budget")
+    limit = Limit(10, window=60.0, burst=10)
+    one = process(redis_server.url, "one")
+    try:
+        budget = one.budget(KEY, limit)
+        assert await budget.take() == 0  # shared, and recorded locally too
+        redis_server.kill()
+
+        taken = 0
+        started = time.monotonic()
+        for _ in range(20):
+            before = time.monotonic()
+            if await budget.take() == 0:
+                taken += 1
+            assert time.monotonic() - before < 0.2, "a dead Redis is not waited for"
+        assert taken == 10 // 2 - 1, "half the budget (SLACK_BUDGET_SHARE=2), less the call already made"
+        assert time.monotonic() - started < 2
+        down = [r for r in caplog.records if "Redis is not answering" in r.getMessage()]
+        assert len(down) == 1, [r.getMessage() for r in caplog.records]
+
+        redis_server.start()  # the same port: Redis is back, empty
+        await asyncio.sleep(RETRY_AFTER + 0.1)
+        assert await budget.take() == 0, "the shared budget again: the local share is spent, Redis's is not"
+        assert await one.redis.exists(f"{KEY}:w")
+        assert any("Redis answers again" in r.getMessage() for r in caplog.records)
+    finally:
+        await one.redis.aclose()
+
+
+async def test_a_slow_redis_is_not_waited_for(redis_server):
+    limit = Limit(10, window=60.0, burst=10)
+    one = process(redis_server.url, "one")
+    blocker = Redis.from_url(redis_server.url)
+    try:
+        budget = one.budget(KEY, limit)
+        assert await budget.take() == 0
+        sleeping = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        before = time.monotonic()
+        wait = await budget.take()
+        assert time.monotonic() - before < 0.15, "more than 50 ms: the local share decides"
+        assert wait == 0
+        assert one.down
+        await sleeping
+    finally:
+        await one.redis.aclose()
+        await blocker.aclose()
+
+
+@pytest.mark.parametrize("urgent", [False, True])
+async def test_the_window_holds_even_for_urgent_calls(redis_server, urgent):
+    limit = Limit(4, window=60.0, burst=1)
+    one = process(redis_server.url, "one")
+    try:
+        budget = one.budget(KEY, limit)
+        results = [await budget.take(urgent=urgent) for _ in range(6)]
+        taken = sum(1 for wait in results if wait <= 0)
+        assert taken == (4 if urgent else 1), results
+        assert all(wait > 0 for wait in results[taken:])
+    finally:
+        await one.redis.aclose()
