@@ -60,8 +60,7 @@ async def world(database_url, tmp_path, streaming):
     http = aiohttp.ClientSession()
     yield slack, claude, stripe, new_process, http, database_url
     await http.close()
-    for process in processes:
-        process.stop()
+    await asyncio.gather(*(asyncio.to_thread(process.stop) for process in processes))  # the fakes keep answering
     for fake in (slack, claude, stripe):
         await fake.stop()
 

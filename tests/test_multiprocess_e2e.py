@@ -64,8 +64,8 @@ class Phase:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        for process in self.processes:
-            process.stop()
+        # Stopped off the event loop: the fakes, on this loop, must go on answering a bot that finishes its work.
+        await asyncio.gather(*(asyncio.to_thread(process.stop) for process in self.processes))
         await self.http.close()
         await self.claude.stop()
         await self.slack.stop()

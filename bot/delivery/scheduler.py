@@ -42,13 +42,19 @@ IDEMPOTENT = {"chat.update", "views.publish", "conversations.open", "assistant.t
               "agents.sessions.setStatus", "assistant.threads.setSuggestedPrompts", "chat.stopStream"}
 
 # Slack's tiers for the one-off methods the bot calls, per workspace (Tier 3: 50+, Tier 4: 100+ a minute).
+# Calls made once per moment a user sees (an ephemeral reply, a Home tab, a session's status): spreading them
+# gains nothing and delays what people wait for, so each may use its whole window at once.
 WORKSPACE_LIMITS = {
-    "chat.postEphemeral": Limit.per_minute(100),
-    "views.publish": Limit.per_minute(100),
-    "conversations.open": Limit.per_minute(50),
-    "agents.sessions.setStatus": Limit.per_minute(50),
-    "assistant.threads.setSuggestedPrompts": Limit.per_minute(50),
+    method: Limit.per_minute(calls, burst=calls)
+    for method, calls in {
+        "chat.postEphemeral": 100,
+        "views.publish": 100,
+        "conversations.open": 50,
+        "agents.sessions.setStatus": 50,
+        "assistant.threads.setSuggestedPrompts": 50,
+    }.items()
 }
+UNKNOWN_METHOD_LIMIT = Limit.per_minute(20, burst=20)  # Tier 2, the lowest common
 # Per channel: a new message (posted or streamed), and the assistant status of a thread (about 60 a minute).
 CHANNEL_POSTS = "channel posts"
 PER_CHANNEL = {CHANNEL_POSTS, "assistant.threads.setStatus"}
@@ -132,9 +138,9 @@ class SlackScheduler:
             if budget == CHANNEL_POSTS:
                 limit = Limit.per_second(self._limits.channel_posts_per_second, self._limits.channel_post_burst)
             elif budget in PER_CHANNEL:
-                limit = Limit.per_minute(60)
+                limit = Limit.per_minute(60, burst=60)
             else:
-                limit = self._workspace_limits.get(budget, Limit.per_minute(20))  # unknown: Tier 2, the lowest common
+                limit = self._workspace_limits.get(budget, UNKNOWN_METHOD_LIMIT)
             lane = self._lanes[key] = CallLane(self._budget(budget, key[1], limit))
         return lane
 
