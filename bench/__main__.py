@@ -51,6 +51,11 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL server (postgresql://user@host/db): each run gets a new database there "
                              "(default: a SQLite file per run)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="bot processes sharing the load (default: %(default)s); with more than one they share the "
+                             "Slack budgets through Redis")
+    parser.add_argument("--redis-url", default=None,
+                        help="the Redis several processes share (default: a private redis-server, started for the run)")
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
     if args.quick:
@@ -79,6 +84,13 @@ async def main(args: argparse.Namespace) -> None:
                       time_limit=args.time_limit, references=references)
     rows, burst_rows = [], []
     started = time.monotonic()
+    redis_url, redis_server = args.redis_url, None
+    if args.processes > 1 and not redis_url:
+        from tests.redis_server import RedisServer, redis_binary
+
+        redis_server = RedisServer(redis_binary())
+        redis_server.start()
+        redis_url = redis_server.url
     async with World(options) as world:
         for n, scenario in enumerate(parse_scenarios(args.scenarios)):
             tag = f"s{n}"
@@ -86,7 +98,8 @@ async def main(args: argparse.Namespace) -> None:
             for mode in args.modes.split(",")[: 1 if scenario.workspaces > 1 else None]:
                 print(f"scenario {scenario.name}: the bot ({mode})…", file=sys.stderr, flush=True)
                 async with fresh_database(args.database_url) as database_url:
-                    runs.append(await run_bot(world, scenario, tag, mode=mode, database_url=database_url))
+                    runs.append(await run_bot(world, scenario, tag, mode=mode, database_url=database_url,
+                                              processes=args.processes, redis_url=redis_url))
             if references and scenario.workspaces == 1 and scenario.answers <= args.reference_max_answers:
                 print(f"scenario {scenario.name}: {', '.join(references)}…", file=sys.stderr, flush=True)
                 runs += await run_references(world, scenario, tag)
@@ -102,11 +115,14 @@ async def main(args: argparse.Namespace) -> None:
             async with fresh_database(args.database_url) as database_url:
                 burst_rows.append(await run_burst(world, burst, f"b{n}", database_url=database_url, time_limit=args.time_limit))
             world.slack.calls.clear()
+    if redis_server is not None:
+        redis_server.kill()
     if burst_rows:
         print(burst_table(burst_rows))
         print()
     print(f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
-          f"mentions spread over {args.ramp:g} s; total {time.monotonic() - started:.0f} s.")
+          f"mentions spread over {args.ramp:g} s; the bot in {args.processes} process(es) of its own"
+          f"{' sharing Redis' if args.processes > 1 else ''}, the fakes in the benchmark's; total {time.monotonic() - started:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ import itertools
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,13 +22,15 @@ from pathlib import Path
 import aiohttp
 import anthropic
 from slack_sdk.oauth.installation_store import Installation
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.signature import SignatureVerifier
 
-from bench.measure import AnswerTrace, CpuClock, LoopProbe, rss_bytes, shown_prefix
+from bench.measure import AnswerTrace, shown_prefix
 from bench.references import Counters, reference_client, run_reference_answer
 from bench.world import BenchSlack, TimedAnthropic, add_team, answer_text, question_for, script_for
-from bot.server import start_bot
 from config import load_settings
+from storage import create_engine, migrate
+from tests.process import ROOT, free_port
 
 log = logging.getLogger("bench")
 SIGNING_SECRET = "bench-signing-secret"
@@ -104,19 +109,17 @@ class World:
                                                    delta_chars=self.options.delta_chars))
         return ids
 
-    def bot_settings(self, name: str, *, team: str | None = None, database_url: str | None = None, **overrides):
+    def bot_values(self, *, team: str | None = None, database_url: str | None = None, name: str = "bot", **overrides) -> dict:
         """The bot's settings for one run: in the workspace `team` (single-workspace mode), else in OAuth mode
         (`overrides` say so). Every run has a workspace of its own: Slack's minute windows don't carry over."""
         o = self.options
         values = dict(
-            _env_file=None,
             slack_bot_token=f"xoxb-bench-{team}" if team else None,
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=self.slack.api_url,
             anthropic_api_key="bench-key",
             anthropic_base_url=self.claude.base_url,
             database_url=database_url or f"sqlite+aiosqlite:///{Path(self.tmp.name) / f'{name}.db'}",
-            port=0,
             slack_update_interval=o.interval,
             slack_edits_per_minute=o.edits_per_minute,
             claude_max_tokens=max(1024, o.words * 3),
@@ -126,7 +129,11 @@ class World:
             log_level="WARNING",
         )
         values.update(overrides)
-        return load_settings(**values)
+        return values
+
+    def bot_settings(self, name: str, *, team: str | None = None, database_url: str | None = None, **overrides):
+        """Settings for a bot started in this process."""
+        return load_settings(_env_file=None, port=0, **self.bot_values(team=team, database_url=database_url, name=name, **overrides))
 
 
 async def _send_mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, question: str) -> float:
@@ -156,54 +163,110 @@ def _teams_for(world: World, scenario: Scenario, tag: str) -> list[str]:
     return teams
 
 
-async def install(bot, teams: list[str]) -> None:
-    """Many workspaces are served in OAuth mode: each has installed the app and has its own token."""
-    for team in teams:
-        await bot.services.installs.store.async_save(Installation(
-            app_id="A0001", enterprise_id=None, team_id=team, team_name=team, bot_token=f"xoxb-bench-{team}",
-            bot_id="BBOT", bot_user_id=BOT_USER, bot_scopes=["chat:write"], user_id="U0001", installed_at=time.time(),
-        ))
-
-
-async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "auto", database_url: str | None = None) -> Run:
-    run = Run(f"bot ({mode})", scenario)
-    ids = world.plan_answers(f"{tag}b{mode[0]}", scenario.answers)
-    teams = _teams_for(world, scenario, f"{tag}b{mode[0]}")
+async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "auto", database_url: str | None = None,
+                  processes: int = 1, redis_url: str | None = None) -> Run:
+    """The bot in `processes` processes of its own (bench/bot_process.py) on one database (and one Redis when
+    there are several); the mentions go to each process in turn."""
+    run = Run(f"bot ({mode})" if processes == 1 else f"bot ({mode}, {processes} processes)", scenario)
+    ids = world.plan_answers(f"{tag}b{mode[0]}{processes}", scenario.answers)
+    teams = _teams_for(world, scenario, f"{tag}b{mode[0]}{processes}")
     oauth = {"slack_client_id": "111.222", "slack_client_secret": "bench"} if scenario.workspaces > 1 else {}
-    settings = world.bot_settings(f"{tag}{mode}", team=None if oauth else teams[0], database_url=database_url,
-                                  slack_streaming=mode, **oauth)
-    bot = await start_bot(settings, host="127.0.0.1", port=0)
-    if oauth:
-        await install(bot, teams)
-    url = f"http://127.0.0.1:{bot.port}/slack/events"
+    values = world.bot_values(team=None if oauth else teams[0], database_url=database_url, name=f"{tag}{mode}{processes}",
+                              slack_streaming=mode, redis_url=redis_url, **oauth)
+    await prepare_database(values["database_url"], teams if oauth else [])
+    bots = [BotChild(values, Path(world.tmp.name), f"{tag}{mode}{processes}-{n}") for n in range(processes)]
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    probe, rss_before = LoopProbe(), rss_bytes()
-    probe.start()
-    cpu = CpuClock()
-    run.started_at = time.monotonic()
     try:
+        await asyncio.gather(*(bot.start() for bot in bots))
+        run.started_at = time.monotonic()
+
         async def one(k: int, answer_id: str) -> None:
             await asyncio.sleep(k * world.options.ramp / scenario.answers)
             team, channel = teams[k % len(teams)], f"C{answer_id}"
             run.channels[answer_id] = channel
             run.sent_at[answer_id] = time.monotonic()
-            run.acks.append(await _send_mention(http, url, team, channel, question_for(answer_id)))
+            run.acks.append(await _send_mention(http, bots[k % len(bots)].events_url, team, channel, question_for(answer_id)))
 
         await asyncio.gather(*(one(k, answer_id) for k, answer_id in enumerate(ids)))
+        await asyncio.sleep(0.5)  # every answer has been handed over (and the status files say so)
         deadline = run.started_at + world.options.time_limit
-        while len(bot.services.tasks) and time.monotonic() < deadline:
+        while any(bot.working() for bot in bots) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        run.cut_off = bool(len(bot.services.tasks))
+        run.cut_off = any(bot.working() for bot in bots)
         run.ended_at = time.monotonic()
-        run.cpu_seconds = cpu.seconds()
-        await probe.stop()
-        run.loop_lags = probe.lags
-        run.rss_growth = max(0, probe.peak_rss - rss_before)
     finally:
         await http.close()
-        await bot.stop()
+        measured = await asyncio.gather(*(bot.stop() for bot in bots))
+    run.loop_lags = [lag for m in measured for lag in m.get("loop_lags", [])]
+    run.cpu_seconds = sum(m.get("cpu_seconds", 0.0) for m in measured)
+    run.rss_growth = sum(m.get("rss_growth", 0) for m in measured)
     run.traces = collect(world, run, ids)
     return run
+
+
+async def prepare_database(url: str, teams: list[str]) -> None:
+    """Migrated, and in OAuth mode each workspace has installed the app with a token of its own."""
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        store = AsyncSQLAlchemyInstallationStore(client_id="111.222", engine=engine, logger=log)
+        for team in teams:
+            await store.async_save(Installation(
+                app_id="A0001", enterprise_id=None, team_id=team, team_name=team, bot_token=f"xoxb-bench-{team}",
+                bot_id="BBOT", bot_user_id=BOT_USER, bot_scopes=["chat:write"], user_id="U0001", installed_at=time.time(),
+            ))
+    finally:
+        await engine.dispose()
+
+
+class BotChild:
+    """One `python -m bench.bot_process`, configured by its environment."""
+
+    def __init__(self, values: dict, workdir: Path, name: str):
+        self.port = free_port()
+        self.status_path = workdir / f"{name}.status.json"
+        self.log_path = workdir / f"{name}.log"
+        self.environment = {key.upper(): str(value) for key, value in values.items() if value is not None}
+        self.environment.update(PORT=str(self.port), PATH=os.environ.get("PATH", ""), PYTHONPATH=str(ROOT))
+        self.workdir = workdir  # holds no .env: the environment is the whole configuration
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def working(self) -> bool:
+        return self.status().get("tasks", 0) > 0
+
+    async def start(self, timeout: float = 60.0) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen([sys.executable, "-m", "bench.bot_process", str(self.status_path)],
+                                             cwd=self.workdir, env=self.environment, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while "port" not in self.status():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the bot did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> dict:
+        """SIGTERM; what the process measured."""
+        if self._process is None:
+            return {}
+        self._process.terminate()
+        deadline = time.monotonic() + 60
+        while not self.status().get("done") and self._process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        while self._process.poll() is None and time.monotonic() < deadline:  # the fakes go on answering meanwhile
+            await asyncio.sleep(0.05)
+        if self._process.poll() is None:
+            self._process.kill()
+        return self.status()
 
 
 async def run_references(world: World, scenario: Scenario, tag: str) -> list[Run]:

@@ -33,6 +33,7 @@ from storage import is_transient
 
 log = logging.getLogger(__name__)
 
+STATUS_WAIT = 2.0  # a reply waits this long at most for the loading status it clears
 SHUTDOWN_FINISH_TIMEOUT = 5.0
 SHUTDOWN_SETTLE_TIMEOUT = 5.0
 SETTLE_FIRST_WAIT = 0.5
@@ -94,23 +95,32 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
 
 async def _answer(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Outcome:
     scheduler = services.slack.for_team(question.team_id)
+    # The thread's loading status changes nothing if shown twice (a repeated delivery) and clears with the reply:
+    # it is shown before any database work, so a burst of questions sees it at once.
+    status = None
+    if services.settings.slack_streaming != "edit" and question.reply_thread_ts and question.user_id:
+        status = asyncio.get_running_loop().create_task(show_loading_status(scheduler, client, question), name="status")
     try:
         claimed = await claim(question, services, bot_user_id)
     except Exception:
         log.exception("could not start answering event %s", question.event_id)
-        await tell(scheduler, client, question, say.NOT_STARTED)
+        await tell(scheduler, client, question, say.NOT_STARTED, after=status)
         return Outcome.NOT_RECORDED
     if claimed is None:
         log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
         return Outcome.NOT_RECORDED
     if claimed.hold is None:
-        await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED)
+        await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED, after=status)
         return Outcome.FINAL
-    return await answer_with(question, claimed.hold, client, scheduler, services, bot_user_id)
+    return await answer_with(question, claimed.hold, client, scheduler, services, bot_user_id, status=status)
 
 
-async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str) -> None:
-    """A one-message outcome in the question's thread (waiting for the channel's turn, however long)."""
+async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str, *,
+               after: asyncio.Task | None = None) -> None:
+    """A one-message outcome in the question's thread (waiting for the channel's turn, however long), posted
+    `after` the loading status, which it then clears."""
+    if after is not None:
+        await asyncio.wait({after}, timeout=STATUS_WAIT)
     try:
         await scheduler.post_markdown(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=markdown)
     except Exception:
@@ -145,7 +155,7 @@ class Stopper:
 
 async def answer_with(
     question: Question, hold: Reservation, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
-    bot_user_id: str | None,
+    bot_user_id: str | None, *, status: asyncio.Task | None = None,
 ) -> Outcome:
     settings = services.settings
     stopper = Stopper()
@@ -159,7 +169,8 @@ async def answer_with(
     # The first sign shows while the history is read and Claude starts writing: the edit path's placeholder
     # (which, posted when the channel's turn comes, shows whatever Claude has written by then), or Slack's
     # loading status of the thread, the first message then opening with Claude's first words.
-    first_sign = asyncio.get_running_loop().create_task(show_first_sign(reply, scheduler, client, question), name="first sign")
+    first_sign = status if status is not None and reply.mode != "edit" else asyncio.get_running_loop().create_task(
+        show_first_sign(reply, scheduler, client, question), name="first sign")
     services.stops.add(RunningAnswer(question.reservation_id, question.team_id, question.channel_id,
                                      question.reply_thread_ts, question.user_id, stopper.stop))
     try:
@@ -173,7 +184,11 @@ async def answer_with(
 async def show_first_sign(reply: SlackReply, scheduler: SlackScheduler, client: AsyncWebClient, question: Question) -> None:
     if reply.mode == "edit":
         await reply.start(say.THINKING)
-        return
+    else:
+        await show_loading_status(scheduler, client, question)
+
+
+async def show_loading_status(scheduler: SlackScheduler, client: AsyncWebClient, question: Question) -> None:
     try:
         await scheduler.call(client, "assistant.threads.setStatus", channel_id=question.channel_id,
                              thread_ts=question.reply_thread_ts, status=say.LOADING_STATUS,

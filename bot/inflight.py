@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import TokenUsage
@@ -85,6 +85,8 @@ class AnswerJournal:
         self.owner = processes.process_id
         self.running: dict[str, str | None] = {}  # record id -> its reservation id, for answers being worked on here
         self._to_delete: set[str] = set()  # finished, but the delete did not get through yet
+        self._checkpoints: dict[str, tuple[dict, list[asyncio.Future]]] = {}  # record id -> newest values, waiters
+        self._checkpointing: asyncio.Task | None = None
 
     # -- the owner's side -------------------------------------------------------------------------------
 
@@ -114,18 +116,55 @@ class AnswerJournal:
     async def shown(self, record_id: str, messages: list[str], text: str, usage: TokenUsage) -> str | None:
         """What Slack shows (or is about to): the reply's messages, the last one's text, and the usage so far.
         Returns who asked to stop the answer, when someone did (possibly through another process). Raises
-        NotOurs when another process has taken the answer over (this one was taken for dead)."""
-        values = {"messages": json.dumps(messages), "shown_text": text, "updated_at": self._clock()}
+        NotOurs when another process has taken the answer over (this one was taken for dead).
+
+        The checkpoints of every answer of this process are written together, one transaction at a time: a
+        burst of answers costs a few transactions a second, not one per edit (on SQLite every transaction
+        waits for the single writer, and the questions arriving meanwhile would wait behind them)."""
+        values = {"b_messages": json.dumps(messages), "b_text": text, "b_now": self._clock(),
+                  **{f"b_{key}": value for key, value in _usage_values(usage).items()}}
+        future = asyncio.get_running_loop().create_future()
+        _, waiting = self._checkpoints.get(record_id, (None, []))
+        self._checkpoints[record_id] = (values, [*waiting, future])
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.get_running_loop().create_task(self._write_checkpoints(), name="checkpoints")
+        return await future
+
+    async def _write_checkpoints(self) -> None:
+        while self._checkpoints:
+            batch, self._checkpoints = self._checkpoints, {}
+            try:
+                found = await self._write_batch({record_id: values for record_id, (values, _) in batch.items()})
+            except Exception as error:
+                for _, waiting in batch.values():
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
+                continue
+            for record_id, (_, waiting) in batch.items():
+                owner, stop_requested_by = found.get(record_id, (None, None))
+                for future in waiting:
+                    if future.done():
+                        continue
+                    if owner != self.owner:
+                        future.set_exception(NotOurs(record_id))
+                    else:
+                        future.set_result(stop_requested_by)
+
+    async def _write_batch(self, batch: dict[str, dict]) -> dict[str, tuple[str, str | None]]:
+        """Writes the records that are still this process's; returns each record's owner and stop request."""
+        statement = (
+            update(records)
+            .where(records.c.id == bindparam("b_id"), records.c.owner == self.owner)
+            .values(messages=bindparam("b_messages"), shown_text=bindparam("b_text"), updated_at=bindparam("b_now"),
+                    **{key: bindparam(f"b_{key}") for key in _usage_values(TokenUsage())})
+        )
         async with self._engine.begin() as connection:
-            row = (await connection.execute(
-                update(records)
-                .where(records.c.id == record_id, records.c.owner == self.owner)
-                .values(**values, **_usage_values(usage))
-                .returning(records.c.stop_requested_by)
-            )).first()
-        if row is None:
-            raise NotOurs(record_id)
-        return row.stop_requested_by
+            await connection.execute(statement, [{"b_id": record_id, **values} for record_id, values in batch.items()])
+            rows = (await connection.execute(
+                select(records.c.id, records.c.owner, records.c.stop_requested_by).where(records.c.id.in_(list(batch)))
+            )).all()
+        return {row.id: (row.owner, row.stop_requested_by) for row in rows}
 
     async def request_stop(self, *, by: str, record_id: str | None = None,
                            thread: tuple[str, str, str] | None = None) -> int:

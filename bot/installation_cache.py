@@ -15,6 +15,7 @@ from typing import Any
 
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 TTL_SECONDS = 30.0
 
@@ -22,9 +23,11 @@ Key = tuple[str | None, str | None, bool]
 
 
 class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
-    def __init__(self, *args: Any, ttl: float = TTL_SECONDS, refresh_minutes: int = 120,
+    def __init__(self, *args: Any, reader: AsyncEngine | None = None, ttl: float = TTL_SECONDS, refresh_minutes: int = 120,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # Lookups through the reader (storage.create_reader), when there is one: they don't wait for writers.
+        self._finder = AsyncSQLAlchemyInstallationStore(*args, **{**kwargs, "engine": reader}) if reader else None
         self._ttl = ttl
         self._refresh_seconds = refresh_minutes * 60
         self._clock = clock
@@ -37,8 +40,9 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
         kept = self._bots.get(key)
         if kept is not None and self._clock() - kept[1] < self._ttl:
             return kept[0]
-        bot = await super().async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
-                                           is_enterprise_install=is_enterprise_install)
+        finder = super() if self._finder is None else self._finder
+        bot = await finder.async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
+                                          is_enterprise_install=is_enterprise_install)
         if bot is not None and self._may_keep(bot):
             self._bots[key] = (bot, self._clock())
         else:

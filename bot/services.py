@@ -27,6 +27,7 @@ from bot.stops import AnswerStops
 from bot.surfaces.answer_controls import FeedbackStore
 from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
+from storage import create_reader
 
 
 def utc_now() -> datetime:
@@ -37,6 +38,7 @@ def utc_now() -> datetime:
 class Services:
     settings: Settings
     engine: AsyncEngine
+    reader: AsyncEngine | None  # SQLite: reads that must not wait for writers (storage.create_reader)
     events: EventLog
     history: ConversationHistory
     credits: Credits
@@ -78,6 +80,8 @@ class Services:
         await self.claude.close()
         await self.http.close()
         await self.engine.dispose()
+        if self.reader is not None:
+            await self.reader.dispose()
 
 
 def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aiohttp.ClientSession, clock, notices):
@@ -109,9 +113,11 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     processes = ProcessRegistry(engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock)
     budgets, redis_budgets = budget_maker(settings, process_id)
     journal = AnswerJournal(engine, processes, clock=clock)
+    reader = create_reader(settings.database_url) if settings.oauth_enabled else None
     services = Services(
         settings=settings,
         engine=engine,
+        reader=reader,
         events=EventLog(engine, clock),
         history=ConversationHistory(engine, token_budget=settings.history_token_budget, clock=clock),
         credits=credits,
@@ -134,7 +140,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         http=http,
         checkout=None,
         stripe_webhook=None,
-        installs=Installs(settings, engine, clock=clock) if settings.oauth_enabled else None,
+        installs=Installs(settings, engine, reader=reader, clock=clock) if settings.oauth_enabled else None,
     )
     notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home)
     services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)

@@ -46,3 +46,29 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_reader(url: str, **kwargs) -> AsyncEngine | None:
+    """On SQLite, an engine for reads that must not queue behind the writers (looking up a workspace's token
+    before acknowledging Slack): a few connections of their own that begin deferred and may only read, which
+    WAL lets run beside a write. Elsewhere None: the main engine's pool serves reads as well."""
+    if not url.startswith("sqlite"):
+        return None
+    kwargs.setdefault("pool_size", 4)
+    kwargs.setdefault("max_overflow", 0)
+    kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure_sqlite(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_deferred(connection):
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
