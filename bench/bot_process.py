@@ -13,9 +13,11 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from bench.measure import CpuClock, LoopProbe, rss_bytes
+from bot import server
 from bot.server import start_bot
 from config import load_settings
 
@@ -26,7 +28,34 @@ def write(path: Path, status: dict) -> None:
     temporary.replace(path)
 
 
+def handling_times(durations: list[float]):
+    """How long the bot took over each Slack request, from its arrival to the response (the client's figure
+    also holds the benchmark's own delays)."""
+    from aiohttp import web
+
+    original = server.build_web_app
+
+    def build(*args, **kwargs):
+        app = original(*args, **kwargs)
+
+        @web.middleware
+        async def timed(request, handler):
+            started = time.monotonic()
+            try:
+                return await handler(request)
+            finally:
+                if request.path == "/slack/events":
+                    durations.append(time.monotonic() - started)
+
+        app.middlewares.append(timed)
+        return app
+
+    server.build_web_app = build
+
+
 async def main(status_path: Path) -> None:
+    durations: list[float] = []
+    handling_times(durations)
     settings = load_settings()
     bot = await start_bot(settings, host="127.0.0.1", port=settings.port)
     probe, cpu, rss_before = LoopProbe(), CpuClock(), rss_bytes()
@@ -41,7 +70,7 @@ async def main(status_path: Path) -> None:
             pass
     await probe.stop()
     write(status_path, {"port": bot.port, "tasks": len(bot.services.tasks), "loop_lags": probe.lags,
-                        "cpu_seconds": cpu.seconds(), "rss_growth": max(0, probe.peak_rss - rss_before), "done": True})
+                        "cpu_seconds": cpu.seconds(), "handling": durations, "rss_growth": max(0, probe.peak_rss - rss_before), "done": True})
     await bot.stop()
 
 

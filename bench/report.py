@@ -29,6 +29,7 @@ class Row:
     unseen: int
     ack_p50: float | None
     ack_p99: float | None
+    sender_ack_p99: float | None
     first_sign_p50: float
     first_sign_p99: float
     first_text_p50: float
@@ -84,8 +85,9 @@ def summarize(run: Run, calls: dict[str, list[Call]], *, interval: float, edits_
         inexact=sum(1 for trace in run.traces if trace.final_text != trace.expected),
         answers=answers,
         unseen=unseen,
-        ack_p50=percentile(run.acks, 50) if run.acks else None,
-        ack_p99=percentile(run.acks, 99) if run.acks else None,
+        ack_p50=percentile(run.handled, 50) if run.handled else None,
+        ack_p99=percentile(run.handled, 99) if run.handled else None,
+        sender_ack_p99=percentile(run.acks, 99) if run.acks else None,
         first_sign_p50=percentile(first_sign_waits, 50),
         first_sign_p99=percentile(first_sign_waits, 99),
         first_text_p50=percentile(first_texts, 50),
@@ -107,7 +109,7 @@ def _ms(value: float | None) -> str:
 
 HEADER = (
     "| answers | approach | lag mean s | lag p95 s | bound s | ratio | calls/answer | 429s | inexact | "
-    "ack p50/p99 ms | mention→first sign p50/p99 ms | first token→text p50/p95 ms | CPU ms/1k tok | "
+    "ack p50/p99 ms (sender's p99) | mention→first sign p50/p99 ms | first token→text p50/p95 ms | CPU ms/1k tok | "
     "KB/answer | loop lag p99 ms |"
 )
 
@@ -119,7 +121,7 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.scenario} | {r.approach} | {_s(r.lag_mean)} | {_s(r.lag_p95)} | {_s(r.bound)} | {_s(r.ratio)} | "
             f"{_s(r.calls_per_answer, 1)} | {r.rate_limited} | {inexact} | "
-            f"{_ms(r.ack_p50) + '/' + _ms(r.ack_p99) if r.ack_p50 is not None else '–'} | {_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | "
+            f"{_ms(r.ack_p50) + '/' + _ms(r.ack_p99) + ' (' + _ms(r.sender_ack_p99) + ')' if r.ack_p50 is not None else '–'} | {_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | "
             f"{_ms(r.first_text_p50)}/{_ms(r.first_text_p95)} | {_s(r.cpu_ms_per_1k_tokens, 0)} | "
             f"{_s(r.kb_per_answer, 0)} | {_ms(r.loop_lag_p99)} |"
         )

@@ -75,7 +75,8 @@ class Run:
     ended_at: float = 0.0
     channels: dict[str, str] = field(default_factory=dict)  # answer id -> channel
     sent_at: dict[str, float] = field(default_factory=dict)  # answer id -> mention (or start) time
-    acks: list[float] = field(default_factory=list)
+    acks: list[float] = field(default_factory=list)  # as the sender saw them (its own event loop's delays included)
+    handled: list[float] = field(default_factory=list)  # as the bot measured them, from request to response
     cpu_seconds: float | None = None
     rss_growth: int | None = None
     loop_lags: list[float] = field(default_factory=list)
@@ -200,6 +201,7 @@ async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "au
     run.loop_lags = [lag for m in measured for lag in m.get("loop_lags", [])]
     run.cpu_seconds = sum(m.get("cpu_seconds", 0.0) for m in measured)
     run.rss_growth = sum(m.get("rss_growth", 0) for m in measured)
+    run.handled = [d for m in measured for d in m.get("handling", [])]
     run.traces = collect(world, run, ids)
     return run
 

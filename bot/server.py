@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from sqlalchemy import text
 
 from billing import stripe_routes
@@ -42,6 +43,12 @@ class MalformedHttpFilter(logging.Filter):
 _MALFORMED_HTTP_FILTER = MalformedHttpFilter()
 
 
+async def _dispatch_event(bolt: AsyncApp, request: AsyncBoltRequest) -> None:
+    response = await bolt.async_dispatch(request)
+    if response.status >= 400:
+        log.info("event %s not handled (%d: %s)", request.body.get("event_id"), response.status, response.body[:200])
+
+
 def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
     logging.getLogger("aiohttp.server").addFilter(_MALFORMED_HTTP_FILTER)  # the same filter: added once
     gate = SlackRequestGate(services.settings.slack_signing_secret)
@@ -52,6 +59,11 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
         except Refused as refused:
             log.info("refused a request to /slack/events (%s)", refused.reason)
             return refused.response()
+        if admitted.body.get("type") == "event_callback":
+            # Slack wants only a 200 for an event, within 3 s: it gets it now, before the workspace's token is
+            # looked up (a burst of questions must not wait for the database to be acknowledged).
+            services.tasks.spawn(_dispatch_event(bolt, admitted), name=f"event {admitted.body.get('event_id')}")
+            return web.Response(status=200)
         return await to_aiohttp_response(await bolt.async_dispatch(admitted))
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -163,6 +175,8 @@ async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0",
     await migrate(engine)
     services = build_services(settings, engine, clock=clock)
     await services.processes.beat()  # before any answer is recorded as this process's
+    if services.installs is not None:
+        log.info("%d installs known", await services.installs.store.warm())
     bolt = build_bolt_app(services)
     runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
     await runner.setup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -49,7 +50,34 @@ async def test_a_bot_is_kept_for_the_ttl_then_read_again(store_parts):
     await other_process.async_delete_all(enterprise_id=None, team_id="T1")  # another process uninstalls
     assert (await mine.async_find_bot(enterprise_id=None, team_id="T1")).bot_token == "xoxb-1", "kept"
     clock.advance(31)
+    assert (await mine.async_find_bot(enterprise_id=None, team_id="T1")).bot_token == "xoxb-1", "answered at once..."
+    await asyncio.sleep(0.2)  # ...while it is read again
     assert await mine.async_find_bot(enterprise_id=None, team_id="T1") is None, "seen once the ttl has passed"
+
+
+async def test_warm_reads_every_bot_at_once_and_a_burst_waits_for_one_lookup(store_parts):
+    engine, clock = store_parts
+    mine = store(engine, clock)
+    for n in range(3):
+        await mine.async_save(installation(f"T{n}", f"xoxb-{n}"))
+    await mine.async_save(installation("T0", "xoxb-newer"))
+    assert await store(engine, clock).warm() == 3
+    fresh = store(engine, clock)
+    await fresh.warm()
+    await store(engine, clock).async_delete_all(enterprise_id=None, team_id="T0")  # gone from the database...
+    assert (await fresh.async_find_bot(enterprise_id=None, team_id="T0")).bot_token == "xoxb-newer", "...not from memory"
+
+    other = store(engine, clock)
+    lookups = []
+    real_find = other._find
+
+    async def counted(key):
+        lookups.append(key)
+        return await real_find(key)
+
+    other._find = counted
+    bots = await asyncio.gather(*(other.async_find_bot(enterprise_id=None, team_id="T1") for _ in range(20)))
+    assert {bot.bot_token for bot in bots} == {"xoxb-1"} and len(lookups) == 1
 
 
 async def test_this_process_changes_are_seen_at_once(store_parts):
