@@ -127,9 +127,10 @@ async def test_killed_mid_stream_the_next_process_keeps_the_text_shown_and_charg
     await second.start()
     restarted = time.monotonic()
 
-    def finished():
+    def finished():  # a stream left open is stopped, then edited to its final text: wait for that one
         message = slack.thread("C0001", sent.ts)[0]
-        return slack.visible_markdown(message) if not being_written(message) else None
+        text = slack.visible_markdown(message)
+        return text if not being_written(message) and text.endswith(say.INTERRUPTED_BY_RESTART) else None
 
     final = await wait_for(finished, SWEEP + 5, "the interrupted answer to be finished")
     assert time.monotonic() - restarted <= SWEEP, "finished within SWEEP_INTERVAL_SECONDS of the restart"
