@@ -32,6 +32,8 @@ class Row:
     sender_ack_p99: float | None
     first_sign_p50: float
     first_sign_p99: float
+    first_words_p50: float
+    first_words_p99: float
     first_text_p50: float
     first_text_p95: float
     cpu_ms_per_1k_tokens: float | None
@@ -71,6 +73,11 @@ def summarize(run: Run, calls: dict[str, list[Call]], *, interval: float, edits_
         shown = next((c.at for c in calls.get(channel, []) if c.method in FIRST_SIGN_METHODS and c.status == 200), None)
         if answer_id in run.sent_at:  # never shown: waited until the end
             first_sign_waits.append((shown if shown is not None else run.ended_at) - run.sent_at[answer_id])
+    first_words_waits = []
+    for trace in run.traces:
+        shown = next((at for at, length in sorted(trace.shown) if length > 0), run.ended_at)
+        if trace.answer_id in run.sent_at:
+            first_words_waits.append(shown - run.sent_at[trace.answer_id])
     first_texts = [d for d in (first_text_delay(trace) for trace in run.traces) if d is not None]
     tokens = sum(output_tokens(trace.expected) for trace in run.traces)
     answers = len(run.traces)
@@ -90,6 +97,8 @@ def summarize(run: Run, calls: dict[str, list[Call]], *, interval: float, edits_
         sender_ack_p99=percentile(run.acks, 99) if run.acks else None,
         first_sign_p50=percentile(first_sign_waits, 50),
         first_sign_p99=percentile(first_sign_waits, 99),
+        first_words_p50=percentile(first_words_waits, 50),
+        first_words_p99=percentile(first_words_waits, 99),
         first_text_p50=percentile(first_texts, 50),
         first_text_p95=percentile(first_texts, 95),
         cpu_ms_per_1k_tokens=run.cpu_seconds * 1000 / tokens * 1000 if run.cpu_seconds is not None else None,
@@ -109,7 +118,7 @@ def _ms(value: float | None) -> str:
 
 HEADER = (
     "| answers | approach | lag mean s | lag p95 s | bound s | ratio | calls/answer | 429s | inexact | "
-    "ack p50/p99 ms (sender's p99) | mention→first sign p50/p99 ms | first token→text p50/p95 ms | CPU ms/1k tok | "
+    "ack p50/p99 ms (sender's p99) | mention→first sign p50/p99 ms | mention→first words p50/p99 ms | first token→text p50/p95 ms | CPU ms/1k tok | "
     "KB/answer | loop lag p99 ms |"
 )
 
@@ -121,7 +130,7 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.scenario} | {r.approach} | {_s(r.lag_mean)} | {_s(r.lag_p95)} | {_s(r.bound)} | {_s(r.ratio)} | "
             f"{_s(r.calls_per_answer, 1)} | {r.rate_limited} | {inexact} | "
-            f"{_ms(r.ack_p50) + '/' + _ms(r.ack_p99) + ' (' + _ms(r.sender_ack_p99) + ')' if r.ack_p50 is not None else '–'} | {_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | "
+            f"{_ms(r.ack_p50) + '/' + _ms(r.ack_p99) + ' (' + _ms(r.sender_ack_p99) + ')' if r.ack_p50 is not None else '–'} | {_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | {_ms(r.first_words_p50)}/{_ms(r.first_words_p99)} | "
             f"{_ms(r.first_text_p50)}/{_ms(r.first_text_p95)} | {_s(r.cpu_ms_per_1k_tokens, 0)} | "
             f"{_s(r.kb_per_answer, 0)} | {_ms(r.loop_lag_p99)} |"
         )
