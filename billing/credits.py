@@ -50,6 +50,7 @@ class Credits:
         self.reservation_ttl = reservation_ttl
         self.low_balance_threshold = low_balance_threshold
         self.clock = clock
+        self._accounts_seen: set[str] = set()  # accounts found opened (and granted) by an earlier transaction
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: BillingSettings, clock: Callable[[], datetime] = utc_now) -> Credits:
@@ -76,21 +77,27 @@ class Credits:
     # --- answers -------------------------------------------------------------------------------
 
     async def reserve(
-        self, team_id: str, user_id: str | None, amount: int, reservation_id: str, *, connection: AsyncConnection | None = None
+        self, team_id: str, user_id: str | None, amount: int, reservation_id: str, *, connection: AsyncConnection | None = None,
+        new: bool = False,
     ) -> Reservation | Insufficient:
         """Hold `amount` credits for one answer, only if that many are available.
 
         Idempotent on reservation_id: a repeated call returns the first reservation, whatever became of it.
-        The first sight of a workspace opens its account and grants FREE_CREDITS (once ever)."""
+        `new=True` says the caller's transaction has made sure no other call used this id (it claimed the id's
+        event): the hold is then taken in two statements, and a reservation with the same id is an error that
+        undoes the transaction. The first sight of a workspace opens its account and grants FREE_CREDITS (once
+        ever)."""
         if amount < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
         now = self._now()
         async with self._transaction(connection) as connection:
-            existing = await _find_reservation(connection, reservation_id)
-            if existing is not None:
-                return existing
-            await open_account(connection, team_id, now)
-            await self._grant_free_credits_once(connection, team_id, now)
+            if not new:
+                existing = await _find_reservation(connection, reservation_id)
+                if existing is not None:
+                    return existing
+            await self._open_account_once(connection, team_id, now)
+            if new:
+                return await self._hold(connection, team_id, user_id, amount, reservation_id, now)
             async with connection.begin_nested() as savepoint:
                 held = (
                     await connection.execute(
@@ -125,6 +132,33 @@ class Credits:
                 return existing
             balance, reserved = await read_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
+
+    async def _open_account_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> None:
+        """The account and its free credits; once both were found made before, this process stops looking
+        (accounts are never deleted, so what another transaction committed stays)."""
+        if team_id in self._accounts_seen:
+            return
+        created = await open_account(connection, team_id, now)
+        granted = await self._grant_free_credits_once(connection, team_id, now)
+        if not created and granted is None:
+            self._accounts_seen.add(team_id)
+
+    async def _hold(self, connection: AsyncConnection, team_id: str, user_id: str | None, amount: int,
+                    reservation_id: str, now: datetime) -> Reservation | Insufficient:
+        held = (await connection.execute(
+            sa.update(accounts)
+            .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
+            .values(reserved=accounts.c.reserved + amount)
+            .returning(accounts.c.team_id)
+        )).first()
+        if held is None:
+            balance, reserved = await read_balance(connection, team_id)
+            return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
+        await connection.execute(sa.insert(reservations).values(
+            id=reservation_id, team_id=team_id, user_id=user_id, amount=amount, status="held", created_at=now,
+            expires_at=now + self.reservation_ttl,
+        ))
+        return Reservation(id=reservation_id, team_id=team_id, amount=amount)
 
     async def grant_free_credits(self, team_id: str) -> GrantResult:
         """The workspace's trial credits now (at install) rather than at its first question; applied=False

@@ -80,8 +80,8 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
         if not question.text:
             claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
         else:
-            hold = await services.credits.reserve(
-                question.team_id, question.user_id, needed, question.reservation_id, connection=connection
+            hold = await services.credits.reserve(  # new: the event claimed just now is this id's only user
+                question.team_id, question.user_id, needed, question.reservation_id, connection=connection, new=True
             )
             if isinstance(hold, Insufficient):
                 log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)

@@ -259,3 +259,38 @@ async def test_verify_reports_tampering_by_team(credits, engine):
     assert any(d.startswith("T0001: balance is 105") for d in differences)
     assert any(d.startswith("T0002: reserved is 0") for d in differences)
     assert any(d.startswith("T0002: ledger entry") for d in differences)
+
+
+async def test_a_new_reservation_holds_in_the_callers_transaction_and_a_reused_id_undoes_it(credits, engine):
+    """`new=True` (the caller claimed the id's event in the same transaction): no lookup of an earlier hold,
+    and an id used before is an error that rolls the whole transaction back, never a second hold."""
+    await fund(credits, 100)
+    async with engine.begin() as connection:
+        hold = await credits.reserve(TEAM, "U1", 60, "r-new", connection=connection, new=True)
+    assert hold == Reservation(id="r-new", team_id=TEAM, amount=60)
+    assert (await credits.balance(TEAM)).available == 40
+
+    refused = await credits.reserve(TEAM, "U1", 50, "r-other", new=True)
+    assert isinstance(refused, Insufficient) and (refused.available, refused.needed) == (40, 50)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        async with engine.begin() as connection:
+            await credits.reserve(TEAM, "U1", 10, "r-new", connection=connection, new=True)
+    balance = await credits.balance(TEAM)
+    assert (balance.reserved, balance.available) == (60, 40), "the failed transaction held nothing"
+    assert await credits.verify() == []
+
+
+async def test_free_credits_are_granted_once_whichever_process_sees_the_workspace_first(engine, clock):
+    first, second = (Credits(engine, free_credits=300, clock=clock) for _ in range(2))
+    assert isinstance(await first.reserve(TEAM, "U1", 10, "a1", new=True), Reservation)
+    for n in range(3):  # the second process finds the account and the grant made: it stops looking after once
+        assert isinstance(await second.reserve(TEAM, "U1", 10, f"b{n}", new=True), Reservation)
+    assert TEAM in second._accounts_seen and TEAM not in first._accounts_seen
+    trial = [row for row in await ledger_rows(engine) if row.kind == "trial"]
+    assert [row.amount for row in trial] == [300]
+    assert (await credits_balance(engine, clock)).available == 300 - 40
+
+
+async def credits_balance(engine, clock):
+    return await Credits(engine, clock=clock).balance(TEAM)
