@@ -32,6 +32,18 @@ def test_sliding_window_counts_calls_when_they_start_and_keeps_them_a_second_lon
     assert window.wait_time() == 0
 
 
+def test_a_finished_call_counts_from_its_end_the_latest_moment_slack_can_have_counted_it():
+    clock = FakeClock()
+    window = SlidingWindow(limit=1, window=60.0, clock=clock)
+    window.add()
+    clock.now += 5  # the request waited on its way (a busy loop, no free connection) and was answered late
+    window.finish()
+    clock.now += 56
+    assert window.wait_time() == 4, "Slack may have counted it only 5 s after it started"
+    clock.now += 4
+    assert window.wait_time() == 0
+
+
 def lane(*, edits_per_minute: int, interval: float, window: float = 60.0) -> WriterLane:
     return WriterLane(Budget(Limit(edits_per_minute, window, margin=0.0)), interval=interval, method="chat.update")
 

@@ -4,8 +4,8 @@ A `Budget` is what one Slack limit looks like from here: a method in a workspace
 about 50 a minute) or in a channel (`chat.postMessage`, about one a second). It combines
 
 * a sliding window, the hard limit: at most `limit` calls in any `window` seconds. A call is counted
-  when it starts, and the window is kept a second longer than Slack's (`MARGIN`), so that a call
-  slowed on its way cannot arrive inside a window Slack still counts as full;
+  from when it starts until it ends, then from its end (the latest moment Slack can have counted it),
+  and the window is kept a second longer than Slack's (`MARGIN`) for the journey of its answer;
 * a token bucket that spreads the calls out: a burst, then a steady rate, such that
   `burst + rate * window == limit`. Paced this way calls never run into the window, so a burst of
   work cannot spend the whole minute in its first seconds and then stall everything for the rest;
@@ -80,6 +80,9 @@ class SlackBudget(Protocol):
         """Count one more call and return 0 when it may start now; else return how many seconds to wait
         (and count nothing)."""
 
+    async def finished(self) -> None:
+        """A call taken earlier has ended (answered, failed or not made at all)."""
+
     async def pause(self, seconds: float) -> None:
         """Slack said 429: nothing starts for `seconds`."""
 
@@ -95,32 +98,43 @@ class SlackBudget(Protocol):
 
 
 class SlidingWindow:
-    """At most `limit` calls in any `window` seconds, each counted when it starts."""
+    """At most `limit` calls in any `window` seconds. A call counts from its start; once it has finished it
+    counts from its end instead, the latest moment Slack can have counted it (a request that waited on its
+    way, for a connection or in a busy loop, reaches Slack late and leaves Slack's window late). Calls are
+    interchangeable here: a finished call moves the oldest start still counted to its end."""
 
     def __init__(self, limit: int, window: float, clock: Clock):
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._starts: deque[float] = deque()
+        self._started: deque[float] = deque()  # calls not finished yet, by start
+        self._finished: deque[float] = deque()  # by end
 
     def _expire(self, now: float) -> None:
-        while self._starts and self._starts[0] <= now - self.window:
-            self._starts.popleft()
+        for times in (self._started, self._finished):
+            while times and times[0] <= now - self.window:
+                times.popleft()
 
     def wait_time(self) -> float:
         """Seconds until one more call fits (0 when it fits now)."""
         now = self._clock()
         self._expire(now)
-        if len(self._starts) < self.limit:
+        if len(self._started) + len(self._finished) < self.limit:
             return 0.0
-        return self._starts[0] + self.window - now
+        oldest = min(times[0] for times in (self._started, self._finished) if times)
+        return oldest + self.window - now
 
     def add(self) -> None:
-        self._starts.append(self._clock())
+        self._started.append(self._clock())
+
+    def finish(self) -> None:
+        if self._started:
+            self._started.popleft()
+            self._finished.append(self._clock())
 
     def count(self) -> int:
         self._expire(self._clock())
-        return len(self._starts)
+        return len(self._started) + len(self._finished)
 
 
 class PacedBudget:
@@ -183,6 +197,12 @@ class Budget:
         """Count a call that was allowed elsewhere (by the shared budget), so that a fallback knows of it."""
         self._window.add()
         self._pace.take()
+
+    def finished_now(self) -> None:
+        self._window.finish()
+
+    async def finished(self) -> None:
+        self.finished_now()
 
     async def take(self, *, urgent: bool = False) -> float:
         return self.take_now(urgent=urgent)

@@ -65,6 +65,7 @@ class CallLane:
         try:
             yield turn
         finally:
+            await self.budget.finished()
             if turn.retry_after is not None:
                 await self.budget.pause(turn.retry_after)
                 self._arrived.set()

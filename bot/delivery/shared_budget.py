@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -58,6 +59,14 @@ redis.call('PEXPIRE', KEYS[2], window)
 return {0, used + 1}
 """
 
+# KEYS: the window. ARGV: the call's member. A finished call counts from its end (see budgets.SlidingWindow).
+FINISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', 'GT', now, ARGV[1])
+return 1
+"""
+
 # KEYS: the pause. ARGV: milliseconds. The pause only ever moves later.
 PAUSE = """
 local t = redis.call('TIME')
@@ -81,6 +90,7 @@ class RedisBudgets:
         self._clock = clock
         self._take = redis.register_script(TAKE)
         self._pause = redis.register_script(PAUSE)
+        self._finish = redis.register_script(FINISH)
         self._members = (f"{process_id}:{n}" for n in itertools.count())
         self._down_until = 0.0
         self.down = False
@@ -91,11 +101,17 @@ class RedisBudgets:
     def budget(self, key: str, limit: Limit) -> SharedBudget:
         return SharedBudget(self, key, limit, clock=self._clock)
 
-    async def take(self, key: str, limit: Limit, urgent: bool) -> tuple[float, int]:
+    def member(self) -> str:
+        return next(self._members)
+
+    async def take(self, key: str, limit: Limit, urgent: bool, member: str) -> tuple[float, int]:
         window_ms = int(limit.kept_window * 1000)
-        args = [limit.calls, window_ms, limit.bucket_burst, limit.bucket_rate / 1000, int(urgent), next(self._members)]
+        args = [limit.calls, window_ms, limit.bucket_burst, limit.bucket_rate / 1000, int(urgent), member]
         wait_ms, used = await self._call(self._take, [f"{key}:w", f"{key}:b", f"{key}:p"], args)
         return wait_ms / 1000, used
+
+    async def finish(self, key: str, member: str) -> None:
+        await self._call(self._finish, [f"{key}:w"], [member])
 
     async def pause(self, key: str, seconds: float) -> None:
         await self._call(self._pause, [f"{key}:p"], [max(1, int(seconds * 1000))])
@@ -137,12 +153,14 @@ class SharedBudget:
         self._local = Budget(limit.share(shared.share), clock)
         self._used = 0  # calls in the shared window, as of the last answer from Redis
         self._last_take = 0.0
+        self._in_flight: deque[str] = deque()  # this process's calls taken and not finished, oldest first
 
     async def take(self, *, urgent: bool = False) -> float:
         self._last_take = self._clock()
         if self._shared.usable():
+            member = self._shared.member()
             try:
-                wait, used = await self._shared.take(self._key, self.limit, urgent)
+                wait, used = await self._shared.take(self._key, self.limit, urgent, member)
             except SharedBudgetUnavailable:
                 pass
             else:
@@ -150,8 +168,21 @@ class SharedBudget:
                     self._used = used
                 if wait <= 0:
                     self._local.record()  # should Redis go, this process's fallback share knows what it spent
+                    self._in_flight.append(member)
                 return wait
-        return self._local.take_now(urgent=urgent)
+        wait = self._local.take_now(urgent=urgent)
+        if wait <= 0:
+            self._in_flight.append("")  # counted only here
+        return wait
+
+    async def finished(self) -> None:
+        self._local.finished_now()
+        member = self._in_flight.popleft() if self._in_flight else ""
+        if member and self._shared.usable():
+            try:
+                await self._shared.finish(self._key, member)
+            except SharedBudgetUnavailable:
+                pass
 
     async def pause(self, seconds: float) -> None:
         self._local.pause_now(seconds)

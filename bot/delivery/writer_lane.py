@@ -129,7 +129,9 @@ class WriterLane:
                 if wait <= 0:
                     if writer.wants_write():
                         self._start(writer)
-                    continue  # (nothing left to write meanwhile: the call simply is not made)
+                    else:  # nothing left to write meanwhile: the call is not made
+                        await self.budget.finished()
+                    continue
                 delay = min(delay, wait)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=None if delay == math.inf else delay)
@@ -151,6 +153,7 @@ class WriterLane:
             log.exception("unexpected failure writing a message (%s)", self.method)
         finally:
             self._in_flight.discard(writer)
+        await self.budget.finished()
         if retry_after is not None:
             log.warning("%s rate-limited; pausing for %.1fs", self.method, retry_after)
             await self.budget.pause(retry_after)
