@@ -150,3 +150,19 @@ async def test_the_window_holds_even_for_urgent_calls(redis_server, urgent):
         assert all(wait > 0 for wait in results[taken:])
     finally:
         await one.redis.aclose()
+
+
+async def test_a_finished_call_counts_from_its_end_in_every_process(redis_server):
+    limit = Limit(1, window=1.0, margin=0.0)
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    try:
+        budget = one.budget(KEY, limit)
+        assert await budget.take() == 0
+        await asyncio.sleep(0.6)  # the call took this long (a slow request)
+        await budget.finished()
+        await asyncio.sleep(0.6)  # 1.2 s after its start, 0.6 s after its end
+        wait = await two.budget(KEY, limit).take()
+        assert 0.2 < wait <= 0.45, wait
+    finally:
+        await one.redis.aclose()
+        await two.redis.aclose()

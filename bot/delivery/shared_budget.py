@@ -59,11 +59,14 @@ redis.call('PEXPIRE', KEYS[2], window)
 return {0, used + 1}
 """
 
-# KEYS: the window. ARGV: the call's member. A finished call counts from its end (see budgets.SlidingWindow).
+# KEYS: the window. ARGV: the call's member, window (ms). A finished call counts from its end (see
+# budgets.SlidingWindow), and the window's key lives as long as that.
 FINISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], 'XX', 'GT', now, ARGV[1])
+if redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', now, ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 """
 
@@ -110,8 +113,8 @@ class RedisBudgets:
         wait_ms, used = await self._call(self._take, [f"{key}:w", f"{key}:b", f"{key}:p"], args)
         return wait_ms / 1000, used
 
-    async def finish(self, key: str, member: str) -> None:
-        await self._call(self._finish, [f"{key}:w"], [member])
+    async def finish(self, key: str, limit: Limit, member: str) -> None:
+        await self._call(self._finish, [f"{key}:w"], [member, int(limit.kept_window * 1000)])
 
     async def pause(self, key: str, seconds: float) -> None:
         await self._call(self._pause, [f"{key}:p"], [max(1, int(seconds * 1000))])
@@ -180,7 +183,7 @@ class SharedBudget:
         member = self._in_flight.popleft() if self._in_flight else ""
         if member and self._shared.usable():
             try:
-                await self._shared.finish(self._key, member)
+                await self._shared.finish(self._key, self.limit, member)
             except SharedBudgetUnavailable:
                 pass
 
