@@ -28,24 +28,8 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     # (with many answers at once the file sits idle while every connection sleeps).
     kwargs.setdefault("pool_size", 1)
     kwargs.setdefault("max_overflow", 0)
-    engine = create_async_engine(url, **kwargs)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _configure_sqlite(dbapi_connection, _record):
-        # Let SQLAlchemy, not the driver, decide when transactions begin (see the "begin" hook).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    return _sqlite_engine(url, kwargs, pragmas=("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"),
+                          begin="BEGIN IMMEDIATE")
 
 
 def create_reader(url: str, **kwargs) -> AsyncEngine | None:
@@ -57,18 +41,23 @@ def create_reader(url: str, **kwargs) -> AsyncEngine | None:
     kwargs.setdefault("pool_size", 4)
     kwargs.setdefault("max_overflow", 0)
     kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
+    return _sqlite_engine(url, kwargs, pragmas=("query_only=ON",), begin="BEGIN")
+
+
+def _sqlite_engine(url: str, kwargs: dict, *, pragmas: tuple[str, ...], begin: str) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure_sqlite(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see the "begin" hook).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA query_only=ON")
+        for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", *pragmas):
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _begin_deferred(connection):
-        connection.exec_driver_sql("BEGIN")
+    def _begin(connection):
+        connection.exec_driver_sql(begin)
 
     return engine
