@@ -15,7 +15,16 @@ from billing.pricing import (
     build_pricing,
     load_prices,
 )
-from billing.results import Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
+from billing.results import (
+    AnswerUsage,
+    Balance,
+    GrantResult,
+    Insufficient,
+    LedgerEntry,
+    Reservation,
+    Settlement,
+    UsageSummary,
+)
 from billing.settlement import UnknownReservationError
 from billing.stripe_checkout import Checkout, CheckoutError, CheckoutLink, build_stripe_client
 from billing.stripe_web import stripe_routes
@@ -32,6 +41,7 @@ __all__ = [
     "find_pack",
     "parse_credit_packs",
     "stripe_routes",
+    "AnswerUsage",
     "Balance",
     "Credits",
     "FlatPricing",

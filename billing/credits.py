@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import reports, settlement
 from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
-from billing.results import Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
+from billing.results import AnswerUsage, Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
 from billing.settlement import UnknownReservationError
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
@@ -195,7 +195,8 @@ class Credits:
             memo="free credits for a new workspace",
         )
 
-    async def settle(self, reservation_id: str, charge: int, *, connection: AsyncConnection | None = None) -> Settlement:
+    async def settle(self, reservation_id: str, charge: int, *, connection: AsyncConnection | None = None,
+                     usage: AnswerUsage | None = None) -> Settlement:
         """Charge for an answer, at most what was reserved; exactly once however often it is called.
 
         After release() it charges nothing (already_settled=True); after the sweeper expired the
@@ -203,7 +204,7 @@ class Credits:
         if charge < 0:
             raise ValueError(f"cannot charge a negative amount ({charge})")
         async with self._transaction(connection) as connection:
-            return await settlement.settle(connection, reservation_id, charge, self._now(), self.low_balance_threshold)
+            return await settlement.settle(connection, reservation_id, charge, self._now(), self.low_balance_threshold, usage)
 
     async def release(self, reservation_id: str, *, connection: AsyncConnection | None = None) -> None:
         """Claude failed before producing anything: return the hold, charge nothing. Idempotent."""
@@ -265,10 +266,11 @@ class Credits:
 
     async def grant(
         self, team_id: str, amount: int, *, kind: str, source: str, external_id: str,
-        user_id: str | None = None, memo: str | None = None,
+        user_id: str | None = None, memo: str | None = None, allow_negative: bool = True,
     ) -> GrantResult:
         """Add (or, negative, take) credits once per (source, external_id). May take the balance below
-        zero: a refunded purchase is taken back even if it was already spent."""
+        zero (a refunded purchase is taken back even if it was already spent) unless `allow_negative` is
+        False: then NegativeBalanceError, and nothing changes."""
         if kind not in KINDS:
             raise ValueError(f"unknown ledger kind {kind!r}; expected one of {sorted(KINDS)}")
         now = self._now()
@@ -278,6 +280,8 @@ class Credits:
                 connection, team_id=team_id, amount=amount, kind=kind, source=source, external_id=external_id,
                 now=now, low_balance_threshold=self.low_balance_threshold, user_id=user_id, memo=memo,
             )
+            if balance is not None and amount < 0 and balance < 0 and not allow_negative:
+                raise NegativeBalanceError(team_id, amount, balance)  # the transaction undoes the change
             if balance is not None:
                 return GrantResult(applied=True, balance=balance)
             current, _ = await read_balance(connection, team_id)
@@ -297,6 +301,11 @@ class Credits:
         async with self.engine.begin() as connection:
             return await reports.usage(connection, team_id, since=since, top=top)
 
+    async def answers_csv(self, team_id: str, *, since: datetime, until: datetime | None = None) -> str:
+        """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens, credits."""
+        async with self.engine.connect() as connection:
+            return await reports.answers_csv(connection, team_id, since=since, until=until)
+
     async def history(self, team_id: str, *, limit: int = 50) -> list[LedgerEntry]:
         async with self.engine.begin() as connection:
             return await reports.history(connection, team_id, limit=limit)
@@ -308,6 +317,14 @@ class Credits:
                 await connection.execution_options(isolation_level="REPEATABLE READ")
             async with connection.begin():
                 return await reports.verify(connection)
+
+
+class NegativeBalanceError(ValueError):
+    """A deduction would take the balance below zero, and the caller did not allow it."""
+
+    def __init__(self, team_id: str, amount: int, balance_after: int):
+        super().__init__(f"{team_id}: {amount:+,} credits would leave a balance of {balance_after:,}")
+        self.team_id, self.amount, self.balance_after = team_id, amount, balance_after
 
 
 async def _find_reservation(connection: AsyncConnection, reservation_id: str) -> Reservation | None:

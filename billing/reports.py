@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from datetime import datetime
 
@@ -10,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.ledger import utc
 from billing.results import LedgerEntry, UsageSummary
+from billing.tables import answer_usage
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
 from billing.tables import credit_reservations as reservations
@@ -37,6 +40,40 @@ async def usage(connection: AsyncConnection, team_id: str, *, since: datetime, t
     rest = total - sum(credits for _, credits in ranked)
     by_user = ranked + ([(None, int(rest))] if rest > 0 else [])
     return UsageSummary(total=int(total), answers=sum(row.answers for row in rows), by_user=by_user)
+
+
+EXPORT_COLUMNS = ("time", "user", "channel", "model", "input_tokens", "cache_creation_input_tokens",
+                  "cache_read_input_tokens", "output_tokens", "credits")
+
+
+async def answers_csv(connection: AsyncConnection, team_id: str, *, since: datetime, until: datetime | None) -> str:
+    """Every charged answer of the period (`until` excluded), oldest first, as CSV. The ledger says which
+    answers there were and what each cost; answers settled before their tokens were recorded have empty
+    token columns."""
+    answered = ledger.c.created_at
+    where = [ledger.c.team_id == team_id, ledger.c.kind == "usage", answered >= utc(since)]
+    if until is not None:
+        where.append(answered < utc(until))
+    rows = (
+        await connection.execute(
+            sa.select(answered.label("answered_at"), ledger.c.user_id, ledger.c.amount, answer_usage.c.channel_id,
+                      answer_usage.c.model, answer_usage.c.input_tokens, answer_usage.c.cache_creation_input_tokens,
+                      answer_usage.c.cache_read_input_tokens, answer_usage.c.output_tokens)
+            .select_from(ledger.outerjoin(answer_usage, answer_usage.c.reservation_id == ledger.c.external_id))
+            .where(*where)
+            .order_by(answered, ledger.c.id)
+        )
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        tokens = [row.input_tokens, row.cache_creation_input_tokens, row.cache_read_input_tokens, row.output_tokens]
+        writer.writerow([
+            utc(row.answered_at).strftime("%Y-%m-%dT%H:%M:%SZ"), row.user_id or "", row.channel_id or "", row.model or "",
+            *("" if count is None else count for count in tokens), -row.amount,
+        ])
+    return out.getvalue()
 
 
 async def history(connection: AsyncConnection, team_id: str, *, limit: int) -> list[LedgerEntry]:

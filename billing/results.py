@@ -39,6 +39,25 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class AnswerUsage:
+    """What an answer consumed and where it was asked: recorded with its charge, for reports and exports."""
+
+    model: str
+    channel_id: str | None
+    input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def of(cls, model: str, channel_id: str | None, tokens) -> AnswerUsage:
+        """From a TokenUsage (what Claude reported, or the record's estimate)."""
+        return cls(model=model, channel_id=channel_id, input_tokens=tokens.input_tokens,
+                   cache_creation_input_tokens=tokens.cache_creation_input_tokens,
+                   cache_read_input_tokens=tokens.cache_read_input_tokens, output_tokens=tokens.output_tokens)
+
+
+@dataclass(frozen=True)
 class GrantResult:
     applied: bool  # False when (source, external_id) had already been recorded
     balance: int

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.ledger import flag_low_balance, read_balance, record, utc
-from billing.results import Settlement
+from billing.results import AnswerUsage, Settlement
+from billing.tables import answer_usage
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_reservations as reservations
 
@@ -28,7 +29,8 @@ class UnknownReservationError(LookupError):
     """settle() or release() was given an id that reserve() never created."""
 
 
-async def settle(connection: AsyncConnection, reservation_id: str, charge: int, now: datetime, low_balance_threshold: int) -> Settlement:
+async def settle(connection: AsyncConnection, reservation_id: str, charge: int, now: datetime, low_balance_threshold: int,
+                 usage: AnswerUsage | None = None) -> Settlement:
     capped = sa.case((reservations.c.amount < charge, reservations.c.amount), else_=charge)
     claimed = (
         await connection.execute(
@@ -39,7 +41,7 @@ async def settle(connection: AsyncConnection, reservation_id: str, charge: int, 
         )
     ).first()
     if claimed is None:
-        return await _settle_closed(connection, reservation_id, charge, now, low_balance_threshold)
+        return await _settle_closed(connection, reservation_id, charge, now, low_balance_threshold, usage)
     if claimed.charged < charge:
         # The reservation was the worst case; going past it means the estimate was wrong, and
         # charging more could take the balance below zero.
@@ -56,11 +58,13 @@ async def settle(connection: AsyncConnection, reservation_id: str, charge: int, 
         )
     ).scalar_one()
     return await _record_answer(
-        connection, reservation_id, claimed.team_id, claimed.user_id, claimed.charged, balance, now, low_balance_threshold
+        connection, reservation_id, claimed.team_id, claimed.user_id, claimed.charged, balance, now, low_balance_threshold,
+        usage=usage,
     )
 
 
-async def _settle_closed(connection: AsyncConnection, reservation_id: str, charge: int, now: datetime, low_balance_threshold: int) -> Settlement:
+async def _settle_closed(connection: AsyncConnection, reservation_id: str, charge: int, now: datetime, low_balance_threshold: int,
+                         usage: AnswerUsage | None) -> Settlement:
     """Not held any more: settled or released (nothing to do), or expired (charge what is available)."""
     expired = (
         await connection.execute(
@@ -103,13 +107,15 @@ async def _settle_closed(connection: AsyncConnection, reservation_id: str, charg
     await connection.execute(sa.update(reservations).where(reservations.c.id == reservation_id).values(charged=charged))
     memo = f"settled after the reservation expired: {charged} of {charge} credits charged"
     return await _record_answer(
-        connection, reservation_id, expired.team_id, expired.user_id, charged, balance, now, low_balance_threshold, memo
+        connection, reservation_id, expired.team_id, expired.user_id, charged, balance, now, low_balance_threshold, memo,
+        usage=usage,
     )
 
 
 async def _record_answer(
     connection: AsyncConnection, reservation_id: str, team_id: str, user_id: str | None,
-    charged: int, balance: int, now: datetime, low_balance_threshold: int, memo: str | None = None,
+    charged: int, balance: int, now: datetime, low_balance_threshold: int, memo: str | None = None, *,
+    usage: AnswerUsage | None = None,
 ) -> Settlement:
     # A usage row even for 0 credits: every settled answer shows in history and in usage counts,
     # and its (answer, reservation id) key is one more guard against charging twice.
@@ -119,6 +125,13 @@ async def _record_answer(
     )
     if not recorded:
         raise RuntimeError(f"reservation {reservation_id} was open although its answer was already charged")
+    if usage is not None:  # under the ledger row's unique key: written once, like the charge
+        await connection.execute(sa.insert(answer_usage).values(
+            reservation_id=reservation_id, team_id=team_id, user_id=user_id, channel_id=usage.channel_id, model=usage.model,
+            input_tokens=usage.input_tokens, cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens, output_tokens=usage.output_tokens,
+            credits=charged, created_at=utc(now),
+        ))
     low_balance = await flag_low_balance(connection, team_id, low_balance_threshold)
     return Settlement(reservation_id, charged=charged, balance_after=balance, low_balance=low_balance, already_settled=False)
 

@@ -57,6 +57,23 @@ credit_reservations = sa.Table(
 )
 
 
+answer_usage = sa.Table(  # storage/migrations/versions/0006_answer_usage.py
+    "answer_usage",
+    metadata,
+    sa.Column("reservation_id", sa.String(64), primary_key=True),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cache_creation_input_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cache_read_input_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("credits", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", WHEN, nullable=False),
+)
+
+
 def insert_once(connection: AsyncConnection, table: sa.Table, *conflict_columns: str):
     """INSERT ... ON CONFLICT (conflict_columns) DO NOTHING, in the connection's dialect.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from billing import Insufficient, Reservation, Settlement
+from billing import AnswerUsage, Insufficient, Reservation, Settlement
 from bot import user_messages as say
 from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
@@ -28,7 +28,7 @@ from bot.inflight import Checkpoints, NotOurs
 from bot.question import Question
 from bot.services import Services
 from bot.stops import RunningAnswer
-from bot.surfaces.answer_controls import feedback_block, stop_block
+from bot.surfaces.answer_controls import cost_block, feedback_block, stop_block
 from storage import is_transient
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ async def _write_answer(
             await tell(scheduler, client, question, say.low_balance(settlement.balance_after))  # shown once: not lost with the reply
         await session.end()
         return Outcome.FINAL
-    finishing = reply.finish(tail(settlement), [feedback_block(question.reservation_id)])
+    finishing = reply.finish(tail(settlement), final_blocks(question, settlement, services.settings.show_cost))
     if shutting_down:
         try:
             shown = await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
@@ -278,6 +278,14 @@ async def _write_answer(
         log.error("the final text of event %s could not be shown in Slack", question.event_id)
     await session.end()
     return Outcome.FINAL
+
+
+def final_blocks(question: Question, settlement: Settlement | None, show_cost: bool) -> list[dict]:
+    """Under a finished answer: what it cost and the balance it left (SHOW_COST), then the feedback buttons."""
+    blocks = []
+    if show_cost and settlement is not None:
+        blocks.append(cost_block(question.reservation_id, say.answer_cost(settlement.charged, settlement.balance_after)))
+    return [*blocks, feedback_block(question.reservation_id)]
 
 
 class AgentSession:
@@ -353,7 +361,8 @@ async def _settle_until_done(services, question, hold, stream, reply, consumed, 
             async with services.engine.begin() as connection:
                 settlement = None
                 if consumed:
-                    settlement = await services.credits.settle(hold.id, charge, connection=connection)
+                    usage = AnswerUsage.of(services.settings.claude_model, question.channel_id, stream.usage)
+                    settlement = await services.credits.settle(hold.id, charge, connection=connection, usage=usage)
                 else:
                     await services.credits.release(hold.id, connection=connection)
                 await services.history.append(connection, question.conversation, learned)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import register_listeners
 from bot.question import workspace_id
@@ -31,7 +30,7 @@ def build_bolt_app(services: Services) -> AsyncApp:
     settings = services.settings
     installs = services.installs
     # Bolt hands every listener a client built from this one, so SLACK_API_URL reaches them all.
-    client = AsyncWebClient(token=None if installs else settings.slack_bot_token, base_url=settings.slack_api_url)
+    client = services.slack_web_client(None if installs else settings.slack_bot_token)
     oauth = {}
     if installs is not None:
         oauth = {

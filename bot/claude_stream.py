@@ -111,8 +111,11 @@ class ClaudeStream:
         """Claude's text as it is written. Raises ClaudeError; closing the iterator closes the stream."""
         for attempt in range(self._max_retries + 1):
             try:
-                async with self._client.messages.stream(**self._request) as stream:
-                    self.request_id = stream.request_id
+                # The raw event stream, not `messages.stream()`: this class accumulates what it needs, and
+                # the helper's snapshot events cost as much CPU again as the stream itself.
+                stream = await self._client.messages.create(**self._request, stream=True)
+                async with stream:
+                    self.request_id = stream.response.headers.get("request-id")
                     async for event in stream:
                         delta = self._record(event)
                         if delta:

@@ -70,11 +70,11 @@ class OneTimeStateStore(AsyncSQLAlchemyOAuthStateStore):
 
 
 class Installs:
-    def __init__(self, settings: Settings, engine: AsyncEngine, *, reader: AsyncEngine | None = None,
-                 clock: Callable[[], datetime] = _utc_now):
+    def __init__(self, settings: Settings, engine: AsyncEngine, client: AsyncWebClient, *,
+                 reader: AsyncEngine | None = None, clock: Callable[[], datetime] = _utc_now):
         self.client_id = settings.slack_client_id
         self.client_secret = settings.slack_client_secret
-        self.client = AsyncWebClient(base_url=settings.slack_api_url)
+        self.client = client  # tokenless: OAuth exchanges and token refreshes
         self.store = CachedInstallationStore(client_id=self.client_id, engine=engine, logger=log, reader=reader,
                                              refresh_minutes=REFRESH_MINUTES_BEFORE_EXPIRY)
         self.states = OneTimeStateStore(expiration_seconds=STATE_TTL_SECONDS, engine=engine, logger=log)

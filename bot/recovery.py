@@ -14,6 +14,7 @@ import logging
 
 from slack_sdk.errors import SlackApiError
 
+from billing import AnswerUsage
 from bot import user_messages as say
 from bot.delivery import URGENT, MESSAGE_LIMIT, split_markdown
 from bot.delivery.edit_writer import MessageWriter
@@ -80,7 +81,8 @@ async def settle_record(services: Services, record: InFlight) -> None:
     async with services.engine.begin() as connection:
         if record.shown_anything:
             charge = services.pricing.charge(record.usage, produced_output=True)
-            settlement = await services.credits.settle(record.reservation_id, charge, connection=connection)
+            usage = AnswerUsage.of(services.settings.claude_model, record.channel_id, record.usage)
+            settlement = await services.credits.settle(record.reservation_id, charge, connection=connection, usage=usage)
             log.info("interrupted answer %s charged %d credits", record.id, settlement.charged)
         else:
             await services.credits.release(record.reservation_id, connection=connection)

@@ -30,8 +30,22 @@ from config import ConfigError, Settings
 from storage import create_reader
 
 
+SLACK_TIMEOUT = aiohttp.ClientTimeout(total=30)  # slack_sdk's default, which it applies only to sessions it opens
+SLACK_CONNECTIONS = 256
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def open_slack_http() -> aiohttp.ClientSession:
+    """One connection pool for all Slack calls: without it slack_sdk opens a session, and a TCP connection,
+    for every call."""
+    return aiohttp.ClientSession(timeout=SLACK_TIMEOUT, connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS))
+
+
+def slack_web_client(settings: Settings, session: aiohttp.ClientSession, token: str | None) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=settings.slack_api_url, session=session)
 
 
 @dataclass
@@ -53,6 +67,7 @@ class Services:
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
     http: aiohttp.ClientSession
+    slack_http: aiohttp.ClientSession  # every Slack Web API client's connections (slack_web_client)
     checkout: Checkout | None
     stripe_webhook: StripeWebhook | None
     installs: Installs | None = None  # OAuth mode only
@@ -63,7 +78,10 @@ class Services:
         token = self.settings.slack_bot_token
         if self.installs is not None:
             token = await self.installs.bot_token_for_team(team_id)
-        return AsyncWebClient(token=token, base_url=self.settings.slack_api_url) if token else None
+        return self.slack_web_client(token) if token else None
+
+    def slack_web_client(self, token: str | None) -> AsyncWebClient:
+        return slack_web_client(self.settings, self.slack_http, token)
 
     async def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish the user's Home tab again (after a purchase was granted)."""
@@ -79,6 +97,7 @@ class Services:
             await self.redis.redis.aclose()
         await self.claude.close()
         await self.http.close()
+        await self.slack_http.close()
         await self.engine.dispose()
         if self.reader is not None:
             await self.reader.dispose()
@@ -109,6 +128,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     Must run inside the event loop (it opens the HTTP session Stripe's client uses)."""
     credits = Credits.from_settings(engine, settings, clock=clock)
     http = aiohttp.ClientSession()
+    slack_http = open_slack_http()
     process_id = uuid.uuid4().hex
     processes = ProcessRegistry(engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock)
     budgets, redis_budgets = budget_maker(settings, process_id)
@@ -128,6 +148,8 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
             # Retries are ours (ClaudeStream): the SDK's would sleep for any Retry-After, however long.
             max_retries=0,
             timeout=settings.claude_timeout,
+            # aiohttp reads hundreds of concurrent streams at about half httpx's CPU per event.
+            http_client=anthropic.DefaultAioHttpClient(),
         ),
         slack=SlackSchedulers(delivery_limits(settings), budgets=budgets),
         redis=redis_budgets,
@@ -138,9 +160,10 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         tasks=BackgroundTasks(),
         clock=clock,
         http=http,
+        slack_http=slack_http,
         checkout=None,
         stripe_webhook=None,
-        installs=Installs(settings, engine, reader=reader, clock=clock) if settings.oauth_enabled else None,
+        installs=Installs(settings, engine, slack_web_client(settings, slack_http, None), reader=reader, clock=clock) if settings.oauth_enabled else None,
     )
     notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home)
     services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)

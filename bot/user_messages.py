@@ -74,6 +74,10 @@ def insufficient_credits(available: int, price: str) -> str:
     )
 
 
+def answer_cost(charged: int, balance: int) -> str:
+    return f"{charged:,} credit{'' if charged == 1 else 's'} · balance {balance:,}"
+
+
 def low_balance(balance: int) -> str:
     return f"💳 _Heads-up: this workspace has {balance:,} credits left. Use `/credits` to top up._"
 

@@ -94,6 +94,7 @@ class Settings(BillingSettings):
     redis_url: str | None = None
     slack_channel_posts_per_second: float = Field(1.0, gt=0)
     slack_streaming: Literal["auto", "native", "edit"] = "auto"
+    show_cost: bool = True  # a context line under each finished answer: what it cost, the balance after
     slack_stream_appends_per_minute: int = Field(100, gt=0)
     slack_stream_starts_per_minute: int = Field(20, gt=0)
     slack_stream_stops_per_minute: int = Field(20, gt=0)

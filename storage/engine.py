@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-from sqlalchemy import event
+from pathlib import Path
+
+from sqlalchemy import event, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A burst of questions queues for a connection rather than failing: on SQLite writers take turns
 # anyway, and an answer that waits a little beats one that is refused.
 POOL_TIMEOUT_SECONDS = 120
+INVALID_CATALOG_NAME = "3D000"  # PostgreSQL: the database does not exist
 
 
 def create_engine(url: str, **kwargs) -> AsyncEngine:
@@ -61,3 +66,24 @@ def _sqlite_engine(url: str, kwargs: dict, *, pragmas: tuple[str, ...], begin: s
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+async def database_missing(url: str) -> str | None:
+    """Why the database `url` names does not exist (a SQLite file that is not there, a PostgreSQL database
+    never created), or None when it does: for commands that must not create it by opening it."""
+    parsed = make_url(url)
+    if url.startswith("sqlite"):
+        path = parsed.database
+        if path and path != ":memory:" and not Path(path).exists():
+            return f"{path} does not exist"
+        return None
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect():
+            return None
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) == INVALID_CATALOG_NAME or "does not exist" in str(error.orig):
+            return f"database {parsed.database!r} does not exist"
+        raise
+    finally:
+        await engine.dispose()

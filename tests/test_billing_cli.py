@@ -88,3 +88,59 @@ async def test_a_zero_grant_is_refused(run_cli):
     code, _, err = await run_cli("grant", TEAM, "0", "--reason", "nothing")
     assert code == 2
     assert "AMOUNT must not be zero" in err
+
+
+async def test_a_grant_with_a_key_is_applied_once_and_the_second_says_so(run_cli):
+    first = await run_cli("grant", TEAM, "250", "--reason", "contract 42", "--key", "contract-42", "--json")
+    again = await run_cli("grant", TEAM, "250", "--reason", "contract 42", "--key", "contract-42")
+    assert first[0] == again[0] == 0, (first, again)
+    assert json.loads(first[1]) == {"team_id": TEAM, "applied": True, "kind": "grant", "amount": 250, "key": "contract-42",
+                                    "balance": 250, "reserved": 0, "available": 250}
+    assert "'contract-42' was granted before; nothing granted" in again[1] and "balance 250" in again[1]
+    code, out, _ = await run_cli("history", TEAM, "--json")
+    assert [(entry["amount"], entry["external_id"]) for entry in json.loads(out)] == [(250, "contract-42")]
+
+
+async def test_a_deduction_below_zero_needs_allow_negative(run_cli):
+    assert (await run_cli("grant", TEAM, "100", "--reason", "start"))[0] == 0
+    code, out, _ = await run_cli("grant", TEAM, "-150", "--reason", "too much", "--json")
+    assert code == 1
+    assert json.loads(out)["error"] == "negative_balance" and json.loads(out)["balance_after"] == -50
+    assert json.loads((await run_cli("balance", TEAM, "--json"))[1])["balance"] == 100, "a refused grant changes nothing"
+
+    code, out, _ = await run_cli("grant", TEAM, "-100", "--reason", "down to zero")
+    assert code == 0 and "balance 0" in out, "reaching zero needs no flag"
+    code, out, err = await run_cli("grant", TEAM, "-150", "--reason", "chargeback", "--allow-negative")
+    assert code == 0, err
+    assert "balance -150" in out
+    code, out, _ = await run_cli("verify", "--json")
+    assert (code, json.loads(out)) == (0, {"ok": True, "differences": []})
+
+
+async def test_every_command_answers_json(run_cli):
+    results = {
+        "grant": await run_cli("grant", TEAM, "10", "--reason", "r", "--json"),
+        "balance": await run_cli("balance", TEAM, "--json"),
+        "history": await run_cli("history", TEAM, "--json"),
+        "export": await run_cli("export", TEAM, "--since", "2020-01-01", "--json"),
+        "verify": await run_cli("verify", "--json"),
+        "sweep": await run_cli("sweep", "--json"),
+    }
+    parsed = {name: json.loads(out) for name, (code, out, _) in results.items() if code == 0}
+    assert set(parsed) == set(results), results
+    assert parsed["balance"]["available"] == 10 and parsed["history"][0]["amount"] == 10
+    assert parsed["export"] == [] and parsed["sweep"] == {"released": 0} and parsed["verify"]["ok"] is True
+
+
+@pytest.mark.parametrize("command", [["balance", TEAM], ["history", TEAM], ["verify"], ["export", TEAM, "--since", "2026-01-01"]])
+async def test_reading_a_database_that_does_not_exist_says_so_and_creates_nothing(run_cli, database_url, tmp_path, command):
+    if database_url.startswith("sqlite"):
+        missing_path = tmp_path / "typo.db"
+        url = f"sqlite+aiosqlite:///{missing_path}"
+    else:
+        url = database_url.rsplit("/", 1)[0] + "/no_such_database_for_cli"
+    code, out, err = await run_cli(*command, env={"DATABASE_URL": url})
+    assert code == 2 and out == ""
+    assert err.startswith("no database:") and "does not exist" in err and len(err.strip().splitlines()) == 1, err
+    if database_url.startswith("sqlite"):
+        assert not missing_path.exists()

@@ -9,8 +9,12 @@ never with the bot's own pricing code.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import math
+import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -347,6 +351,68 @@ async def test_the_answer_that_crosses_the_low_balance_threshold_says_so_once(st
     assert "`/credits`" in replies[2]
     balance = await assert_books_consistent(h)
     assert balance.balance == 3
+
+
+def context_lines(message) -> list[str]:
+    return [element["text"] for block in message.blocks or [] if block["type"] == "context" for element in block["elements"]]
+
+
+@pytest.mark.parametrize("mode", ["edit", "native"])
+async def test_each_finished_answer_shows_its_cost_and_the_balance_after_it(start_bot_on_each_database, mode):
+    h = await start_token_priced(start_bot_on_each_database, granted=1_000_000, slack_streaming=mode)
+    spent = 0
+    for i in range(2):
+        sent = await h.mention(f"question {i}")
+        await h.idle()
+        charged = await charged_for(h, sent.event_id)
+        spent += charged
+        [reply] = h.replies("C0001", sent.ts)
+        assert context_lines(reply) == [f"{charged:,} credits · balance {1_000_000 - spent:,}"]
+        assert h.reply_text("C0001", sent.ts) == f"You said: question {i}", "the cost line is not part of the answer"
+    assert charged > 1
+
+
+async def test_show_cost_off_leaves_only_the_answer_and_its_feedback_buttons(start_bot_on_each_database):
+    h = await start_flat(start_bot_on_each_database, price=1, granted=10, show_cost=False)
+    sent = await h.mention("question")
+    await h.idle()
+    [reply] = h.replies("C0001", sent.ts)
+    assert context_lines(reply) == []
+    assert [block["type"] for block in reply.blocks][-1] == "context_actions"
+    assert (await h.services.credits.balance(TEAM)).balance == 9
+
+
+async def billing_cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "billing", *args, env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_export_lists_every_answer_with_its_tokens_and_credits(start_bot_on_each_database):
+    h = await start_token_priced(start_bot_on_each_database)
+    asked = [("U0001", "C0001"), ("U0002", "C0002"), ("U0001", "C0003")]
+    sent = []
+    for i, (user, channel) in enumerate(asked):
+        sent.append(await h.mention(f"question number {i}", user=user, channel=channel))
+        await h.idle()
+    code, out, err = await billing_cli(h.services.settings.database_url, "export", TEAM, "--since", "2020-01-01")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert out.splitlines()[0] == ("time,user,channel,model,input_tokens,cache_creation_input_tokens,"
+                                   "cache_read_input_tokens,output_tokens,credits")
+    assert len(rows) == 3
+    for row, (user, channel), question, request in zip(rows, asked, sent, h.claude.requests, strict=True):
+        assert (row["user"], row["channel"], row["model"]) == (user, channel, MODEL)
+        assert {kind: int(row[kind]) for kind in TOKEN_KINDS} == {kind: request.usage.get(kind, 0) for kind in TOKEN_KINDS}
+        assert int(row["credits"]) == await charged_for(h, question.event_id) == expected_charge(request.usage)
+        assert row["time"].endswith("Z")
+    assert [row["time"] for row in rows] == sorted(row["time"] for row in rows)
+
+    code, out, _ = await billing_cli(h.services.settings.database_url, "export", TEAM, "--since", "2020-01-01", "--until", "2020-02-01")
+    assert (code, out.splitlines()[1:]) == (0, []), "a period without answers has only the header"
 
 
 # --- 7. free credits -----------------------------------------------------------------------------

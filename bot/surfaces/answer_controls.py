@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextActionsBlock, FeedbackButtonObject, FeedbackButtonsElement
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ContextActionsBlock,
+    ContextBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+    MarkdownTextObject,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +26,7 @@ from bot.tables import answer_feedback
 STOP_ACTION = "stop_answer"
 FEEDBACK_ACTION = "answer_feedback"
 FEEDBACK_BLOCK_PREFIX = "feedback:"
+COST_BLOCK_PREFIX = "cost:"
 RATINGS = ("good", "bad")
 
 
@@ -39,6 +48,10 @@ def feedback_block(answer_id: str) -> dict:
             )
         ],
     ).to_dict()
+
+
+def cost_block(answer_id: str, line: str) -> dict:
+    return ContextBlock(block_id=f"{COST_BLOCK_PREFIX}{answer_id}", elements=[MarkdownTextObject(text=line)]).to_dict()
 
 
 def answer_of_feedback(block_id: str | None) -> str | None:

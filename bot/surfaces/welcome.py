@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from slack_sdk.oauth.installation_store import Installation
-from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import GrantResult
 from bot.services import Services
@@ -52,7 +51,7 @@ async def welcome_installer(services: Services, installation: Installation) -> N
     if not installation.bot_token or not installation.user_id:
         return
     text = welcome_text(installation.bot_user_id, installation.team_name, grant, services.settings.free_credits)
-    client = AsyncWebClient(token=installation.bot_token, base_url=services.settings.slack_api_url)
+    client = services.slack_web_client(installation.bot_token)
     scheduler = services.slack.for_team(installation.team_id or installation.enterprise_id or "")
     await scheduler.direct_message(
         client,
