@@ -55,12 +55,13 @@ class CallLane:
     async def turn(self, priority: int = NORMAL, *, place: int | None = None) -> AsyncIterator[Turn]:
         """Wait until the budget lets this call start; the call runs inside the block."""
         place = next(self._order) if place is None else place
-        future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (priority, place, future))
-        self._arrived.set()
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="slack-call-lane")
-        await future  # a cancelled caller leaves its (cancelled) future behind: the dispatcher skips it
+        if not await self._taken_at_once(priority):
+            future = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._queue, (priority, place, future))
+            self._arrived.set()
+            if self._dispatcher is None or self._dispatcher.done():
+                self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="slack-call-lane")
+            await future  # a cancelled caller leaves its (cancelled) future behind: the dispatcher skips it
         turn = Turn()
         try:
             yield turn
@@ -69,6 +70,13 @@ class CallLane:
             if turn.retry_after is not None:
                 await self.budget.pause(turn.retry_after)
                 self._arrived.set()
+
+    async def _taken_at_once(self, priority: int) -> bool:
+        """With nobody waiting, a call the budget allows starts without the dispatcher's round trip (under a
+        burst every hop through the event loop waits behind everything else that is ready)."""
+        if self._queue or (self._dispatcher is not None and not self._dispatcher.done()):
+            return False
+        return await self.budget.take(urgent=priority == URGENT) <= 0
 
     async def _dispatch(self) -> None:
         while True:
