@@ -4,6 +4,7 @@ The bot uses exactly what is exported here. `billing` never imports `bot`.
 """
 
 from billing.credits import Credits
+from billing.limits import OverLimit, SpendingLimit
 from billing.packs import CreditPack, find_pack, parse_credit_packs
 from billing.pricing import (
     FlatPricing,
@@ -49,6 +50,8 @@ __all__ = [
     "Insufficient",
     "LedgerEntry",
     "ModelPrices",
+    "OverLimit",
+    "SpendingLimit",
     "Pricing",
     "Reservation",
     "Settlement",

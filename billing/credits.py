@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from billing import reports, settlement
+from billing import limits, reports, settlement
+from billing.limits import OverLimit, SpendingLimit
 from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
 from billing.results import AnswerUsage, Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
 from billing.settlement import UnknownReservationError
@@ -78,9 +79,10 @@ class Credits:
 
     async def reserve(
         self, team_id: str, user_id: str | None, amount: int, reservation_id: str, *, connection: AsyncConnection | None = None,
-        new: bool = False,
-    ) -> Reservation | Insufficient:
-        """Hold `amount` credits for one answer, only if that many are available.
+        new: bool = False, channel_id: str | None = None,
+    ) -> Reservation | Insufficient | OverLimit:
+        """Hold `amount` credits for one answer, only if that many are available and no spending limit of the
+        user, the workspace's default or the channel would be exceeded (billing/limits.py).
 
         Idempotent on reservation_id: a repeated call returns the first reservation, whatever became of it.
         `new=True` says the caller's transaction has made sure no other call used this id (it claimed the id's
@@ -97,7 +99,7 @@ class Credits:
                     return existing
             await self._open_account_once(connection, team_id, now)
             if new:
-                return await self._hold(connection, team_id, user_id, amount, reservation_id, now)
+                return await self._hold(connection, team_id, user_id, channel_id, amount, reservation_id, now)
             async with connection.begin_nested() as savepoint:
                 held = (
                     await connection.execute(
@@ -108,6 +110,10 @@ class Credits:
                     )
                 ).first()
                 if held is not None:
+                    over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
+                    if over is not None:
+                        await savepoint.rollback()
+                        return over
                     inserted = (
                         await connection.execute(
                             insert_once(connection, reservations, "id")
@@ -115,6 +121,7 @@ class Credits:
                                 id=reservation_id,
                                 team_id=team_id,
                                 user_id=user_id,
+                                channel_id=channel_id,
                                 amount=amount,
                                 status="held",
                                 created_at=now,
@@ -143,8 +150,8 @@ class Credits:
         if not created and granted is None:
             self._accounts_seen.add(team_id)
 
-    async def _hold(self, connection: AsyncConnection, team_id: str, user_id: str | None, amount: int,
-                    reservation_id: str, now: datetime) -> Reservation | Insufficient:
+    async def _hold(self, connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None,
+                    amount: int, reservation_id: str, now: datetime) -> Reservation | Insufficient | OverLimit:
         held = (await connection.execute(
             sa.update(accounts)
             .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
@@ -154,8 +161,14 @@ class Credits:
         if held is None:
             balance, reserved = await read_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
+        # Checked with the account row locked: the workspace's reservations are checked one at a time.
+        over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
+        if over is not None:
+            await connection.execute(
+                sa.update(accounts).where(accounts.c.team_id == team_id).values(reserved=accounts.c.reserved - amount))
+            return over
         await connection.execute(sa.insert(reservations).values(
-            id=reservation_id, team_id=team_id, user_id=user_id, amount=amount, status="held", created_at=now,
+            id=reservation_id, team_id=team_id, user_id=user_id, channel_id=channel_id, amount=amount, status="held", created_at=now,
             expires_at=now + self.reservation_ttl,
         ))
         return Reservation(id=reservation_id, team_id=team_id, amount=amount)
@@ -286,6 +299,28 @@ class Credits:
                 return GrantResult(applied=True, balance=balance)
             current, _ = await read_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)
+
+    # --- spending limits ------------------------------------------------------------------------
+
+    async def set_limit(self, team_id: str, limit: SpendingLimit) -> None:
+        if limit.scope not in limits.SCOPES or limit.period not in limits.PERIODS or limit.credits < 0:
+            raise ValueError(f"not a spending limit: {limit}")
+        async with self.engine.begin() as connection:
+            await limits.set_limit(connection, team_id, limit, self._now())
+
+    async def remove_limit(self, team_id: str, scope: str, subject: str) -> bool:
+        """False when there was no such limit."""
+        async with self.engine.begin() as connection:
+            return await limits.remove_limit(connection, team_id, scope, subject)
+
+    async def limits(self, team_id: str) -> list[tuple[SpendingLimit, int | None]]:
+        """Every limit of the workspace with what its subject used this period (None for the default, which
+        counts per user)."""
+        now = self._now()
+        async with self.engine.connect() as connection:
+            found = await limits.all_limits(connection, team_id)
+            return [(limit, None if limit.scope == "default" else await limits.used(connection, team_id, limit, now))
+                    for limit in found]
 
     # --- reading -------------------------------------------------------------------------------
 

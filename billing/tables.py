@@ -53,6 +53,7 @@ credit_reservations = sa.Table(
     sa.Column("created_at", WHEN, nullable=False),
     sa.Column("expires_at", WHEN, nullable=False),
     sa.Column("closed_at", WHEN, nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=True),  # 0007
     sa.CheckConstraint("amount >= 0", name="ck_credit_reservations_amount_not_negative"),
 )
 
@@ -71,6 +72,19 @@ answer_usage = sa.Table(  # storage/migrations/versions/0006_answer_usage.py
     sa.Column("output_tokens", sa.BigInteger(), nullable=False),
     sa.Column("credits", sa.BigInteger(), nullable=False),
     sa.Column("created_at", WHEN, nullable=False),
+)
+
+
+spending_limits = sa.Table(  # storage/migrations/versions/0007_spending_limits.py
+    "spending_limits",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("subject", sa.String(32), primary_key=True),
+    sa.Column("credits", sa.BigInteger(), nullable=False),
+    sa.Column("period", sa.String(8), nullable=False),
+    sa.Column("set_by", sa.String(32), nullable=True),
+    sa.Column("updated_at", WHEN, nullable=False),
 )
 
 

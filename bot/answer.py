@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from billing import AnswerUsage, Insufficient, Reservation, Settlement
+from billing import AnswerUsage, Insufficient, OverLimit, Reservation, Settlement
 from bot import user_messages as say
 from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
@@ -81,9 +81,14 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
             claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
         else:
             hold = await services.credits.reserve(  # new: the event claimed just now is this id's only user
-                question.team_id, question.user_id, needed, question.reservation_id, connection=connection, new=True
+                question.team_id, question.user_id, needed, question.reservation_id, connection=connection, new=True,
+                channel_id=question.channel_id,
             )
-            if isinstance(hold, Insufficient):
+            if isinstance(hold, OverLimit):
+                log.info("team %s: event %s is over the %s limit of %s", question.team_id, question.event_id,
+                         hold.limit.scope, hold.limit.subject or "everyone")
+                claimed = Claimed(None, say.over_limit(hold))
+            elif isinstance(hold, Insufficient):
                 log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
                 claimed = Claimed(None, say.insufficient_credits(hold.available, services.pricing.describe()))
             else:

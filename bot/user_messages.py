@@ -74,6 +74,26 @@ def insufficient_credits(available: int, price: str) -> str:
     )
 
 
+PER_PERIOD = {"day": "a day", "month": "a month"}
+THIS_PERIOD = {"day": "today", "month": "this month"}
+
+
+def limit_subject(scope: str, subject: str) -> str:
+    return {"user": f"<@{subject}>", "channel": f"<#{subject}>", "default": "everyone without a limit of their own"}[scope]
+
+
+def over_limit(over) -> str:
+    """`over`: billing.OverLimit. Names the limit, what was used, and when it resets."""
+    limit = over.limit
+    whose = {"user": "your limit", "default": "this workspace's limit per person", "channel": "this channel's limit"}[limit.scope]
+    return (
+        f"This question would go over {whose} of *{limit.credits:,}* credits {PER_PERIOD[limit.period]}: "
+        f"{over.used:,} used {THIS_PERIOD[limit.period]}, and an answer can cost up to {over.needed:,}. "
+        f"It resets at {over.resets_at:%H:%M} UTC on {over.resets_at:%b %-d} (limits count calendar days and months in UTC). "
+        "A workspace admin can change it with `/credits limit`."
+    )
+
+
 def answer_cost(charged: int, balance: int) -> str:
     return f"{charged:,} credit{'' if charged == 1 else 's'} · balance {balance:,}"
 

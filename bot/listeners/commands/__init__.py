@@ -6,13 +6,15 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
+from bot.surfaces.limits import list_command, limit_command
 from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
 
 log = logging.getLogger(__name__)
 
 # Slack wants the acknowledgement within 3 seconds, and the balance travels in it.
 REPLY_DEADLINE = 2.0
-USAGE = "Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack."
+USAGE = ("Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack. "
+         "Admins: `/credits limit` and `/credits limits`.")
 
 
 def register(app: AsyncApp) -> None:
@@ -25,6 +27,8 @@ async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, contex
     words = command.get("text", "").split()
     if words and words[0].lower() == "buy":
         await _buy(ack, respond, command, context, services, team_id, words[1:])
+    elif words and words[0].lower() in ("limit", "limits"):
+        await ack(**await _limits(services, context, team_id, command.get("user_id"), words))
     elif words and words[0].lower() != "help":
         await ack(response_type="ephemeral", text=f"I don't know `{words[0]}`. {USAGE}")
     else:
@@ -43,6 +47,21 @@ async def _overview(services: Services, team_id: str) -> dict:
     buttons, note = top_up_offer(services)
     blocks = credits_blocks(balance, usage, services.pricing.describe(), top_up=buttons, top_up_note=note)
     return {"response_type": "ephemeral", "text": credits_summary_text(balance), "blocks": blocks}
+
+
+async def _limits(services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, words: list[str]) -> dict:
+    if not user_id:
+        return {"response_type": "ephemeral", "text": "I couldn't tell who asked. Please try again."}
+    if words[0].lower() == "limits":
+        work = list_command(services, context.client, team_id, user_id)
+    else:
+        work = limit_command(services, context.client, team_id, user_id, words[1:])
+    try:
+        text = await asyncio.wait_for(work, REPLY_DEADLINE)
+    except Exception:
+        log.exception("/credits %s failed in team %s", words[0], team_id)
+        text = "I couldn't read or change the limits just now. Please try again in a minute."
+    return {"response_type": "ephemeral", "text": text}
 
 
 async def _buy(ack, respond, command, context, services: Services, team_id: str, args: list[str]) -> None:
