@@ -24,6 +24,7 @@ from billing.results import (
     LedgerEntry,
     Reservation,
     Settlement,
+    UsageBreakdown,
     UsageSummary,
 )
 from billing.settlement import UnknownReservationError
@@ -59,6 +60,7 @@ __all__ = [
     "UnknownModelError",
     "UnknownReservationError",
     "UsagePricing",
+    "UsageBreakdown",
     "UsageSummary",
     "build_pricing",
     "load_prices",

@@ -21,7 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billing import limits, reports, settlement
 from billing.limits import OverLimit, SpendingLimit
 from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
-from billing.results import AnswerUsage, Balance, GrantResult, Insufficient, LedgerEntry, Reservation, Settlement, UsageSummary
+from billing.results import (
+    AnswerUsage,
+    Balance,
+    GrantResult,
+    Insufficient,
+    LedgerEntry,
+    Reservation,
+    Settlement,
+    UsageBreakdown,
+    UsageSummary,
+)
 from billing.settlement import UnknownReservationError
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
@@ -335,6 +345,11 @@ class Credits:
         since = utc(since) if since is not None else self._now() - timedelta(days=days)
         async with self.engine.begin() as connection:
             return await reports.usage(connection, team_id, since=since, top=top)
+
+    async def month_usage(self, team_id: str) -> UsageBreakdown:
+        """This calendar month (UTC) by person and by channel."""
+        async with self.engine.connect() as connection:
+            return await reports.breakdown(connection, team_id, since=limits.period_start("month", self._now()))
 
     async def answers_csv(self, team_id: str, *, since: datetime, until: datetime | None = None) -> str:
         """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens, credits."""

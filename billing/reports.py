@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.ledger import utc
-from billing.results import LedgerEntry, UsageSummary
+from billing.results import LedgerEntry, UsageBreakdown, UsageSummary
 from billing.tables import answer_usage
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
@@ -40,6 +40,22 @@ async def usage(connection: AsyncConnection, team_id: str, *, since: datetime, t
     rest = total - sum(credits for _, credits in ranked)
     by_user = ranked + ([(None, int(rest))] if rest > 0 else [])
     return UsageSummary(total=int(total), answers=sum(row.answers for row in rows), by_user=by_user)
+
+
+async def breakdown(connection: AsyncConnection, team_id: str, *, since: datetime) -> UsageBreakdown:
+    """Answers since `since` by person and by channel, from what each answer recorded at its settlement."""
+    credits, answers = sa.func.sum(answer_usage.c.credits), sa.func.count()
+    where = [answer_usage.c.team_id == team_id, answer_usage.c.created_at >= utc(since)]
+
+    async def grouped(column) -> list[tuple[str | None, int, int]]:
+        rows = (await connection.execute(
+            sa.select(column, credits.label("credits"), answers.label("answers")).where(*where).group_by(column)
+        )).all()
+        return sorted(((row[0], int(row.credits), int(row.answers)) for row in rows), key=lambda r: (-r[1], r[0] or ""))
+
+    by_user = await grouped(answer_usage.c.user_id)
+    return UsageBreakdown(since=since, total=sum(r[1] for r in by_user), answers=sum(r[2] for r in by_user),
+                          by_user=by_user, by_channel=await grouped(answer_usage.c.channel_id))
 
 
 EXPORT_COLUMNS = ("time", "user", "channel", "model", "input_tokens", "cache_creation_input_tokens",

@@ -71,6 +71,17 @@ class UsageSummary:
 
 
 @dataclass(frozen=True)
+class UsageBreakdown:
+    """A period's answers by person and by channel: (id, credits, answers), dearest first."""
+
+    since: datetime
+    total: int
+    answers: int
+    by_user: list[tuple[str | None, int, int]]
+    by_channel: list[tuple[str | None, int, int]]
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     id: int
     team_id: str

@@ -328,3 +328,20 @@ async def test_a_thread_status_shows_until_the_app_replies_or_two_minutes_pass(m
     assert fake.thread_status("C1", "2.0") == ""
     assert await error_of(client.assistant_threads_setStatus(
         channel_id="C1", thread_ts="3.0", status="x", loading_messages=[str(n) for n in range(11)])) == "invalid_arguments"
+
+
+async def test_files_upload_v2_asks_for_a_url_sends_the_bytes_and_shares_them(make):
+    fake, client = await make()
+    shared = await client.files_upload_v2(channel="D0001", filename="usage.csv", content="a,b\n1,2\n", title="Usage",
+                                          initial_comment="here it is")
+    assert shared["file"]["title"] == "Usage"
+    [upload] = fake.files.values()
+    assert (upload.content, upload.channel, upload.filename) == (b"a,b\n1,2\n", "D0001", "usage.csv")
+    [message] = fake.channel_messages("D0001")
+    assert message.text == "here it is" and message.ts == upload.message_ts
+    assert [call.method for call in fake.calls] == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+
+    asked = await client.files_getUploadURLExternal(filename="x.txt", length=10)
+    refused = await failure(client.files_completeUploadExternal(files=[{"id": asked["file_id"]}], channel_id="D0001"))
+    assert refused.response["error"] == "file_not_found", "nothing was sent to the upload URL"
+    assert (await failure(client.files_getUploadURLExternal(filename="x.txt", length=0))).response["error"] == "invalid_arguments"

@@ -52,6 +52,8 @@ WORKSPACE_LIMITS = {
         "conversations.open": 50,
         "agents.sessions.setStatus": 50,
         "assistant.threads.setSuggestedPrompts": 50,
+        "files.getUploadURLExternal": 100,
+        "files.completeUploadExternal": 100,
     }.items()
 }
 UNKNOWN_METHOD_LIMIT = Limit.per_minute(20, burst=20)  # Tier 2, the lowest common
@@ -59,7 +61,10 @@ UNKNOWN_METHOD_LIMIT = Limit.per_minute(20, burst=20)  # Tier 2, the lowest comm
 CHANNEL_POSTS = "channel posts"
 PER_CHANNEL = {CHANNEL_POSTS, "assistant.threads.setStatus"}
 # The budgets a method spends: a stream's start is a new message in the channel as well.
-SPENDS = {"chat.postMessage": (CHANNEL_POSTS,), "chat.startStream": (CHANNEL_POSTS, "chat.startStream")}
+SPENDS = {"chat.postMessage": (CHANNEL_POSTS,), "chat.startStream": (CHANNEL_POSTS, "chat.startStream"),
+          # slack_sdk's files_upload_v2: an upload URL, the bytes, then the share (a message in the channel).
+          "files.uploadV2": ("files.getUploadURLExternal", "files.completeUploadExternal", CHANNEL_POSTS)}
+CLIENT_FUNCTIONS = {"files.uploadV2": "files_upload_v2"}  # the rest are named like the method
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ class SlackScheduler:
         is sent (a post that waited its turn carries what is newest then)."""
         channel = arguments.get("channel") or arguments.get("channel_id")
         places = [lane.place() for lane in self._lanes_for(method, channel)]
-        api = getattr(client, method.replace(".", "_"))
+        api = getattr(client, CLIENT_FUNCTIONS.get(method) or method.replace(".", "_"))
         failures = 0
         while True:
             async with contextlib.AsyncExitStack() as turns:
@@ -228,6 +233,13 @@ class SlackScheduler:
         channel = (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
         extra = {"blocks": blocks} if blocks else {}
         return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
+
+    async def upload_to_dm(self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str,
+                           comment: str) -> None:
+        """Share a file in the bot's DM with `user_id` (files.uploadV2), with `comment` as its message."""
+        channel = (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
+        await self.call(client, "files.uploadV2", channel=channel, filename=filename, content=content, title=title,
+                        initial_comment=comment)
 
     async def close(self) -> None:
         await self.edits.close()

@@ -32,7 +32,7 @@ WINDOW = 60.0  # Slack's per-minute tiers behave like a sliding minute
 MAX_BLOCKS = 50
 MAX_HOME_BLOCKS = 100
 MAX_SECTION_CHARS = 3000
-_DECODED_FIELDS = ("blocks", "attachments", "view")  # JSON strings when sent form-encoded
+_DECODED_FIELDS = ("blocks", "attachments", "view", "files")  # JSON strings when sent form-encoded
 
 
 @dataclass
@@ -97,6 +97,20 @@ class SocketConnection:
     ws: web.WebSocketResponse
 
 
+@dataclass
+class File:
+    """A file uploaded with files.uploadV2: asked for (getUploadURLExternal), sent, then shared (completeUploadExternal)."""
+
+    id: str
+    team_id: str
+    filename: str
+    length: int
+    content: bytes | None = None
+    title: str = ""
+    channel: str | None = None
+    message_ts: str | None = None
+
+
 class SlackError(Exception):
     def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None, page: str | None = None):
         super().__init__(error)
@@ -144,6 +158,8 @@ class FakeSlack:
         self.responses: dict[str, list] = defaultdict(list)  # response_url posts, by the url's last segment
         self.workspaces: dict[str, Workspace] = {}
         self.users: dict[tuple[str, str], dict] = {}
+        self.files: dict[str, File] = {}
+        self._file_ids = itertools.count(1)
         self._tokens: dict[str, str] = {}
         self._oauth_bot_ids: dict[str, str] = {}
         # Token rotation: a refresh token (xoxe-1-...) -> what its exchange installs; bot tokens a refresh replaced.
@@ -175,6 +191,7 @@ class FakeSlack:
             "chat.stopStream": self._stop_stream, "assistant.threads.setStatus": self._set_thread_status,
             "agents.sessions.setStatus": self._set_session_status,
             "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "files.getUploadURLExternal": self._get_upload_url, "files.completeUploadExternal": self._complete_upload,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -183,6 +200,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/response/{id}", self._handle_response_url)
+        app.router.add_post("/upload/v1/{file_id}", self._handle_upload)
         app.router.add_get("/socket/{id}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -448,6 +466,14 @@ class FakeSlack:
             team_id = (body["team"] or body["enterprise"])["id"]  # the install it answered belongs to that workspace
         self.calls.append(Call(method, params, team_id, now, status, body, token))
         return web.json_response(body, status=status, headers=headers)
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        """The upload URL files.getUploadURLExternal handed out: takes the bytes once (Slack answers "OK - <size>")."""
+        upload = self.files.get(request.match_info["file_id"])
+        if upload is None or upload.content is not None:
+            return web.Response(status=404, text="Not Found")
+        upload.content = await request.read()
+        return web.Response(text=f"OK - {len(upload.content)}")
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         body = await request.json() if request.content_type == "application/json" else dict(await request.post())
@@ -790,6 +816,44 @@ class FakeSlack:
         # Deterministic ids: U0001's DM is D0001, like the DMs the test harness sends events from.
         channel = f"D{users[0][1:]}" if len(users) == 1 else f"G{zlib.crc32(','.join(users).encode()):08X}"
         return {"ok": True, "channel": {"id": channel}}
+
+    def _get_upload_url(self, ws: Workspace, params: dict, now: float) -> dict:
+        filename = params.get("filename")
+        try:
+            length = int(params.get("length") or 0)
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not filename or length <= 0:
+            raise SlackError("invalid_arguments")
+        file_id = f"F{next(self._file_ids):08d}"
+        self.files[file_id] = File(file_id, ws.team_id, filename, length)
+        return {"ok": True, "file_id": file_id, "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{file_id}"}
+
+    def _complete_upload(self, ws: Workspace, params: dict, now: float) -> dict:
+        listed = params.get("files")
+        if not isinstance(listed, list) or not listed:
+            raise SlackError("invalid_arguments")
+        uploads = []
+        for item in listed:
+            upload = self.files.get(item.get("id") if isinstance(item, dict) else None)
+            if upload is None or upload.team_id != ws.team_id or upload.channel is not None:
+                raise SlackError("file_not_found")
+            if upload.content is None or len(upload.content) != upload.length:
+                raise SlackError("file_upload_size_mismatch" if upload.content is not None else "file_not_found")
+            uploads.append((upload, item.get("title") or upload.filename))
+        channel = params.get("channel_id")
+        ts = None
+        if channel:
+            self._per_channel_post(ws.team_id, channel, now)
+            text = params.get("initial_comment") or ""
+            message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, None, ws.bot_user_id,
+                              ws.bot_id, ws.team_id)
+            message.states.append((now, text, None))
+            self.messages[f"{channel}:{message.ts}"] = message
+            ts = message.ts
+        for upload, title in uploads:
+            upload.title, upload.channel, upload.message_ts = title, channel or "", ts
+        return {"ok": True, "files": [{"id": u.id, "name": u.filename, "title": u.title} for u, _ in uploads]}
 
     def _users_info(self, ws: Workspace, params: dict, now: float) -> dict:
         user = self.users.get((ws.team_id, params.get("user") or ""))

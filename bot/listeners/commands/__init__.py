@@ -6,7 +6,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
+from bot.surfaces.admins import is_admin
 from bot.surfaces.limits import list_command, limit_command
+from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
 from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
 
 log = logging.getLogger(__name__)
@@ -14,7 +16,7 @@ log = logging.getLogger(__name__)
 # Slack wants the acknowledgement within 3 seconds, and the balance travels in it.
 REPLY_DEADLINE = 2.0
 USAGE = ("Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack. "
-         "Admins: `/credits limit` and `/credits limits`.")
+         "Admins: `/credits usage`, `/credits export`, `/credits limit` and `/credits limits`.")
 
 
 def register(app: AsyncApp) -> None:
@@ -29,6 +31,10 @@ async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, contex
         await _buy(ack, respond, command, context, services, team_id, words[1:])
     elif words and words[0].lower() in ("limit", "limits"):
         await ack(**await _limits(services, context, team_id, command.get("user_id"), words))
+    elif words and words[0].lower() == "usage":
+        await ack(**await _admin_reply(usage_command(services, context.client, team_id, command.get("user_id") or ""), team_id, "usage"))
+    elif words and words[0].lower() == "export":
+        await ack(**await _export(services, context, team_id, command.get("user_id"), words[1:]))
     elif words and words[0].lower() != "help":
         await ack(response_type="ephemeral", text=f"I don't know `{words[0]}`. {USAGE}")
     else:
@@ -49,6 +55,29 @@ async def _overview(services: Services, team_id: str) -> dict:
     return {"response_type": "ephemeral", "text": credits_summary_text(balance), "blocks": blocks}
 
 
+async def _admin_reply(work, team_id: str, what: str) -> dict:
+    try:
+        text = await asyncio.wait_for(work, REPLY_DEADLINE)
+    except Exception:
+        log.exception("/credits %s failed in team %s", what, team_id)
+        text = "I couldn't do that just now. Please try again in a minute."
+    return {"response_type": "ephemeral", "text": text}
+
+
+async def _export(services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, args: list[str]) -> dict:
+    period = export_period(args, services.clock())
+    if period is None:
+        return {"response_type": "ephemeral", "text": f"I didn't understand the dates. {EXPORT_USAGE}"}
+    try:
+        admin = bool(user_id) and await asyncio.wait_for(is_admin(context.client, user_id), REPLY_DEADLINE)
+    except TimeoutError:
+        admin = False
+    if not admin:
+        return {"response_type": "ephemeral", "text": ADMINS_ONLY}
+    services.tasks.spawn(send_export(services, context.client, team_id, user_id, *period), name=f"export {team_id}")
+    return {"response_type": "ephemeral", "text": "I'm sending you the CSV in a direct message."}
+
+
 async def _limits(services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, words: list[str]) -> dict:
     if not user_id:
         return {"response_type": "ephemeral", "text": "I couldn't tell who asked. Please try again."}
@@ -56,12 +85,7 @@ async def _limits(services: Services, context: AsyncBoltContext, team_id: str, u
         work = list_command(services, context.client, team_id, user_id)
     else:
         work = limit_command(services, context.client, team_id, user_id, words[1:])
-    try:
-        text = await asyncio.wait_for(work, REPLY_DEADLINE)
-    except Exception:
-        log.exception("/credits %s failed in team %s", words[0], team_id)
-        text = "I couldn't read or change the limits just now. Please try again in a minute."
-    return {"response_type": "ephemeral", "text": text}
+    return await _admin_reply(work, team_id, words[0])
 
 
 async def _buy(ack, respond, command, context, services: Services, team_id: str, args: list[str]) -> None:
