@@ -36,7 +36,8 @@ from billing.settlement import UnknownReservationError
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
 from billing.tables import credit_reservations as reservations
-from billing.tables import insert_once
+from billing.stripe_tables import checkout_sessions
+from billing.tables import insert_once, spending_limits
 from config import BillingSettings
 
 FREE_CREDITS_SOURCE = "free-credits"
@@ -331,6 +332,16 @@ class Credits:
             found = await limits.all_limits(connection, team_id)
             return [(limit, None if limit.scope == "default" else await limits.used(connection, team_id, limit, now))
                     for limit in found]
+
+    async def billing_contacts(self, team_id: str) -> list[str]:
+        """People who bought credits for the workspace or set its limits: whom a low balance concerns."""
+        async with self.engine.connect() as connection:
+            buyers = sa.select(checkout_sessions.c.user_id).where(
+                checkout_sessions.c.team_id == team_id, checkout_sessions.c.granted_at.is_not(None),
+                checkout_sessions.c.user_id.is_not(None))
+            setters = sa.select(spending_limits.c.set_by).where(
+                spending_limits.c.team_id == team_id, spending_limits.c.set_by.is_not(None))
+            return sorted(set((await connection.execute(sa.union(buyers, setters))).scalars()))
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -94,9 +94,9 @@ async def apply_once(
     """
     changes: dict = {"balance": accounts.c.balance + amount}
     if amount > 0:
-        # A top-up that lifts the balance to the threshold re-arms the low-balance notice.
+        # A top-up that lifts the available credits to the threshold re-arms the low-balance notice.
         changes["low_balance_notified"] = sa.case(
-            (accounts.c.balance + amount >= low_balance_threshold, sa.false()),
+            (accounts.c.balance - accounts.c.reserved + amount >= low_balance_threshold, sa.false()),
             else_=accounts.c.low_balance_notified,
         )
     async with connection.begin_nested() as savepoint:
@@ -124,13 +124,13 @@ async def apply_once(
 
 
 async def flag_low_balance(connection: AsyncConnection, team_id: str, threshold: int) -> bool:
-    """Mark the account as told about its low balance; True only for the call that flipped the flag."""
+    """Mark the account as told that its available credits are low; True only for the call that flipped the flag."""
     statement = (
         sa.update(accounts)
         .where(
             accounts.c.team_id == team_id,
             accounts.c.low_balance_notified.is_(False),
-            accounts.c.balance < threshold,
+            accounts.c.balance - accounts.c.reserved < threshold,
         )
         .values(low_balance_notified=True)
         .returning(accounts.c.team_id)

@@ -102,6 +102,11 @@ def low_balance(balance: int) -> str:
     return f"💳 _Heads-up: this workspace has {balance:,} credits left. Use `/credits` to top up._"
 
 
+def low_balance_dm(balance: int, threshold: int) -> str:
+    return (f"💳 This workspace's Claude credits are running low: {balance:,} left (below {threshold:,}). "
+            "Use `/credits` to top up before answers stop.")
+
+
 def with_notices(*notices: str | None) -> str:
     """Notices shown under an answer, separated from it by a blank line."""
     present = [notice for notice in notices if notice]
