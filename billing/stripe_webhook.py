@@ -45,7 +45,8 @@ CLOSED_DISPUTE = {"lost": DISPUTE_LOST, "won": DISPUTE_WON, "warning_closed": DI
 class PurchaseNotifier(Protocol):
     """Implemented by the bot (Slack DMs). Called after the change is committed; errors are only logged."""
 
-    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int) -> None: ...
+    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int,
+                               receipt_url: str | None = None) -> None: ...
 
     async def payment_failed(self, team_id: str, user_id: str | None) -> None: ...
 
@@ -75,8 +76,10 @@ Notification = Callable[[], Awaitable[None]]
 
 class StripeWebhook:
     def __init__(self, engine: AsyncEngine, credits, *, webhook_secret: str, notify: PurchaseNotifier,
-                 clock: Callable[[], datetime] = utc_now, tolerance_seconds: int = stripe.Webhook.DEFAULT_TOLERANCE):
+                 clock: Callable[[], datetime] = utc_now, tolerance_seconds: int = stripe.Webhook.DEFAULT_TOLERANCE,
+                 client: stripe.StripeClient | None = None):
         self._engine = engine
+        self._client = client  # reads the receipt of a purchase for its DM
         self._credits = credits
         self._secret = webhook_secret
         self._notify = notify
@@ -162,10 +165,25 @@ class StripeWebhook:
         if not result.applied:
             return "already granted", []
 
+        payment_intent = _optional_id(session, "payment_intent") or row.payment_intent
+
         async def notify() -> None:
-            await self._notify.purchase_granted(row.team_id, row.user_id, row.credits, result.balance)
+            receipt = await self._receipt_url(payment_intent)
+            await self._notify.purchase_granted(row.team_id, row.user_id, row.credits, result.balance, receipt)
 
         return f"granted {row.credits} credits to {row.team_id}", [notify]
+
+    async def _receipt_url(self, payment_intent: str | None) -> str | None:
+        """Stripe's receipt of the payment (its charge's receipt_url); None when Stripe will not say."""
+        if self._client is None or not payment_intent:
+            return None
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent, params={"expand": ["latest_charge"]})
+        except stripe.StripeError as error:
+            log.warning("no receipt for %s (%s, request %s)", payment_intent, error.__class__.__name__, error.request_id)
+            return None
+        charge = intent.latest_charge
+        return getattr(charge, "receipt_url", None) if charge is not None and not isinstance(charge, str) else None
 
     async def _mark_paid(self, session_id: str, session: dict[str, Any]):
         """The recorded session if the payment matches it (now marked paid), else why not (a str)."""

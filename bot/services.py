@@ -110,15 +110,17 @@ def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aio
         packs = parse_credit_packs(settings.credit_packs, settings.stripe_currency)
     except ValueError as error:
         raise ConfigError(f"CREDIT_PACKS is invalid: {error}") from None
+    client = build_stripe_client(settings, http)
     checkout = Checkout(
         engine,
-        build_stripe_client(settings, http),
+        client,
         packs=packs,
         currency=settings.stripe_currency,
         public_url=settings.public_url,
         clock=clock,
     )
-    webhook = StripeWebhook(engine, credits, webhook_secret=settings.stripe_webhook_secret, notify=notices, clock=clock)
+    webhook = StripeWebhook(engine, credits, webhook_secret=settings.stripe_webhook_secret, notify=notices, clock=clock,
+                            client=client)
     return checkout, webhook
 
 

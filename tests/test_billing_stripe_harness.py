@@ -39,7 +39,7 @@ class RecordingNotifier:
         self.failed: list[tuple] = []
         self.fail = fail
 
-    async def purchase_granted(self, team_id, user_id, credits, balance):
+    async def purchase_granted(self, team_id, user_id, credits, balance, receipt_url=None):
         self.granted.append((team_id, user_id, credits, balance))
         if self.fail:
             raise RuntimeError("Slack is down")

@@ -56,6 +56,11 @@ async def test_the_whole_buy_flow_from_the_button_grants_once_and_tells_the_buye
     dms = [c for c in h.slack.calls_to("chat.postMessage") if c.params["channel"].startswith("D")]
     assert len(dms) == 1
     assert "500 credits were added" in dms[0].params["text"] and "500 credits" in dms[0].params["text"]
+    receipt = h.stripe.charge(session["id"])["receipt_url"]
+    assert receipt.startswith("https://pay.stripe.com/receipts/")
+    assert f"<{receipt}|Stripe's receipt>" in dms[0].params["text"], "the purchase DM links Stripe's receipt"
+    [asked] = [r for r in h.stripe.requests if r.path.startswith("/v1/payment_intents/")]
+    assert asked.params == {"expand": ["latest_charge"]}
 
 
 async def test_a_double_click_opens_one_checkout_session(start_bot_on_each_database):
@@ -160,3 +165,18 @@ async def test_refunds_are_reckoned_against_the_purchase_whatever_amount_an_even
     assert (await h.stripe_delivery(refund(0, 0)))[0] == 200
     assert (await h.services.credits.balance(TEAM)).balance == 0
     assert await h.services.credits.verify() == []
+
+
+async def test_a_receipt_stripe_will_not_give_leaves_the_purchase_dm_without_it(start_bot_on_each_database):
+    h = await start_bot_on_each_database(free_credits=0)
+    _, overview = await h.command("/credits")
+    offer = buttons(overview)[0]
+    await h.click(offer["action_id"], offer["value"], user="U0001")
+    await h.responses(1)
+    (session,) = h.stripe.sessions.values()
+    h.stripe.fail_next(404, "invalid_request_error", "No such payment_intent", "resource_missing")
+    assert (await h.stripe_delivery(h.stripe.complete(session["id"])))[0] == 200
+    await h.idle()
+    dms = [c.params["text"] for c in h.slack.calls_to("chat.postMessage") if c.params["channel"].startswith("D")]
+    assert len(dms) == 1 and "500 credits were added" in dms[0] and "receipt" not in dms[0]
+    assert (await h.services.credits.balance(TEAM)).balance == 500

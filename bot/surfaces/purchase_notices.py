@@ -30,12 +30,14 @@ class SlackPurchaseNotices:
             return
         await self._schedulers.for_team(team_id).direct_message(client, user_id, text=text)
 
-    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int) -> None:
+    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int,
+                               receipt_url: str | None = None) -> None:
+        receipt = f" <{receipt_url}|Stripe's receipt>" if receipt_url else ""
         try:
             await self._dm(
                 team_id,
                 user_id,
-                f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.",
+                f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.{receipt}",
             )
         finally:
             # The buyer most likely paid from the Home tab: show the new balance there too.

@@ -98,6 +98,7 @@ class FakeStripe:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_get("/v1/checkout/sessions/{id}", self._retrieve_session)
+        app.router.add_get("/v1/payment_intents/{id}", self._retrieve_payment_intent)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -156,6 +157,30 @@ class FakeStripe:
             return _error(404, "invalid_request_error", f"No such checkout.session: '{request.match_info['id']}'",
                           "resource_missing")
         return _json(200, session)
+
+    async def _retrieve_payment_intent(self, request: web.Request) -> web.Response:
+        """A Checkout payment's PaymentIntent; `expand[]=latest_charge` puts the charge (with its receipt_url) inline."""
+        query = parse_stripe_form(list(request.query.items()))
+        self.requests.append(Received(request.method, request.path, dict(request.headers), query))
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        if self._failures:
+            failure = self._failures.pop(0)
+            return _error(failure.status, failure.type, failure.message, failure.code)
+        session = next((s for s in self.sessions.values() if s.get("_payment_intent") == request.match_info["id"]
+                        and s.get("payment_status") == "paid"), None)
+        if session is None:
+            return _error(404, "invalid_request_error", f"No such payment_intent: '{request.match_info['id']}'",
+                          "resource_missing")
+        charge = self.charge(session["id"])
+        expand = query.get("expand") or []
+        intent = {
+            "id": session["_payment_intent"], "object": "payment_intent", "amount": session["amount_total"],
+            "amount_received": session["amount_total"], "currency": session["currency"], "status": "succeeded",
+            "livemode": False, "metadata": dict(session["_payment_intent_metadata"]),
+            "latest_charge": charge if "latest_charge" in expand else charge["id"],
+        }
+        return _json(200, intent)
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path}).")
@@ -245,6 +270,7 @@ class FakeStripe:
             "livemode": False, "metadata": dict(session["_payment_intent_metadata"]), "paid": True,
             "payment_intent": self._payment_intent(session), "refunded": amount_refunded == amount,
             "status": "succeeded",
+            "receipt_url": f"https://pay.stripe.com/receipts/payment/{session.setdefault('_receipt', random_id('CAcaFwoV'))}",
         }
 
     def refund_event(self, session_id: str, amount_refunded: int) -> dict[str, Any]:
