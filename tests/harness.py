@@ -156,7 +156,8 @@ class BotHarness:
         except ValueError:
             return status, body
 
-    async def click_in_home(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM) -> tuple[int, str]:
+    async def click_in_home(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM,
+                            block_id: str = "buy_credits") -> tuple[int, str]:
         """Press a button of the Home tab the bot last published for the user: no response_url, a view container."""
         view = self.slack.home_views[(team, user)]
         payload = {
@@ -168,7 +169,23 @@ class BotHarness:
             "container": {"type": "view", "view_id": view["id"]},
             "trigger_id": f"trig{next(_ids)}",
             "view": view,
-            "actions": [{"action_id": action_id, "block_id": "buy_credits", "type": "button", "value": value, "action_ts": str(time.time())}],
+            "actions": [{"action_id": action_id, "block_id": block_id, "type": "button", "value": value, "action_ts": str(time.time())}],
+        }
+        return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
+    async def submit_view(self, view: dict, values: dict, *, user: str = "U0001", team: str = TEAM) -> tuple[int, str]:
+        """Submit a modal the bot opened, as Slack's view_submission says it; `values` is state.values
+        ({block_id: {action_id: {"type": ..., "value"/"selected_user"/...}}})."""
+        submitted = {**view, "state": {"values": values}}
+        payload = {
+            "type": "view_submission",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "team_id": team, "name": "someone"},
+            "api_app_id": "A0001",
+            "token": "legacy",
+            "trigger_id": f"trig{next(_ids)}",
+            "view": submitted,
+            "response_urls": [],
         }
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 

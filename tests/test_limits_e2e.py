@@ -4,6 +4,7 @@ that would go over a limit is told so (naming the limit, what was used, when it 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -117,3 +118,55 @@ async def test_a_channel_limit_and_the_default_apply_to_everyone_in_them(start_b
     assert h.reply_text("C0051", elsewhere.ts) == "You said: elsewhere"
     assert h.reply_text("C0052", member_once.ts) == "You said: member once"
     assert "this workspace's limit per person of *10* credits a day" in h.reply_text("C0053", member_twice.ts)
+
+
+def limits_section(view: dict) -> dict | None:
+    return next((b for b in view["blocks"] if b.get("block_id") == "spending_limits"), None)
+
+
+async def test_admins_see_and_set_limits_in_the_home_tab_with_a_modal(start_bot_on_each_database):
+    h = await start(start_bot_on_each_database)
+    await credits_command(h, "limit default 300/month")
+    await h.open_home(user=MEMBER)
+    assert limits_section(await h.home(user=MEMBER)) is None, "members do not see the limits"
+    await h.open_home(user=ADMIN)
+    home = await h.home(user=ADMIN)
+    section = limits_section(home)
+    assert "everyone without a limit of their own: 300 credits a month" in section["text"]["text"]
+
+    status, _ = await h.click_in_home("edit_limits", "edit", user=MEMBER, block_id="spending_limits")
+    assert status == 200
+    status, _ = await h.click_in_home("edit_limits", "edit", user=ADMIN, block_id="spending_limits")
+    assert status == 200
+    for _ in range(100):
+        if h.slack.modals:
+            break
+        await asyncio.sleep(0.02)
+    [modal] = h.slack.modals  # only the admin's press opened one
+    assert modal["callback_id"] == "spending_limits"
+
+    def values(scope: str, amount: str, user: str | None = None) -> dict:
+        return {
+            "scope": {"scope": {"type": "static_select", "selected_option": {"value": scope}}},
+            "user": {"user": {"type": "users_select", "selected_user": user}},
+            "channel": {"channel": {"type": "conversations_select", "selected_conversation": None}},
+            "amount": {"amount": {"type": "plain_text_input", "value": amount}},
+        }
+
+    status, body = await h.submit_view(modal, values("user", "200/day"), user=ADMIN)
+    assert status == 200 and json.loads(body) == {"response_action": "errors", "errors": {"user": "Choose the person."}}
+    status, body = await h.submit_view(modal, values("user", "lots", user=MEMBER), user=ADMIN)
+    assert json.loads(body)["errors"] == {"amount": "Write it like 200/day or 1000/month, or off."}
+    status, body = await h.submit_view(modal, values("user", "150/day", user=MEMBER), user=OTHER)
+    assert json.loads(body)["errors"] == {"amount": "Only workspace admins and owners can see or change spending limits."}
+    assert {(limit.scope, limit.subject) for limit, _ in await h.services.credits.limits(TEAM)} == {("default", "")}
+
+    status, body = await h.submit_view(modal, values("user", "150/day", user=MEMBER), user=ADMIN)
+    assert status == 200 and body in ("", "{}")
+    updated = await h.home(user=ADMIN, newer_than=home)
+    assert f"<@{MEMBER}>: 150 credits a day (0 used today)" in limits_section(updated)["text"]["text"]
+    [(limit, _)] = [(limit, used) for limit, used in await h.services.credits.limits(TEAM) if limit.scope == "user"]
+    assert (limit.subject, limit.credits, limit.period, limit.set_by) == (MEMBER, 150, "day", ADMIN)
+
+    await h.submit_view(modal, values("default", "off"), user=ADMIN)
+    assert [limit.scope for limit, _ in await h.services.credits.limits(TEAM)] == ["user"]

@@ -49,6 +49,7 @@ WORKSPACE_LIMITS = {
     for method, calls in {
         "chat.postEphemeral": 100,
         "views.publish": 100,
+        "views.open": 100,
         "conversations.open": 50,
         "agents.sessions.setStatus": 50,
         "assistant.threads.setSuggestedPrompts": 50,

@@ -12,7 +12,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import Balance, UsageSummary
 from bot.services import Services
+from bot.surfaces.admins import is_admin
 from bot.surfaces.answer_controls import FeedbackCounts
+from bot.surfaces.limits_modal import home_limit_blocks
 from bot.surfaces.top_up import top_up_offer
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def home_blocks(
     return blocks
 
 
-async def home_view(services: Services, team_id: str, *, notice: list[dict] | None = None) -> dict:
+async def home_view(services: Services, team_id: str, *, notice: list[dict] | None = None, admin: bool = False) -> dict:
     since = month_start(services.clock())
     balance = await services.credits.balance(team_id)
     usage = await services.credits.usage(team_id, since=since, top=10)
@@ -100,11 +102,13 @@ async def home_view(services: Services, team_id: str, *, notice: list[dict] | No
         balance, usage, month=since.strftime("%B %Y"), price=services.pricing.describe(),
         top_up=buttons, top_up_note=note, feedback=feedback, notice=notice,
     )
+    if admin:  # before the how-to: the limits an admin manages here
+        blocks[-2:-2] = home_limit_blocks(await services.credits.limits(team_id))
     return {"type": "home", "blocks": blocks}
 
 
 async def publish_home(
     services: Services, client: AsyncWebClient, team_id: str, user_id: str, *, notice: list[dict] | None = None
 ) -> None:
-    view = await home_view(services, team_id, notice=notice)
+    view = await home_view(services, team_id, notice=notice, admin=await is_admin(client, user_id))
     await services.slack.for_team(team_id).call(client, "views.publish", user_id=user_id, view=view)

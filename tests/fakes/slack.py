@@ -154,6 +154,8 @@ class FakeSlack:
         self.messages: dict[str, Message] = {}
         self.ephemeral: list[Ephemeral] = []
         self.home_views: dict[tuple[str, str], dict] = {}
+        self.modals: list[dict] = []  # views.open: every modal opened, newest last
+        self._used_triggers: set[str] = set()
         self.oauth_installs: dict[str, dict] = {}
         self.responses: dict[str, list] = defaultdict(list)  # response_url posts, by the url's last segment
         self.workspaces: dict[str, Workspace] = {}
@@ -186,7 +188,7 @@ class FakeSlack:
             "auth.test": self._auth_test, "chat.postMessage": self._post_message, "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral, "chat.delete": self._delete,
             "conversations.replies": self._replies, "conversations.open": self._open, "users.info": self._users_info,
-            "views.publish": self._views_publish, "oauth.v2.access": self._oauth_access,
+            "views.publish": self._views_publish, "views.open": self._views_open, "oauth.v2.access": self._oauth_access,
             "chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream, "assistant.threads.setStatus": self._set_thread_status,
             "agents.sessions.setStatus": self._set_session_status,
@@ -860,6 +862,29 @@ class FakeSlack:
         if user is None:
             raise SlackError("user_not_found")
         return {"ok": True, "user": user}
+
+    def _views_open(self, ws: Workspace, params: dict, now: float) -> dict:
+        """A modal for the person whose interaction sent `trigger_id` (each trigger opens one view)."""
+        trigger, view = params.get("trigger_id"), params.get("view")
+        if not trigger:
+            raise SlackError("invalid_arguments")
+        if trigger in self._used_triggers:
+            raise SlackError("invalid_trigger_id")
+        if not isinstance(view, dict) or view.get("type") != "modal" or not isinstance(view.get("title"), dict):
+            raise SlackError("invalid_arguments")
+        blocks = view.get("blocks") or []
+        if len(blocks) > MAX_HOME_BLOCKS:
+            raise SlackError("invalid_blocks")
+        if any(b.get("type") == "input" for b in blocks) and not view.get("submit"):
+            raise SlackError("invalid_arguments")  # a modal with inputs needs a submit button
+        self._used_triggers.add(trigger)
+        opened = {"id": f"V{len(self.modals) + 1:08d}M", "team_id": ws.team_id, "type": "modal", "blocks": blocks,
+                  "title": view["title"], "submit": view.get("submit"), "close": view.get("close"),
+                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+                  "state": {"values": {}}, "hash": f"{now:.6f}", "app_id": "A0001", "bot_id": ws.bot_id,
+                  "trigger_id": trigger}
+        self.modals.append(opened)
+        return {"ok": True, "view": opened}
 
     def _views_publish(self, ws: Workspace, params: dict, now: float) -> dict:
         user_id, view = params.get("user_id"), params.get("view")

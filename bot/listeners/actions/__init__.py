@@ -1,8 +1,9 @@
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners.actions import answers, buy
+from bot.listeners.actions import answers, buy, limits
 
 
 def register(app: AsyncApp) -> None:
     buy.register(app)
     answers.register(app)
+    limits.register(app)
