@@ -3,6 +3,7 @@
 The bot uses exactly what is exported here. `billing` never imports `bot`.
 """
 
+from billing.auto_reload import AutoReload, AutoReloadRule
 from billing.credits import Credits
 from billing.limits import OverLimit, SpendingLimit
 from billing.packs import CreditPack, find_pack, parse_credit_packs
@@ -33,6 +34,8 @@ from billing.stripe_web import stripe_routes
 from billing.stripe_webhook import PurchaseNotifier, StripeWebhook
 
 __all__ = [
+    "AutoReload",
+    "AutoReloadRule",
     "Checkout",
     "CheckoutError",
     "CheckoutLink",

@@ -83,24 +83,30 @@ class Checkout:
         self._public_url = public_url.rstrip("/")
         self._clock = clock
 
-    async def create_session(self, team_id: str, user_id: str | None, pack: CreditPack, *, request_key: str) -> CheckoutLink:
+    async def create_session(self, team_id: str, user_id: str | None, pack: CreditPack, *, request_key: str,
+                             save_card_for: str | None = None) -> CheckoutLink:
         """A Checkout page for `pack`. The same `request_key` (one button press) within a few minutes
-        gives the same session, so a double click cannot open two payments."""
+        gives the same session, so a double click cannot open two payments. `save_card_for`: the workspace's
+        Stripe Customer, when the payment should also save the card for auto-reload."""
         if pack not in self.packs:
             # A button rendered before the operator changed CREDIT_PACKS.
             raise CheckoutError("That credit pack is no longer offered. Please open the buy menu again.", temporary=False)
 
         try:
-            return await self._create_session(team_id, user_id, pack, request_key)
+            return await self._create_session(team_id, user_id, pack, request_key, save_card_for)
         except SQLAlchemyError:
             log.exception("Could not record a checkout session for team %s", team_id)
             raise CheckoutError(
                 "I couldn't open a checkout right now. Please try again in a minute.", temporary=True
             ) from None
 
-    async def _create_session(self, team_id: str, user_id: str | None, pack: CreditPack, request_key: str) -> CheckoutLink:
+    async def _create_session(self, team_id: str, user_id: str | None, pack: CreditPack, request_key: str,
+                              save_card_for: str | None) -> CheckoutLink:
         request_digest, idempotency_key, expires_at = await self._pin_request(team_id, user_id, pack, request_key)
         params = self._session_params(team_id, user_id, pack, expires_at)
+        if save_card_for:
+            params["customer"] = save_card_for
+            params["payment_intent_data"]["setup_future_usage"] = "off_session"
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params, options={"idempotency_key": idempotency_key}

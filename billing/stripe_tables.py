@@ -114,3 +114,32 @@ def utc_now() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a timezone; they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+auto_reload_settings = sa.Table(  # storage/migrations/versions/0008_auto_reload.py
+    "auto_reload_settings",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("below", sa.BigInteger(), nullable=False),
+    sa.Column("pack_credits", sa.BigInteger(), nullable=False),
+    sa.Column("max_per_month", sa.Integer(), nullable=False),
+    sa.Column("set_by", sa.String(32), nullable=True),
+    sa.Column("customer_id", STRIPE_ID, nullable=True),
+    sa.Column("payment_method", STRIPE_ID, nullable=True),
+    sa.Column("updated_at", WHEN, nullable=False),
+)
+
+auto_reloads = sa.Table(
+    "auto_reloads",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("credits", sa.BigInteger(), nullable=False),
+    sa.Column("amount", sa.BigInteger(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payment_intent", STRIPE_ID, nullable=True),
+    sa.Column("failure", sa.String(64), nullable=True),
+    sa.Column("created_at", WHEN, nullable=False),
+    sa.Column("finished_at", WHEN, nullable=True),
+)

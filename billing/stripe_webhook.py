@@ -26,6 +26,8 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billing.auto_reload import AutoReload
+from billing.results import GrantResult
 from billing.stripe_tables import (
     DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, EXPIRED, FAILED, MISMATCH, OPEN, PAID, UNPAID, checkout_sessions, events,
     insert_or_ignore, merge_dispute, merge_refund, payments, utc_now,
@@ -77,9 +79,10 @@ Notification = Callable[[], Awaitable[None]]
 class StripeWebhook:
     def __init__(self, engine: AsyncEngine, credits, *, webhook_secret: str, notify: PurchaseNotifier,
                  clock: Callable[[], datetime] = utc_now, tolerance_seconds: int = stripe.Webhook.DEFAULT_TOLERANCE,
-                 client: stripe.StripeClient | None = None):
+                 client: stripe.StripeClient | None = None, reloads: AutoReload | None = None):
         self._engine = engine
-        self._client = client  # reads the receipt of a purchase for its DM
+        self._client = client  # reads the receipt of a purchase for its DM, and the card it saved
+        self._reloads = reloads
         self._credits = credits
         self._secret = webhook_secret
         self._notify = notify
@@ -93,6 +96,8 @@ class StripeWebhook:
             "charge.refunded": self._charge_refunded,
             "charge.dispute.created": self._dispute_changed,
             "charge.dispute.closed": self._dispute_changed,
+            "payment_intent.succeeded": self._reload_succeeded,
+            "payment_intent.payment_failed": self._reload_failed,
         }
 
     async def handle(self, payload: bytes, signature: str | None) -> tuple[int, str]:
@@ -162,6 +167,7 @@ class StripeWebhook:
                 .values(granted_at=self._clock())
             )
         await self._reconcile(session_id)  # a refund or dispute may have been delivered before the payment
+        await self._save_card(row.team_id, session)
         if not result.applied:
             return "already granted", []
 
@@ -172,6 +178,47 @@ class StripeWebhook:
             await self._notify.purchase_granted(row.team_id, row.user_id, row.credits, result.balance, receipt)
 
         return f"granted {row.credits} credits to {row.team_id}", [notify]
+
+    async def _save_card(self, team_id: str, session: dict[str, Any]) -> None:
+        """A purchase made to save the card for auto-reload (the session names the workspace's Customer)."""
+        customer, payment_intent = _optional_id(session, "customer"), _optional_id(session, "payment_intent")
+        if self._reloads is None or self._client is None or not customer or not payment_intent:
+            return
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent)
+        except stripe.StripeError as error:
+            log.warning("could not read the card of %s (%s, request %s)", payment_intent, error.__class__.__name__, error.request_id)
+            return
+        method = intent.payment_method
+        method_id = method if isinstance(method, str) else getattr(method, "id", None)
+        if method_id and getattr(intent, "setup_future_usage", None) == "off_session":
+            await self._reloads.card_saved(team_id, customer, method_id)
+
+    async def _reload_succeeded(self, intent: dict[str, Any]) -> tuple[str, list[Notification]]:
+        if self._reloads is None:
+            return "ignored", []
+
+        async def grant(team_id: str, payment_intent: str, credits: int, memo: str, user_id: str | None) -> GrantResult:
+            result = await self._credits.grant(team_id, credits, kind="purchase", source=LEDGER_SOURCE,
+                                               external_id=payment_intent, user_id=user_id, memo=memo)
+            await self._reconcile(payment_intent)  # its purchase record's id is the PaymentIntent's
+            return result
+
+        reload = await self._reloads.payment_succeeded(intent, grant)
+        if reload.granted is None or not reload.granted.applied:
+            return reload.outcome, []
+        payment_intent = _required(intent, "id")
+
+        async def notify() -> None:
+            receipt = await self._receipt_url(payment_intent)
+            await self._notify.purchase_granted(reload.team_id, reload.user_id, reload.credits, reload.granted.balance, receipt)
+
+        return f"auto-reload granted {reload.credits} credits to {reload.team_id}", [notify]
+
+    async def _reload_failed(self, intent: dict[str, Any]) -> tuple[str, list[Notification]]:
+        if self._reloads is None:
+            return "ignored", []
+        return await self._reloads.payment_failed(intent), []
 
     async def _receipt_url(self, payment_intent: str | None) -> str | None:
         """Stripe's receipt of the payment (its charge's receipt_url); None when Stripe will not say."""

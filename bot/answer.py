@@ -29,6 +29,7 @@ from bot.question import Question
 from bot.services import Services
 from bot.stops import RunningAnswer
 from bot.surfaces.answer_controls import cost_block, feedback_block, stop_block
+from bot.surfaces.auto_reload import reload_if_low
 from bot.surfaces.low_balance import tell_billing_admins
 from storage import is_transient
 
@@ -265,6 +266,8 @@ async def _write_answer(
         log.warning("leaving event %s to be finished by recovery (%s)", question.event_id, error.__class__.__name__)
         return Outcome.UNFINISHED
 
+    if settlement and settlement.charged and services.reloads is not None:
+        services.tasks.spawn(reload_if_low(services, question.team_id), name=f"auto-reload {question.team_id}")
     if settlement and settlement.low_balance:
         services.tasks.spawn(tell_billing_admins(services, client, question.team_id, settlement.balance_after),
                              name=f"low balance {question.team_id}")

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
+from billing import AutoReload, Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.delivery.scheduler import BudgetMaker, LocalBudgets
@@ -70,6 +70,7 @@ class Services:
     slack_http: aiohttp.ClientSession  # every Slack Web API client's connections (slack_web_client)
     checkout: Checkout | None
     stripe_webhook: StripeWebhook | None
+    reloads: AutoReload | None  # auto-reload (with Stripe only)
     installs: Installs | None = None  # OAuth mode only
 
     async def slack_client_for_team(self, team_id: str) -> AsyncWebClient | None:
@@ -105,7 +106,7 @@ class Services:
 
 def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aiohttp.ClientSession, clock, notices):
     if not settings.stripe_enabled:
-        return None, None
+        return None, None, None
     try:
         packs = parse_credit_packs(settings.credit_packs, settings.stripe_currency)
     except ValueError as error:
@@ -119,9 +120,10 @@ def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aio
         public_url=settings.public_url,
         clock=clock,
     )
+    reloads = AutoReload(engine, client, packs=packs, currency=settings.stripe_currency, notify=notices, clock=clock)
     webhook = StripeWebhook(engine, credits, webhook_secret=settings.stripe_webhook_secret, notify=notices, clock=clock,
-                            client=client)
-    return checkout, webhook
+                            client=client, reloads=reloads)
+    return checkout, webhook, reloads
 
 
 def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> Services:
@@ -165,10 +167,11 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         slack_http=slack_http,
         checkout=None,
         stripe_webhook=None,
+        reloads=None,
         installs=Installs(settings, engine, slack_web_client(settings, slack_http, None), reader=reader, clock=clock) if settings.oauth_enabled else None,
     )
     notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home)
-    services.checkout, services.stripe_webhook = _stripe(settings, engine, credits, http, clock, notices)
+    services.checkout, services.stripe_webhook, services.reloads = _stripe(settings, engine, credits, http, clock, notices)
     return services
 
 

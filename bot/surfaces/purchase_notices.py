@@ -47,6 +47,16 @@ class SlackPurchaseNotices:
                 except Exception:
                     log.exception("could not refresh the Home tab of %s in team %s", user_id, team_id)
 
+    async def reload_failed(self, team_id: str, user_id: str | None, credits: int, reason: str) -> None:
+        why = "the card's bank wants you to confirm the payment" if reason == "authentication_required" else "the card was declined"
+        await self._dm(
+            team_id,
+            user_id,
+            f"⚠️ Auto-reload couldn't buy {credits:,} credits: {why}. Auto-reload is now off. "
+            f"Buy by hand with `/credits buy {credits}` (that also lets you save a card again), then turn auto-reload "
+            "back on with `/credits autoreload`.",
+        )
+
     async def payment_failed(self, team_id: str, user_id: str | None) -> None:
         await self._dm(
             team_id,

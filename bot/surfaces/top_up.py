@@ -86,7 +86,8 @@ async def _checkout_message(
     if not await may_buy(services, client, user_id):
         return _message("Only workspace admins can buy credits here. Please ask an admin to top up.")
     try:
-        link = await services.checkout.create_session(team_id, user_id, pack, request_key=request_key)
+        save_card_for = await services.reloads.customer_to_save_card(team_id) if services.reloads else None
+        link = await services.checkout.create_session(team_id, user_id, pack, request_key=request_key, save_card_for=save_card_for)
     except CheckoutError as error:
         log.warning("checkout for team %s failed (Stripe request %s): %s", team_id, error.request_id, error.message)
         return _message(f"⚠️ {error.message}")

@@ -84,6 +84,11 @@ class FakeStripe:
     prices: dict[str, tuple[int, str]] = field(default_factory=dict)  # Price id -> (unit_amount, currency)
     requests: list[Received] = field(default_factory=list)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)  # created with POST /v1/payment_intents
+    # What an off-session payment with a saved card does next: "succeeded", "card_declined" or
+    # "authentication_required" (the card's bank wants the customer present).
+    next_off_session_outcome: str = "succeeded"
     api_base: str = ""
 
     sign = staticmethod(sign)  # also reachable as fake.sign(payload, secret)
@@ -99,6 +104,8 @@ class FakeStripe:
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_get("/v1/checkout/sessions/{id}", self._retrieve_session)
         app.router.add_get("/v1/payment_intents/{id}", self._retrieve_payment_intent)
+        app.router.add_post("/v1/payment_intents", self._create_payment_intent)
+        app.router.add_post("/v1/customers", self._create_customer)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -148,6 +155,96 @@ class FakeStripe:
             self._idempotent[key] = (params, status, body)
         return _json(status, body)
 
+    async def _idempotent_post(self, request: web.Request, create) -> web.Response:
+        """A POST as Stripe runs it: authenticated, failing if told to, replayed for a repeated idempotency key."""
+        params = parse_stripe_form(list((await request.post()).items()))
+        self.requests.append(Received(request.method, request.path, dict(request.headers), params))
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        if self._failures:
+            failure = self._failures.pop(0)
+            return _error(failure.status, failure.type, failure.message, failure.code)
+        key = request.headers.get("Idempotency-Key")
+        if key and key in self._idempotent:
+            first_params, status, body = self._idempotent[key]
+            if first_params != params:
+                return _error(400, "idempotency_error", f"Keys for idempotent requests can only be used with the same "
+                              f"parameters they were first used with. Try using a key other than '{key}'.")
+            return _json(status, body, replayed=True)
+        status, body = create(params)
+        if key:
+            self._idempotent[key] = (params, status, body)
+        return _json(status, body)
+
+    async def _create_customer(self, request: web.Request) -> web.Response:
+        def create(params: dict[str, Any]) -> tuple[int, dict]:
+            customer = {"id": random_id("cus_", 14), "object": "customer", "created": int(time.time()), "livemode": False,
+                        "metadata": params.get("metadata", {}), "name": params.get("name"), "email": params.get("email"),
+                        "_payment_methods": []}
+            self.customers[customer["id"]] = customer
+            return 200, _public(customer)
+        return await self._idempotent_post(request, create)
+
+    async def _create_payment_intent(self, request: web.Request) -> web.Response:
+        """Off-session payments with a saved card (`confirm=true`, `off_session=true`): they succeed, or fail
+        with a card_error (402) whose body carries the PaymentIntent, as Stripe answers."""
+        def create(params: dict[str, Any]) -> tuple[int, dict]:
+            customer = self.customers.get(params.get("customer") or "")
+            method = params.get("payment_method")
+            if customer is None:
+                return 400, _error_body("invalid_request_error", f"No such customer: '{params.get('customer')}'", "resource_missing")
+            if method not in customer["_payment_methods"]:
+                return 400, _error_body("invalid_request_error", f"No such PaymentMethod: '{method}'", "resource_missing")
+            try:
+                amount = int(params["amount"])
+            except (KeyError, ValueError):
+                return 400, _error_body("invalid_request_error", "Missing required param: amount.", "parameter_missing")
+            if params.get("confirm") != "true" or params.get("off_session") != "true":
+                return 400, _error_body("invalid_request_error", "This fake only confirms off-session payments.", "parameter_missing")
+            outcome, self.next_off_session_outcome = self.next_off_session_outcome, "succeeded"
+            intent = {
+                "id": random_id("pi_3"), "object": "payment_intent", "amount": amount, "amount_received": 0,
+                "currency": params.get("currency"), "customer": customer["id"], "payment_method": method,
+                "metadata": params.get("metadata", {}), "livemode": False, "created": int(time.time()),
+                "status": "succeeded", "latest_charge": None, "last_payment_error": None,
+                "description": params.get("description"),
+            }
+            self.payment_intents[intent["id"]] = intent
+            if outcome == "succeeded":
+                intent.update(amount_received=amount, latest_charge=random_id("ch_3"))
+                return 200, dict(intent)
+            error = {"type": "card_error", "code": outcome, "message": {
+                "card_declined": "Your card was declined.",
+                "authentication_required": "Your card was declined. This transaction requires authentication.",
+            }[outcome], "payment_intent": None}
+            if outcome == "card_declined":
+                error["decline_code"] = "generic_decline"
+            intent.update(status="requires_payment_method" if outcome == "card_declined" else "requires_action",
+                          last_payment_error={k: v for k, v in error.items() if k != "payment_intent"})
+            error["payment_intent"] = dict(intent)
+            return 402, {"error": error}
+        return await self._idempotent_post(request, create)
+
+    def intent_charge(self, payment_intent_id: str, amount_refunded: int = 0) -> dict[str, Any]:
+        """The charge of a succeeded off-session PaymentIntent."""
+        intent = self.payment_intents[payment_intent_id]
+        return {
+            "id": intent["latest_charge"], "object": "charge", "amount": intent["amount"], "amount_captured": intent["amount"],
+            "amount_refunded": amount_refunded, "captured": True, "created": intent["created"], "currency": intent["currency"],
+            "customer": intent["customer"], "disputed": False, "livemode": False, "metadata": dict(intent["metadata"]),
+            "paid": True, "payment_intent": intent["id"], "refunded": amount_refunded == intent["amount"], "status": "succeeded",
+            "receipt_url": f"https://pay.stripe.com/receipts/payment/{intent['id'][3:]}",
+        }
+
+    def intent_refund_event(self, payment_intent_id: str, amount_refunded: int) -> dict[str, Any]:
+        return self.event("charge.refunded", self.intent_charge(payment_intent_id, amount_refunded))
+
+    def payment_intent_event(self, payment_intent_id: str) -> dict[str, Any]:
+        """payment_intent.succeeded or payment_intent.payment_failed, as the PaymentIntent ended."""
+        intent = self.payment_intents[payment_intent_id]
+        kind = "succeeded" if intent["status"] == "succeeded" else "payment_failed"
+        return self.event(f"payment_intent.{kind}", intent)
+
     async def _retrieve_session(self, request: web.Request) -> web.Response:
         self.requests.append(Received(request.method, request.path, dict(request.headers), dict(request.query)))
         if (denied := self._check_auth(request)) is not None:
@@ -167,6 +264,12 @@ class FakeStripe:
         if self._failures:
             failure = self._failures.pop(0)
             return _error(failure.status, failure.type, failure.message, failure.code)
+        created = self.payment_intents.get(request.match_info["id"])
+        if created is not None:  # an off-session payment
+            intent = dict(created)
+            if intent["latest_charge"] and "latest_charge" in (query.get("expand") or []):
+                intent["latest_charge"] = self.intent_charge(intent["id"])
+            return _json(200, intent)
         session = next((s for s in self.sessions.values() if s.get("_payment_intent") == request.match_info["id"]
                         and s.get("payment_status") == "paid"), None)
         if session is None:
@@ -179,6 +282,8 @@ class FakeStripe:
             "amount_received": session["amount_total"], "currency": session["currency"], "status": "succeeded",
             "livemode": False, "metadata": dict(session["_payment_intent_metadata"]),
             "latest_charge": charge if "latest_charge" in expand else charge["id"],
+            "customer": session.get("customer"), "payment_method": session.get("_payment_method"),
+            "setup_future_usage": session.get("_setup_future_usage"),
         }
         return _json(200, intent)
 
@@ -222,7 +327,7 @@ class FakeStripe:
             "automatic_tax": {"enabled": False, "liability": None, "status": None},
             "billing_address_collection": None, "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"), "client_secret": None, "consent": None,
-            "created": now, "currency": currency, "customer": None, "customer_creation": "if_required",
+            "created": now, "currency": currency, "customer": params.get("customer"), "customer_creation": "if_required",
             "customer_details": None, "customer_email": None, "expires_at": expires_at, "invoice": None,
             "livemode": False, "locale": None, "metadata": params.get("metadata", {}), "mode": "payment",
             "payment_intent": None, "payment_link": None, "payment_method_collection": "if_required",
@@ -233,6 +338,9 @@ class FakeStripe:
         }
         # Kept for the charge objects of refunds and disputes (underscore keys never leave the fake).
         session["_payment_intent_metadata"] = params.get("payment_intent_data", {}).get("metadata", {})
+        session["_setup_future_usage"] = params.get("payment_intent_data", {}).get("setup_future_usage")
+        if params.get("customer") and params["customer"] not in self.customers:
+            return 400, _error_body("invalid_request_error", f"No such customer: '{params['customer']}'", "resource_missing")
         self.sessions[session_id] = session
         return 200, _public(session)
 
@@ -296,6 +404,11 @@ class FakeStripe:
         session = self.sessions[session_id]
         session.update(status="complete", payment_status=payment_status, payment_intent=self._payment_intent(session),
                        customer_details={"email": "buyer@example.com", "name": "Test Buyer"})
+        if payment_status == "paid" and "_payment_method" not in session:
+            session["_payment_method"] = random_id("pm_1")
+            customer = self.customers.get(session.get("customer") or "")
+            if customer is not None and session.get("_setup_future_usage") == "off_session":
+                customer["_payment_methods"].append(session["_payment_method"])  # saved for off-session payments
         return session
 
     @staticmethod

@@ -7,6 +7,7 @@ from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
 from bot.surfaces.admins import is_admin
+from bot.surfaces.auto_reload import autoreload_command
 from bot.surfaces.limits import list_command, limit_command
 from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
 from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 # Slack wants the acknowledgement within 3 seconds, and the balance travels in it.
 REPLY_DEADLINE = 2.0
 USAGE = ("Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack. "
-         "Admins: `/credits usage`, `/credits export`, `/credits limit` and `/credits limits`.")
+         "Admins: `/credits usage`, `/credits export`, `/credits limit`, `/credits limits` and `/credits autoreload`.")
 
 
 def register(app: AsyncApp) -> None:
@@ -31,6 +32,9 @@ async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, contex
         await _buy(ack, respond, command, context, services, team_id, words[1:])
     elif words and words[0].lower() in ("limit", "limits"):
         await ack(**await _limits(services, context, team_id, command.get("user_id"), words))
+    elif words and words[0].lower() in ("autoreload", "auto-reload"):
+        work = autoreload_command(services, context.client, team_id, command.get("user_id") or "", words[1:])
+        await ack(**await _admin_reply(work, team_id, "autoreload"))
     elif words and words[0].lower() == "usage":
         await ack(**await _admin_reply(usage_command(services, context.client, team_id, command.get("user_id") or ""), team_id, "usage"))
     elif words and words[0].lower() == "export":
