@@ -115,12 +115,12 @@ class AutoReload:
 
     # --- saving the card ----------------------------------------------------------------------------
 
-    async def customer_to_save_card(self, team_id: str) -> str | None:
+    async def customer_to_save_card(self, team_id: str, *, even_if_off: bool = False) -> str | None:
         """The workspace's Stripe Customer when its next Checkout purchase should save the card (auto-reload on,
-        no card yet), creating the Customer once; else None."""
+        or just turned off by a failed card: `even_if_off`; no usable card), creating the Customer once; else None."""
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(auto_reload_settings).where(auto_reload_settings.c.team_id == team_id))).first()
-        if row is None or not row.enabled or row.payment_method:
+        if row is None or not (row.enabled or even_if_off) or row.payment_method:
             return None
         if row.customer_id:
             return row.customer_id
@@ -220,8 +220,9 @@ class AutoReload:
                                       .where(auto_reloads.c.id == reload_id))).one()
             rule = (await conn.execute(sa.select(auto_reload_settings.c.set_by)
                                        .where(auto_reload_settings.c.team_id == row.team_id))).first()
+            # The card failed: off, and forgotten, so that the next purchase can save a better one.
             await conn.execute(sa.update(auto_reload_settings).where(auto_reload_settings.c.team_id == row.team_id)
-                               .values(enabled=False, updated_at=self._clock()))
+                               .values(enabled=False, payment_method=None, updated_at=self._clock()))
         log.warning("auto-reload %s of %s failed (%s); auto-reload turned off", reload_id, row.team_id, reason)
         try:
             await self._notify.reload_failed(row.team_id, rule.set_by if rule else None, row.credits, reason)

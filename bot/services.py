@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import AutoReload, Checkout, Credits, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
+from billing import AutoReload, Checkout, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.delivery.scheduler import BudgetMaker, LocalBudgets
@@ -83,6 +83,16 @@ class Services:
 
     def slack_web_client(self, token: str | None) -> AsyncWebClient:
         return slack_web_client(self.settings, self.slack_http, token)
+
+    async def checkout_link(self, team_id: str, user_id: str, credits: int) -> str | None:
+        """A Checkout page for the pack of `credits` (after a failed auto-reload); None without Stripe or that pack."""
+        pack = find_pack(self.checkout.packs, credits) if self.checkout else None
+        if pack is None:
+            return None
+        save_card_for = await self.reloads.customer_to_save_card(team_id, even_if_off=True) if self.reloads else None
+        link = await self.checkout.create_session(team_id, user_id, pack, request_key=f"reload-failed:{uuid.uuid4().hex}",
+                                                  save_card_for=save_card_for)
+        return link.url
 
     async def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish the user's Home tab again (after a purchase was granted)."""
@@ -170,7 +180,8 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         reloads=None,
         installs=Installs(settings, engine, slack_web_client(settings, slack_http, None), reader=reader, clock=clock) if settings.oauth_enabled else None,
     )
-    notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home)
+    notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home,
+                                   checkout_link=services.checkout_link)
     services.checkout, services.stripe_webhook, services.reloads = _stripe(settings, engine, credits, http, clock, notices)
     return services
 

@@ -135,12 +135,19 @@ async def test_a_failed_reload_turns_auto_reload_off_and_tells_the_admin_once(st
     assert (await h.stripe_delivery(h.stripe.payment_intent_event(intent["id"])))[0] == 200  # payment_failed
     await asyncio.sleep(0.2)
     told = [text for text in dms_to(h, ADMIN) if "Auto-reload couldn't buy" in text]
-    assert len(told) == 1 and why in told[0] and "`/credits buy 500`" in told[0]
+    assert len(told) == 1 and why in told[0] and "Buy 500 credits by hand>" in told[0]
+    link = list(h.stripe.sessions.values())[-1]
+    assert f"<{link['url']}|" in told[0] and link["metadata"]["user_id"] == ADMIN, "a Checkout page to buy by hand"
+    assert link["_setup_future_usage"] == "off_session", "which saves a new card"
     assert "Auto-reload is off" in await command(h, "autoreload")
     await ask(h, 1)
     await asyncio.sleep(0.2)
     assert len(h.stripe.payment_intents) == 1, "off after a failure"
     assert await balance(h) == 300
+
+    assert (await h.stripe_delivery(h.stripe.complete(link["id"])))[0] == 200  # bought by hand: a new card saved
+    assert "No card is saved" not in await command(h, "autoreload below 450 buy 500")
+    assert await balance(h) == 800
 
 
 async def test_a_refunded_reload_is_reversed_like_any_purchase(start_bot_on_each_database):

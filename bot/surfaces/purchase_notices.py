@@ -13,15 +13,18 @@ log = logging.getLogger(__name__)
 
 ClientForTeam = Callable[[str], Awaitable[AsyncWebClient | None]]
 RefreshHome = Callable[[str, str], Awaitable[None]]
+CheckoutLinkFor = Callable[[str, str, int], Awaitable[str | None]]  # team, user, credits -> a Checkout page
 
 
 class SlackPurchaseNotices:
     """billing.PurchaseNotifier, by direct message (through the workspace's Slack scheduler)."""
 
-    def __init__(self, client_for_team: ClientForTeam, schedulers: SlackSchedulers, *, refresh_home: RefreshHome | None = None):
+    def __init__(self, client_for_team: ClientForTeam, schedulers: SlackSchedulers, *, refresh_home: RefreshHome | None = None,
+                 checkout_link: CheckoutLinkFor | None = None):
         self._client_for_team = client_for_team
         self._schedulers = schedulers
         self._refresh_home = refresh_home
+        self._checkout_link = checkout_link
 
     async def _dm(self, team_id: str, user_id: str | None, text: str) -> None:
         client = await self._client_for_team(team_id)
@@ -49,12 +52,18 @@ class SlackPurchaseNotices:
 
     async def reload_failed(self, team_id: str, user_id: str | None, credits: int, reason: str) -> None:
         why = "the card's bank wants you to confirm the payment" if reason == "authentication_required" else "the card was declined"
+        link = None
+        if self._checkout_link is not None and user_id:
+            try:
+                link = await self._checkout_link(team_id, user_id, credits)
+            except Exception as error:
+                log.warning("no checkout link for the failed reload of %s (%s)", team_id, error.__class__.__name__)
+        buy = f"<{link}|Buy {credits:,} credits by hand>" if link else f"Buy by hand with `/credits buy {credits}`"
         await self._dm(
             team_id,
             user_id,
-            f"⚠️ Auto-reload couldn't buy {credits:,} credits: {why}. Auto-reload is now off. "
-            f"Buy by hand with `/credits buy {credits}` (that also lets you save a card again), then turn auto-reload "
-            "back on with `/credits autoreload`.",
+            f"⚠️ Auto-reload couldn't buy {credits:,} credits: {why}. Auto-reload is now off. {buy}, "
+            "then turn auto-reload back on with `/credits autoreload`.",
         )
 
     async def payment_failed(self, team_id: str, user_id: str | None) -> None:
