@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -34,6 +34,9 @@ from billing.stripe_tables import PAID, auto_reload_settings, auto_reloads, chec
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED, ERROR = "pending", "succeeded", "failed", "error"
+# A workspace found without an enabled rule is not looked up again for this long after a settlement (every
+# answer settles; on SQLite each look would take the single write lock). Enabling it here clears that at once.
+NO_RULE_RECHECK = timedelta(seconds=60)
 RELOAD_METADATA = "auto_reload"  # the PaymentIntent's metadata key naming the reload
 
 
@@ -77,6 +80,7 @@ class AutoReload:
         self._currency = currency.lower()
         self._notify = notify
         self._clock = clock
+        self._no_rule_until: dict[str, datetime] = {}
 
     # --- the rule ---------------------------------------------------------------------------------
 
@@ -84,6 +88,7 @@ class AutoReload:
         """Turn auto-reload on (or change it); a card saved before stays saved. ValueError for a pack not offered."""
         if pack_credits not in self._packs or below < 0 or max_per_month < 1:
             raise ValueError("not an auto-reload rule")
+        self._no_rule_until.pop(team_id, None)
         values = {"enabled": True, "below": below, "pack_credits": pack_credits, "max_per_month": max_per_month,
                   "set_by": set_by, "updated_at": self._clock()}
         async with self._engine.begin() as conn:
@@ -177,10 +182,15 @@ class AutoReload:
 
     async def _claim(self, team_id: str):
         now = self._clock()
+        if self._no_rule_until.get(team_id, now) > now:
+            return "off"
         async with self._engine.begin() as conn:
             row = (await conn.execute(sa.select(auto_reload_settings).where(
                 auto_reload_settings.c.team_id == team_id, auto_reload_settings.c.enabled.is_(True)))).first()
             if row is None:
+                if len(self._no_rule_until) > 10_000:  # bounded: forget what has expired
+                    self._no_rule_until = {team: until for team, until in self._no_rule_until.items() if until > now}
+                self._no_rule_until[team_id] = now + NO_RULE_RECHECK
                 return "off"
             if not row.payment_method:
                 return "no card saved"

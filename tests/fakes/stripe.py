@@ -133,27 +133,7 @@ class FakeStripe:
 
     # --- handlers ---------------------------------------------------------------------------------
     async def _create_session(self, request: web.Request) -> web.Response:
-        params = parse_stripe_form(list((await request.post()).items()))
-        self.requests.append(Received(request.method, request.path, dict(request.headers), params))
-        if (denied := self._check_auth(request)) is not None:
-            return denied
-        if self._failures:
-            failure = self._failures.pop(0)
-            return _error(failure.status, failure.type, failure.message, failure.code)
-
-        key = request.headers.get("Idempotency-Key")
-        if key and key in self._idempotent:
-            first_params, status, body = self._idempotent[key]
-            if first_params != params:
-                return _error(400, "idempotency_error",
-                              f"Keys for idempotent requests can only be used with the same parameters they were first "
-                              f"used with. Try using a key other than '{key}' if you meant to execute a different request.")
-            return _json(status, body, replayed=True)
-
-        status, body = self._new_session(params)
-        if key:
-            self._idempotent[key] = (params, status, body)
-        return _json(status, body)
+        return await self._idempotent_post(request, self._new_session)
 
     async def _idempotent_post(self, request: web.Request, create) -> web.Response:
         """A POST as Stripe runs it: authenticated, failing if told to, replayed for a repeated idempotency key."""
@@ -168,8 +148,9 @@ class FakeStripe:
         if key and key in self._idempotent:
             first_params, status, body = self._idempotent[key]
             if first_params != params:
-                return _error(400, "idempotency_error", f"Keys for idempotent requests can only be used with the same "
-                              f"parameters they were first used with. Try using a key other than '{key}'.")
+                return _error(400, "idempotency_error",
+                              f"Keys for idempotent requests can only be used with the same parameters they were first "
+                              f"used with. Try using a key other than '{key}' if you meant to execute a different request.")
             return _json(status, body, replayed=True)
         status, body = create(params)
         if key:
