@@ -162,3 +162,26 @@ async def test_a_refunded_reload_is_reversed_like_any_purchase(start_bot_on_each
     assert (await h.stripe_delivery(h.stripe.intent_refund_event(intent, 500)))[0] == 200
     assert await balance(h) == 400
     assert await h.services.credits.verify() == []
+
+
+async def test_a_reload_that_fails_later_is_told_by_its_webhook_and_nothing_is_granted(start_bot_on_each_database):
+    h = await start(start_bot_on_each_database)
+    await command(h, "autoreload below 450 buy 500 max 3")
+    await buy(h)
+    h.stripe.next_off_session_outcome = "processing"
+    await ask(h, 1)
+    await until(lambda: len(h.stripe.payment_intents) == 1)
+    [intent] = h.stripe.payment_intents
+    await ask(h, 1)  # still pending: no second reload
+    await asyncio.sleep(0.2)
+    assert len(h.stripe.payment_intents) == 1
+
+    event = h.stripe.finish_processing(intent, succeeded=False)
+    assert (await h.stripe_delivery(event))[0] == 200
+    assert (await h.stripe_delivery(event))[0] == 200  # a repeated delivery
+    await until(lambda: any("Auto-reload couldn't buy" in text for text in dms_to(h, ADMIN)))
+    await asyncio.sleep(0.2)
+    assert len([text for text in dms_to(h, ADMIN) if "Auto-reload couldn't buy" in text]) == 1
+    assert "Auto-reload is off" in await command(h, "autoreload")
+    assert await balance(h) == 300
+    assert await h.services.credits.verify() == []

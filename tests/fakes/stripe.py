@@ -86,8 +86,9 @@ class FakeStripe:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)  # created with POST /v1/payment_intents
-    # What an off-session payment with a saved card does next: "succeeded", "card_declined" or
-    # "authentication_required" (the card's bank wants the customer present).
+    # What an off-session payment with a saved card does next: "succeeded", "card_declined",
+    # "authentication_required" (the card's bank wants the customer present) or "processing" (decided later:
+    # see `finish_processing`).
     next_off_session_outcome: str = "succeeded"
     api_base: str = ""
 
@@ -194,6 +195,9 @@ class FakeStripe:
             if outcome == "succeeded":
                 intent.update(amount_received=amount, latest_charge=random_id("ch_3"))
                 return 200, dict(intent)
+            if outcome == "processing":
+                intent.update(status="processing")
+                return 200, dict(intent)
             error = {"type": "card_error", "code": outcome, "message": {
                 "card_declined": "Your card was declined.",
                 "authentication_required": "Your card was declined. This transaction requires authentication.",
@@ -219,6 +223,17 @@ class FakeStripe:
 
     def intent_refund_event(self, payment_intent_id: str, amount_refunded: int) -> dict[str, Any]:
         return self.event("charge.refunded", self.intent_charge(payment_intent_id, amount_refunded))
+
+    def finish_processing(self, payment_intent_id: str, *, succeeded: bool) -> dict[str, Any]:
+        """A processing PaymentIntent is decided: its webhook event."""
+        intent = self.payment_intents[payment_intent_id]
+        if succeeded:
+            intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=random_id("ch_3"))
+        else:
+            intent.update(status="requires_payment_method", last_payment_error={
+                "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                "message": "Your card has insufficient funds."})
+        return self.payment_intent_event(payment_intent_id)
 
     def payment_intent_event(self, payment_intent_id: str) -> dict[str, Any]:
         """payment_intent.succeeded or payment_intent.payment_failed, as the PaymentIntent ended."""
