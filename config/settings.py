@@ -5,6 +5,7 @@ from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant answering questions inside Slack. "
@@ -36,10 +37,28 @@ class StorageSettings(BaseSettings):
             ("sqlite://", "sqlite+aiosqlite://"),
         ):
             if url.startswith(prefix):
-                return driver + url[len(prefix):]
+                url = driver + url[len(prefix):]
+                break
         if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return _asyncpg_ssl(url) if url.startswith("postgresql") else url
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def _asyncpg_ssl(url: str) -> str:
+    """Hosts hand out libpq's `?sslmode=require`; asyncpg calls the same thing `ssl` (and refuses `sslmode`)."""
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    mode = query.pop("sslmode", None)
+    if mode is None:
         return url
+    if mode not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(sorted(SSL_MODES))}")
+    query.setdefault("ssl", mode)
+    return parsed.set(query=query).render_as_string(hide_password=False)
 
 
 class BillingSettings(StorageSettings):
@@ -112,6 +131,13 @@ class Settings(BillingSettings):
     # Serving
     port: int = Field(3000, ge=0, le=65535)
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        if level.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level.upper()
 
     @field_validator("slack_api_url")
     @classmethod

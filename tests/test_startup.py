@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
+from storage import create_engine, migrate
+from tests.databases import drop_postgres_database, new_postgres_database
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "ANTHROPIC_API_KEY": "k"}
@@ -62,6 +65,36 @@ def test_platform_database_urls_get_the_async_driver():
     assert load_settings(**base, database_url="sqlite:///bot.db").database_url == "sqlite+aiosqlite:///bot.db"
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         load_settings(**base, database_url="mysql://h/d")
+    # The libpq form most hosts hand out; asyncpg calls it `ssl` and would refuse `sslmode` at the first connect.
+    assert load_settings(**base, database_url="postgres://u:p@h/d?sslmode=require").database_url == \
+        "postgresql+asyncpg://u:p@h/d?ssl=require"
+    assert load_settings(**base, database_url="postgresql://u@h/d?ssl=require").database_url == \
+        "postgresql+asyncpg://u@h/d?ssl=require"
+    with pytest.raises(ConfigError, match="DATABASE_URL.*sslmode"):
+        load_settings(**base, database_url="postgresql://u@h/d?sslmode=sometimes")
+
+
+@pytest.mark.parametrize("mode", ["disable", "prefer"])
+async def test_a_postgres_url_with_sslmode_connects(mode):
+    url, name = await new_postgres_database()
+    try:
+        settings = load_settings(_env_file=None, slack_bot_token="x", slack_signing_secret="s", anthropic_api_key="k",
+                                 database_url=url.replace("postgresql+asyncpg://", "postgresql://") + f"?sslmode={mode}")
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            async with engine.connect() as connection:
+                assert (await connection.execute(sa.text("SELECT 1"))).scalar_one() == 1
+        finally:
+            await engine.dispose()
+    finally:
+        await drop_postgres_database(name)
+
+
+def test_an_unknown_log_level_is_named_at_start(tmp_path):
+    result = run_bot(tmp_path, {**REQUIRED, "LOG_LEVEL": "verbose"})
+    assert result.returncode == 2
+    assert "LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_defaults_match_the_documented_contract():
