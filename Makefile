@@ -1,9 +1,12 @@
 # The two commands a newcomer needs:
-#   make run    install (first time) and run the bot, configured by .env
-#   make test   install (first time) and run the test suite
+#   make run    install (first time, and again when pyproject.toml changes) and run the bot, configured by .env
+#   make test   install with the test extras (likewise) and run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Stamps: pip runs only when pyproject.toml is newer than the last install of that kind.
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
 .PHONY: run test migrate bench install
 
@@ -11,17 +14,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-run: install
+$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(INSTALLED)
+
+install: $(INSTALLED_TEST)
+
+run: $(INSTALLED)
 	$(BIN)/python -m bot
 
-migrate: install
+migrate: $(INSTALLED)
 	$(BIN)/python -m bot migrate
 
-test: install
+test: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+bench: $(INSTALLED_TEST)
 	$(BIN)/python -m bench
