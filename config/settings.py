@@ -90,6 +90,17 @@ class BillingSettings(StorageSettings):
     def _lower_currency(cls, currency: str) -> str:
         return currency.lower()
 
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, url: str | None) -> str | None:
+        """Stripe returns buyers there and Slack redirects installs there: it must be an absolute http(s) URL."""
+        if url is None or url == "":
+            return None
+        scheme, _, rest = url.partition("://")
+        if scheme not in ("https", "http") or not rest or rest.startswith("/") or " " in url:
+            raise ValueError("must be an absolute URL such as https://bot.example.com")
+        return url
+
     @property
     def stripe_enabled(self) -> bool:
         return bool(self.stripe_secret_key and self.stripe_webhook_secret and self.public_url)

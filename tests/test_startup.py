@@ -91,6 +91,12 @@ async def test_a_postgres_url_with_sslmode_connects(mode):
         await drop_postgres_database(name)
 
 
+def test_a_public_url_that_is_not_a_url_is_named_at_start(tmp_path):
+    result = run_bot(tmp_path, {**REQUIRED, "PUBLIC_URL": "notaurl"})
+    assert result.returncode == 2
+    assert "PUBLIC_URL" in result.stderr and "absolute URL" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_unknown_log_level_is_named_at_start(tmp_path):
     result = run_bot(tmp_path, {**REQUIRED, "LOG_LEVEL": "verbose"})
     assert result.returncode == 2
