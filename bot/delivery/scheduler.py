@@ -231,16 +231,19 @@ class SlackScheduler:
 
     async def direct_message(self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None) -> str:
         """Post a message in the bot's DM with `user_id`; returns its ts."""
-        channel = (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
+        channel = await self._dm_channel(client, user_id)
         extra = {"blocks": blocks} if blocks else {}
         return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
 
     async def upload_to_dm(self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str,
                            comment: str) -> None:
         """Share a file in the bot's DM with `user_id` (files.uploadV2), with `comment` as its message."""
-        channel = (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
+        channel = await self._dm_channel(client, user_id)
         await self.call(client, "files.uploadV2", channel=channel, filename=filename, content=content, title=title,
                         initial_comment=comment)
+
+    async def _dm_channel(self, client: AsyncWebClient, user_id: str) -> str:
+        return (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
 
     async def close(self) -> None:
         await self.edits.close()
