@@ -4,6 +4,7 @@ The bot uses exactly what is exported here. `billing` never imports `bot`.
 """
 
 from billing.auto_reload import AutoReload, AutoReloadRule
+from billing.configuration import billing_problems, stripe_off_reason
 from billing.credits import Credits
 from billing.limits import OverLimit, SpendingLimit
 from billing.packs import CreditPack, find_pack, parse_credit_packs
@@ -30,7 +31,7 @@ from billing.results import (
 )
 from billing.settlement import UnknownReservationError
 from billing.stripe_checkout import Checkout, CheckoutError, CheckoutLink, build_stripe_client
-from billing.stripe_web import stripe_routes
+from billing.stripe_web import WEBHOOK_PATH, stripe_routes
 from billing.stripe_webhook import PurchaseNotifier, StripeWebhook
 
 __all__ = [
@@ -42,10 +43,13 @@ __all__ = [
     "CreditPack",
     "PurchaseNotifier",
     "StripeWebhook",
+    "billing_problems",
     "build_stripe_client",
+    "stripe_off_reason",
     "find_pack",
     "parse_credit_packs",
     "stripe_routes",
+    "WEBHOOK_PATH",
     "AnswerUsage",
     "Balance",
     "Credits",

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billing import limits, reports, settlement
 from billing.limits import OverLimit, SpendingLimit
 from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
+from billing.metrics import CREDITS_GRANTED
 from billing.results import (
     AnswerUsage,
     Balance,
@@ -207,7 +208,7 @@ class Credits:
         )
         if already.first() is not None:
             return None  # the common case, answered without touching the account row
-        return await apply_once(  # a concurrent first sight is caught by the unique key and undone
+        balance = await apply_once(  # a concurrent first sight is caught by the unique key and undone
             connection,
             team_id=team_id,
             amount=self.free_credits,
@@ -218,6 +219,9 @@ class Credits:
             low_balance_threshold=self.low_balance_threshold,
             memo="free credits for a new workspace",
         )
+        if balance is not None:
+            CREDITS_GRANTED.labels("trial").inc(self.free_credits)
+        return balance
 
     async def settle(self, reservation_id: str, charge: int, *, connection: AsyncConnection | None = None,
                      usage: AnswerUsage | None = None) -> Settlement:
@@ -307,6 +311,8 @@ class Credits:
             if balance is not None and amount < 0 and balance < 0 and not allow_negative:
                 raise NegativeBalanceError(team_id, amount, balance)  # the transaction undoes the change
             if balance is not None:
+                if amount > 0:
+                    CREDITS_GRANTED.labels(kind).inc(amount)  # counted once: a replayed grant is not applied
                 return GrantResult(applied=True, balance=balance)
             current, _ = await read_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)

@@ -27,6 +27,7 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.auto_reload import AutoReload
+from billing.metrics import STRIPE_WEBHOOK_EVENTS
 from billing.results import GrantResult
 from billing.stripe_tables import (
     DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, EXPIRED, FAILED, MISMATCH, OPEN, PAID, UNPAID, checkout_sessions, events,
@@ -102,30 +103,35 @@ class StripeWebhook:
 
     async def handle(self, payload: bytes, signature: str | None) -> tuple[int, str]:
         """(HTTP status, short text) for one delivery. 400: not from Stripe; 500: try again later."""
+        status, text, event_type, result = await self._handle(payload, signature)
+        STRIPE_WEBHOOK_EVENTS.labels(event_type, result).inc()
+        return status, text
+
+    async def _handle(self, payload: bytes, signature: str | None) -> tuple[int, str, str, str]:
         try:
             event = stripe.Webhook.construct_event(payload, signature, self._secret, tolerance=self._tolerance).to_dict()
         except stripe.SignatureVerificationError as error:
             log.warning("Rejected a Stripe webhook: %s", str(error).split(". ")[0])
-            return 400, "invalid signature"
+            return 400, "invalid signature", "unverified", "rejected"
         except (ValueError, TypeError, AttributeError, RecursionError):  # not JSON, not UTF-8, not an object
             log.warning("Rejected a Stripe webhook whose body is not an event")
-            return 400, "invalid payload"
+            return 400, "invalid payload", "unverified", "rejected"
         data = event.get("data")
         event_id, event_type = event.get("id"), event.get("type")
         obj = data.get("object") if isinstance(data, dict) else None
         if not (isinstance(event_id, str) and isinstance(event_type, str) and isinstance(obj, dict)):
             log.warning("Rejected a Stripe webhook whose body is not an event")
-            return 400, "invalid payload"
+            return 400, "invalid payload", "unverified", "rejected"
 
         try:
             if await self._already_processed(event_id):
-                return 200, "duplicate"
+                return 200, "duplicate", event_type, "duplicate"
             handler = self._handlers.get(event_type)
             outcome, notifications = ("ignored", []) if handler is None else await handler(obj)
             await self._record_processed(event_id, event_type)
         except MalformedEvent as error:
             log.error("Stripe event %s (%s) cannot be processed: %s", event_id, event_type, error)
-            return 200, "malformed event ignored"
+            return 200, "malformed event ignored", event_type, "malformed"
         except Exception as error:
             # Transient or not, a 500 makes Stripe deliver again (for three days): nothing is lost while
             # the database is down or a bug is being fixed, and every step is idempotent.
@@ -133,11 +139,11 @@ class StripeWebhook:
                 log.warning("Stripe event %s (%s) failed, Stripe will retry: %r", event_id, event_type, error)
             else:
                 log.exception("Stripe event %s (%s) failed unexpectedly; Stripe will retry", event_id, event_type)
-            return 500, "temporarily unavailable"
+            return 500, "temporarily unavailable", event_type, "failed"
         log.info("Stripe event %s (%s): %s", event_id, event_type, outcome)
         for notification in notifications:
             await self._send(notification)
-        return 200, outcome
+        return 200, outcome, event_type, "ignored" if handler is None else "processed"
 
     async def prune_events(self, older_than: timedelta = timedelta(days=30)) -> int:
         """Forget processed event ids older than Stripe's retry window (3 days) plus a margin."""

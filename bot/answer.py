@@ -25,6 +25,8 @@ from bot.conversation import conversation_so_far
 from bot.delivery import Recipient, SlackReply, SlackScheduler
 from bot.history import Turn
 from bot.inflight import Checkpoints, NotOurs
+from bot.logs import annotate
+from bot.metrics import ANSWERS, CREDITS_CHARGED, count_tokens, first_text_after
 from bot.question import Question
 from bot.services import Services
 from bot.stops import RunningAnswer
@@ -67,6 +69,7 @@ async def answer_question(question: Question, client: AsyncWebClient, services: 
 class Claimed:
     hold: Reservation | None  # None: the question gets `outcome` instead of an answer
     outcome: str | None = None  # the one message that answers it: the help text, or why there are no credits
+    kind: str = "answered"  # what /metrics counts it as: answered (to be), help, over_limit, no_credits
 
 
 async def claim(question: Question, services: Services, bot_user_id: str | None) -> Claimed | None:
@@ -80,7 +83,7 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
         if not await services.events.claim(connection, question.event_id, question.team_id):
             return None
         if not question.text:
-            claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"))
+            claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"), "help")
         else:
             hold = await services.credits.reserve(  # new: the event claimed just now is this id's only user
                 question.team_id, question.user_id, needed, question.reservation_id, connection=connection, new=True,
@@ -89,13 +92,14 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
             if isinstance(hold, OverLimit):
                 log.info("team %s: event %s is over the %s limit of %s", question.team_id, question.event_id,
                          hold.limit.scope, hold.limit.subject or "everyone")
-                claimed = Claimed(None, say.over_limit(hold))
+                claimed = Claimed(None, say.over_limit(hold), "over_limit")
             elif isinstance(hold, Insufficient):
                 log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
-                claimed = Claimed(None, say.insufficient_credits(hold.available, services.pricing.describe()))
+                claimed = Claimed(None, say.insufficient_credits(hold.available, services.pricing.describe()), "no_credits")
             else:
                 claimed = Claimed(hold)
         reservation = claimed.hold.id if claimed.hold else None
+        annotate(reservation_id=reservation)
         await services.journal.open(connection, question, reservation, outcome_text=claimed.outcome)
     return claimed
 
@@ -111,12 +115,14 @@ async def _answer(question: Question, client: AsyncWebClient, services: Services
         claimed = await claim(question, services, bot_user_id)
     except Exception:
         log.exception("could not start answering event %s", question.event_id)
+        ANSWERS.labels("not_started").inc()
         await tell(scheduler, client, question, say.NOT_STARTED, after=status)
         return Outcome.NOT_RECORDED
     if claimed is None:
         log.info("event %s was already answered; ignoring Slack's retry", question.event_id)
         return Outcome.NOT_RECORDED
     if claimed.hold is None:
+        ANSWERS.labels(claimed.kind).inc()
         await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED, after=status)
         return Outcome.FINAL
     return await answer_with(question, claimed.hold, client, scheduler, services, bot_user_id, status=status)
@@ -169,7 +175,8 @@ async def answer_with(
     checkpoints = Checkpoints(services.journal, question.reservation_id, on_stop_requested=stopper.stop, on_lost=stopper.lose)
     reply = SlackReply(
         client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, mode=settings.slack_streaming,
-        recipient=Recipient(question.team_id, question.user_id) if question.user_id else None, journal=checkpoints,
+        recipient=Recipient(question.team_id, question.user_id) if question.user_id else None,
+        journal=FirstWordsTimer(checkpoints, question.ts),
         live_blocks=[stop_block(question.reservation_id)],
     )
     reply.on_stopped(stopper.stop)
@@ -240,6 +247,7 @@ async def _write_answer(
         log.warning("no message for event %s (%s); releasing its credits (request %s)",
                     question.event_id, error.__class__.__name__, stream.request_id)
         await services.credits.release(hold.id)
+        ANSWERS.labels("not_shown").inc()
         return Outcome.FINAL
 
     deleted = reply.gone.is_set()
@@ -265,6 +273,9 @@ async def _write_answer(
     except (NotOurs, TimeoutError) as error:
         log.warning("leaving event %s to be finished by recovery (%s)", question.event_id, error.__class__.__name__)
         return Outcome.UNFINISHED
+    count_tokens(stream.usage)
+    if settlement is not None:
+        CREDITS_CHARGED.inc(settlement.charged)
 
     if settlement and settlement.charged and services.reloads is not None:
         services.tasks.spawn(reload_if_low(services, question.team_id), name=f"auto-reload {question.team_id}")
@@ -276,6 +287,7 @@ async def _write_answer(
         if settlement and settlement.low_balance:
             await tell(scheduler, client, question, say.low_balance(settlement.balance_after))  # shown once: not lost with the reply
         await session.end()
+        ANSWERS.labels("deleted").inc()
         return Outcome.FINAL
     finishing = reply.finish(tail(settlement), final_blocks(question, settlement, services.settings.show_cost))
     if shutting_down:
@@ -288,8 +300,25 @@ async def _write_answer(
         shown = await finishing
     if not shown:
         log.error("the final text of event %s could not be shown in Slack", question.event_id)
+    outcome = "not_shown" if not shown else "failed" if failure_notice else "stopped" if stopper.stopped else "answered"
+    ANSWERS.labels(outcome).inc()
+    log.info("event %s %s: %d input and %d output tokens, %d credits", question.event_id, outcome.replace("_", " "),
+             stream.usage.input_tokens, stream.usage.output_tokens, settlement.charged if settlement else 0)
     await session.end()
     return Outcome.FINAL
+
+
+class FirstWordsTimer:
+    """The reply's journal, noting for /metrics when Claude's first words go to Slack."""
+
+    def __init__(self, journal: Checkpoints, question_ts: str):
+        self._journal, self._question_ts, self._timed = journal, question_ts, False
+
+    async def shown(self, messages: list[str], text: str) -> None:
+        if not self._timed and text and text != say.THINKING:
+            self._timed = True
+            first_text_after(self._question_ts)
+        await self._journal.shown(messages, text)
 
 
 def final_blocks(question: Question, settlement: Settlement | None, show_cost: bool) -> list[dict]:

@@ -37,7 +37,7 @@ def build_bolt_app(services: Services) -> AsyncApp:
             "oauth_flow": installs.oauth_flow(lambda installation: welcome_installer(services, installation)),
             "authorize": installs.authorize(),
         }
-    with _without_bolt_oauth_environment():
+    with _without_bolt_environment():
         # Requests are verified before Bolt sees them (bot/inbound.py), on the very bytes Slack signed.
         app = AsyncApp(
             signing_secret=settings.slack_signing_secret, client=client, process_before_response=False,
@@ -88,10 +88,12 @@ def _event_type(body: dict) -> str | None:
 
 
 @contextlib.contextmanager
-def _without_bolt_oauth_environment() -> Iterator[None]:
-    """Bolt sets up OAuth of its own (with file stores) whenever SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are
-    in the environment, even next to a bot token. The settings decide the mode: hide them from Bolt."""
-    hidden = {name: os.environ.pop(name) for name in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET") if name in os.environ}
+def _without_bolt_environment() -> Iterator[None]:
+    """Bolt reads settings of its own from the environment: it sets up OAuth (with file stores) whenever
+    SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are there, even next to a bot token, and warns at every start that
+    SLACK_BOT_TOKEN "will be unused" beside our client. The settings decide: hide these from Bolt."""
+    names = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_BOT_TOKEN")
+    hidden = {name: os.environ.pop(name) for name in names if name in os.environ}
     try:
         yield
     finally:

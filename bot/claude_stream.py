@@ -18,6 +18,7 @@ import anthropic
 import httpx2
 
 from billing import TokenUsage
+from bot.logs import annotate
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class ClaudeStream:
                 stream = await self._client.messages.create(**self._request, stream=True)
                 async with stream:
                     self.request_id = stream.response.headers.get("request-id")
+                    annotate(claude_request_id=self.request_id)
                     async for event in stream:
                         delta = self._record(event)
                         if delta:

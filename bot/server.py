@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import signal
+import socket
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,13 +18,16 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from sqlalchemy import text
 
-from billing import stripe_routes
+from billing import stripe_off_reason, stripe_routes
 from bot.app import build_bolt_app
 from bot.inbound import Refused, SlackRequestGate
+from bot.logs import log_context
+from bot.metrics import LIVE_STATE, metrics_route, watch_event_loop
 from bot.recovery import recover
 from bot.services import EVENT_CLAIM_RETENTION, Services, build_services, utc_now
+from bot.startup import StartupError, confirm_slack_token, reach_database, summary
 from config import Settings
-from storage import create_engine, is_transient, migrate
+from storage import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ _MALFORMED_HTTP_FILTER = MalformedHttpFilter()
 
 
 async def _dispatch_event(bolt: AsyncApp, request: AsyncBoltRequest) -> None:
+    log_context(event_id=request.body.get("event_id"), team_id=request.body.get("team_id"))
     response = await bolt.async_dispatch(request)
     if response.status >= 400:
         log.info("event %s not handled (%d: %s)", request.body.get("event_id"), response.status, response.body[:200])
@@ -81,6 +88,8 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
     app = web.Application()
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_routes([metrics_route(services.settings.metrics_token)])
+    LIVE_STATE.watch(services)
     if bolt.oauth_flow is not None:
         app.add_routes(oauth_routes(bolt))
     app.add_routes(stripe_routes(services.stripe_webhook))
@@ -170,44 +179,61 @@ class RunningBot:
         await self.services.close()
 
 
-async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0", port: int | None = None) -> RunningBot:
-    engine = create_engine(settings.database_url)
-    await migrate(engine)
-    services = build_services(settings, engine, clock=clock)
-    await services.processes.beat()  # before any answer is recorded as this process's
-    if services.installs is not None:
-        log.info("%d installs known", await services.installs.store.warm())
-    bolt = build_bolt_app(services)
-    runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, settings.port if port is None else port)
-    await site.start()
-    bound_port = site._server.sockets[0].getsockname()[1]
-    running = RunningBot(services, bolt, runner, bound_port)
-    loop = asyncio.get_running_loop()
-    running.background.append(loop.create_task(heartbeat(services), name="heartbeat"))
-    running.background.append(loop.create_task(upkeep(services), name="upkeep"))
-    if settings.slack_app_token:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, taken first: a port in use is one line, before the database is touched."""
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} is in use (PORT): another process listens there") from None
+        raise StartupError(f"cannot listen on port {port} (PORT): {error.strerror or error}") from None
 
-        running.socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-        # slack_sdk retries a failed connection forever; the HTTP endpoints must not wait for it.
-        running.background.append(
-            asyncio.get_running_loop().create_task(running.socket_mode.connect_async(), name="socket-mode")
-        )
-    log.info("bot listening on port %d", bound_port)
+
+async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0", port: int | None = None) -> RunningBot:
+    """The database reached and migrated, the token confirmed, the endpoints listening; StartupError (one line
+    per problem) otherwise, with everything opened so far closed again."""
+    async with contextlib.AsyncExitStack() as opened:
+        listening = opened.enter_context(listen(host, settings.port if port is None else port))  # before any change
+        engine = await reach_database(settings)
+        opened.push_async_callback(engine.dispose)
+        services = build_services(settings, engine, clock=clock)
+        opened.push_async_callback(services.close)
+        identity = await confirm_slack_token(settings, services.slack_web_client(settings.slack_bot_token))
+        await services.processes.beat()  # before any answer is recorded as this process's
+        if services.installs is not None:
+            log.info("%d installs known", await services.installs.store.warm())
+        bolt = build_bolt_app(services)
+        runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
+        await runner.setup()
+        opened.push_async_callback(runner.cleanup)
+        site = web.SockSite(runner, listening)
+        await site.start()
+        bound_port = listening.getsockname()[1]
+        running = RunningBot(services, bolt, runner, bound_port)
+        loop = asyncio.get_running_loop()
+        running.background.append(loop.create_task(heartbeat(services), name="heartbeat"))
+        running.background.append(loop.create_task(upkeep(services), name="upkeep"))
+        running.background.append(loop.create_task(watch_event_loop(), name="event loop lag"))
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            running.socket_mode = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+            # slack_sdk retries a failed connection forever; the HTTP endpoints must not wait for it.
+            running.background.append(loop.create_task(running.socket_mode.connect_async(), name="socket-mode"))
+        log.info("%s", summary(settings, port=bound_port, identity=identity))
+        if (reason := stripe_off_reason(settings)) not in (None, "not configured"):
+            log.warning("top-ups are off: %s", reason)
+        opened.pop_all()
     return running
 
 
 async def serve_forever(settings: Settings) -> None:
-    running = await start_bot(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before starting: a stop asked during the start is kept
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    running = await start_bot(settings)
     await stop.wait()
     log.info("stopping: finishing answers in progress")
     await running.stop()

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import AutoReload, Checkout, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
+from billing import AutoReload, Checkout, CreditPack, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.delivery.scheduler import BudgetMaker, LocalBudgets
@@ -22,6 +22,7 @@ from bot.event_dedup import EventLog
 from bot.history import ConversationHistory
 from bot.inflight import AnswerJournal
 from bot.installs import Installs
+from bot.metrics import slack_trace
 from bot.processes import ProcessRegistry
 from bot.stops import AnswerStops
 from bot.surfaces.answer_controls import FeedbackStore
@@ -41,7 +42,8 @@ def utc_now() -> datetime:
 def open_slack_http() -> aiohttp.ClientSession:
     """One connection pool for all Slack calls: without it slack_sdk opens a session, and a TCP connection,
     for every call."""
-    return aiohttp.ClientSession(timeout=SLACK_TIMEOUT, connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS))
+    return aiohttp.ClientSession(timeout=SLACK_TIMEOUT, connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS),
+                                 trace_configs=[slack_trace()])
 
 
 def slack_web_client(settings: Settings, session: aiohttp.ClientSession, token: str | None) -> AsyncWebClient:
@@ -114,13 +116,17 @@ class Services:
             await self.reader.dispose()
 
 
-def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, http: aiohttp.ClientSession, clock, notices):
-    if not settings.stripe_enabled:
-        return None, None, None
+def _credit_packs(settings: Settings) -> list[CreditPack]:
     try:
-        packs = parse_credit_packs(settings.credit_packs, settings.stripe_currency)
+        return parse_credit_packs(settings.credit_packs, settings.stripe_currency)
     except ValueError as error:
         raise ConfigError(f"CREDIT_PACKS is invalid: {error}") from None
+
+
+def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, packs: list[CreditPack], http: aiohttp.ClientSession,
+            clock, notices):
+    if not settings.stripe_enabled:
+        return None, None, None
     client = build_stripe_client(settings, http)
     checkout = Checkout(
         engine,
@@ -140,6 +146,8 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     """Raises billing.UnknownModelError when CLAUDE_MODEL has no price (usage pricing), ConfigError for bad packs.
 
     Must run inside the event loop (it opens the HTTP session Stripe's client uses)."""
+    pricing = build_pricing(settings)  # before anything is opened: these raise on bad settings
+    packs = _credit_packs(settings)
     credits = Credits.from_settings(engine, settings, clock=clock)
     http = aiohttp.ClientSession()
     slack_http = open_slack_http()
@@ -155,7 +163,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         events=EventLog(engine, clock),
         history=ConversationHistory(engine, token_budget=settings.history_token_budget, clock=clock),
         credits=credits,
-        pricing=build_pricing(settings),
+        pricing=pricing,
         claude=anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key,
             base_url=settings.anthropic_base_url,
@@ -182,7 +190,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     )
     notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home,
                                    checkout_link=services.checkout_link)
-    services.checkout, services.stripe_webhook, services.reloads = _stripe(settings, engine, credits, http, clock, notices)
+    services.checkout, services.stripe_webhook, services.reloads = _stripe(settings, engine, credits, packs, http, clock, notices)
     return services
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -17,7 +17,14 @@ S = TypeVar("S", bound="StorageSettings")
 
 
 class ConfigError(Exception):
-    """A setting is missing or malformed; the message names it in one line."""
+    """Settings are missing or malformed: one line per problem, each naming its setting."""
+
+    def __init__(self, *problems: str, fallback: object | None = None) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+        # The same settings with every bad one at its default (None if that fails too): what the checks that
+        # span several settings run on, so that one start lists every problem at once.
+        self.fallback = fallback
 
 
 class StorageSettings(BaseSettings):
@@ -26,6 +33,10 @@ class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///bot.db"
+
+    def problems(self) -> list[str]:
+        """What is wrong across several settings (each one's own form is checked as it is read)."""
+        return []
 
     @field_validator("database_url")
     @classmethod
@@ -142,6 +153,8 @@ class Settings(BillingSettings):
     # Serving
     port: int = Field(3000, ge=0, le=65535)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: str | None = None  # GET /metrics wants `Authorization: Bearer <token>` when set
 
     @field_validator("log_level")
     @classmethod
@@ -155,13 +168,10 @@ class Settings(BillingSettings):
     def _trailing_slash(cls, url: str) -> str:
         return url if url.endswith("/") else url + "/"
 
-    @model_validator(mode="after")
-    def _slack_credentials(self) -> Settings:
+    def problems(self) -> list[str]:
         if not self.slack_bot_token and not (self.slack_client_id and self.slack_client_secret):
-            raise ValueError(
-                "SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"
-            )
-        return self
+            return ["SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"]
+        return []
 
     @property
     def budget_share(self) -> int:
@@ -185,8 +195,29 @@ def _describe(error: dict) -> str:
 
 
 def load_settings(kind: type[S] = Settings, **overrides) -> S:
-    """Read the settings once; raise ConfigError with one line naming the first bad setting."""
+    """Read the settings once; raise ConfigError naming every bad setting, one line each."""
+    problems: list[str] = []
     try:
-        return kind(**overrides)
+        settings: S | None = kind(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0])) from None
+        problems = list(dict.fromkeys(_describe(error) for error in exc.errors()))
+        settings = _with_defaults(kind, exc.errors(), overrides)
+    if settings is not None:
+        problems += [problem for problem in settings.problems() if problem not in problems]
+    if problems:
+        raise ConfigError(*problems, fallback=settings)
+    assert settings is not None
+    return settings
+
+
+def _with_defaults(kind: type[S], errors: list, overrides: dict) -> S | None:
+    replaced = {}
+    for error in errors:
+        name = str(error["loc"][0]) if error.get("loc") else None
+        field = kind.model_fields.get(name) if name else None
+        if field is not None:
+            replaced[name] = "unset" if field.is_required() else field.get_default(call_default_factory=True)
+    try:
+        return kind(**{**overrides, **replaced})
+    except ValidationError:
+        return None

@@ -1,7 +1,7 @@
 """Database plumbing shared by the bot and billing: the async engine and the Alembic migrations."""
 
-from storage.engine import create_engine, create_reader, database_missing
+from storage.engine import create_engine, create_reader, database_missing, describe_database
 from storage.errors import is_transient
-from storage.migrate import migrate
+from storage.migrate import migrate, schema_revisions
 
-__all__ = ["create_engine", "create_reader", "database_missing", "is_transient", "migrate"]
+__all__ = ["create_engine", "create_reader", "database_missing", "describe_database", "is_transient", "migrate", "schema_revisions"]

@@ -87,3 +87,11 @@ async def database_missing(url: str) -> str | None:
         raise
     finally:
         await engine.dispose()
+
+
+def describe_database(url: str) -> str:
+    """The database `url` names, for a log line: its kind and where it is, never the password."""
+    parsed = make_url(url)
+    if url.startswith("sqlite"):
+        return f"sqlite {parsed.database or ':memory:'}"
+    return f"postgresql {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"

@@ -31,3 +31,17 @@ async def migrate(engine: AsyncEngine) -> None:
             # Two web processes starting together must not both create the same tables.
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         await connection.run_sync(_upgrade)
+
+
+def _revisions(connection) -> tuple[str | None, str | None]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    return current, ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+
+
+async def schema_revisions(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """(the database's revision, the newest one): equal when the schema is up to date; None for no schema."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_revisions)

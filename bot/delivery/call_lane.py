@@ -78,6 +78,15 @@ class CallLane:
             return False
         return await self.budget.take(urgent=priority == URGENT) <= 0
 
+    async def close(self) -> None:
+        """Stop handing out turns (shutdown): callers still queued are cancelled, as their answers are."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for _, _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
     async def _dispatch(self) -> None:
         while True:
             while self._queue and self._queue[0][2].done():

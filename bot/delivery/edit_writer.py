@@ -19,6 +19,8 @@ from bot.delivery.markdown import markdown_message, streaming_view
 from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
 from bot.delivery.writer_lane import WriterLane
 
+from bot.metrics import VISIBLE_LAG
+
 log = logging.getLogger(__name__)
 
 # The message is no longer there to edit: stop writing (and stop generating) at once.
@@ -114,7 +116,7 @@ class MessageWriter:
         return (max(waiting, 0) + 1) * (now - (self._waiting_since or now))
 
     async def write(self) -> float | None:
-        version = self._version
+        version, waiting_since = self._version, self._waiting_since
         text = self._final_markdown if self.final else self._source()
         markdown = text if self.final else streaming_view(text)
         blocks = self._final_blocks if self.final else self._live_blocks
@@ -136,6 +138,8 @@ class MessageWriter:
             self._failed_once(error.__class__.__name__)
             return None
         self.last_write_done = self._clock()
+        if waiting_since is not None:
+            VISIBLE_LAG.observe(self.last_write_done - waiting_since)
         self._sent_version = version
         self._shown_length = len(markdown)
         self._failures = 0

@@ -248,6 +248,7 @@ class SlackScheduler:
     async def close(self) -> None:
         await self.edits.close()
         await self.appends.close()
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
 
 
 class SlackSchedulers:

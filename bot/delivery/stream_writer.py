@@ -27,6 +27,8 @@ from bot.delivery.markdown import streaming_view
 from bot.delivery.scheduler import SlackScheduler
 from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
 
+from bot.metrics import VISIBLE_LAG
+
 log = logging.getLogger(__name__)
 
 STOPPED_BY_USER = "stopped_by_user"
@@ -138,6 +140,7 @@ class StreamWriter:
         if not delta or not self._streaming or self.final:
             return None  # once final, the stop carries the rest
         self._appended.clear()  # before anything awaits: the stop must wait for this append
+        waiting_since = self._waiting_since
         await self._record(text)
         try:
             await self._client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
@@ -155,6 +158,8 @@ class StreamWriter:
             self._appended.set()
         self._sent += len(delta)
         self._failures = 0
+        if waiting_since is not None:
+            VISIBLE_LAG.observe(self.last_write_done - waiting_since)
         self._waiting_since = None if len(self._source()) == self._sent else self.last_write_done
         return None
 
@@ -278,6 +283,8 @@ class StreamWriter:
                 log.info("could not stop the stream %s in %s (%s); finishing it by an edit", self.ts, self.channel, code)
             return False
         self._stream_over()
+        if rest and self._waiting_since is not None:
+            VISIBLE_LAG.observe(self._clock() - self._waiting_since)
         self._sent = len(markdown)
         return True
 

@@ -181,9 +181,11 @@ def _validate(body: Any, *, counting: bool) -> None:
 
 
 class FakeAnthropic:
-    def __init__(self, *, min_cache_tokens: int = 1024, api_key: str | None = None):
+    def __init__(self, *, min_cache_tokens: int = 1024, api_key: str | None = None, models: set[str] | None = None):
         self.min_cache_tokens = min_cache_tokens
         self.api_key = api_key  # None: any non-empty key is accepted
+        # The models the API serves; None: any. Another model is a 404 not_found_error naming it, as the API answers.
+        self.models = models
         self.default = Script()
         self.requests: list[Received] = []
         self.count_requests: list[Received] = []
@@ -258,6 +260,8 @@ class FakeAnthropic:
             if body is None:
                 raise ApiError(400, "There was an error parsing the body of your request: invalid JSON")
             _validate(body, counting=counting)
+            if self.models is not None and body.get("model") not in self.models:
+                raise ApiError(404, f"model: {body.get('model')}")
             if counting:
                 return self._json(rec, {"input_tokens": count_input_tokens(body)})
             script = self._queue.popleft() if self._queue else self.default

@@ -32,6 +32,9 @@ WINDOW = 60.0  # Slack's per-minute tiers behave like a sliding minute
 MAX_BLOCKS = 50
 MAX_HOME_BLOCKS = 100
 MAX_SECTION_CHARS = 3000
+# What a token installed from this project's manifest.yml is granted (add_workspace's default).
+MANIFEST_SCOPES = ("app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:write,"
+                   "im:history,im:read,im:write,users:read")
 _DECODED_FIELDS = ("blocks", "attachments", "view", "files")  # JSON strings when sent form-encoded
 
 
@@ -86,6 +89,7 @@ class Workspace:
     bot_id: str
     team_name: str
     enterprise_id: str | None
+    scopes: str = ""  # what the token was granted: Slack names them in every answer's x-oauth-scopes header
 
 
 @dataclass
@@ -230,9 +234,9 @@ class FakeSlack:
     # -- test set-up -------------------------------------------------------------------------------------
 
     def add_workspace(self, team_id: str, bot_token: str, *, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
-                      team_name: str = "Acme", enterprise_id: str | None = None) -> None:
+                      team_name: str = "Acme", enterprise_id: str | None = None, scopes: str = MANIFEST_SCOPES) -> None:
         self.remove_workspace(team_id)
-        self.workspaces[team_id] = Workspace(team_id, bot_token, bot_user_id, bot_id, team_name, enterprise_id)
+        self.workspaces[team_id] = Workspace(team_id, bot_token, bot_user_id, bot_id, team_name, enterprise_id, scopes)
         self._tokens[bot_token] = team_id
 
     def remove_workspace(self, team_id: str) -> None:
@@ -467,6 +471,8 @@ class FakeSlack:
         if method == "oauth.v2.access" and body.get("ok"):
             team_id = (body["team"] or body["enterprise"])["id"]  # the install it answered belongs to that workspace
         self.calls.append(Call(method, params, team_id, now, status, body, token))
+        if workspace is not None:
+            headers["x-oauth-scopes"] = workspace.scopes
         return web.json_response(body, status=status, headers=headers)
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
@@ -914,7 +920,7 @@ class FakeSlack:
         team = payload["team"] or payload["enterprise"]
         self.add_workspace(team["id"], payload["access_token"], bot_user_id=payload["bot_user_id"],
                            bot_id=self._oauth_bot_ids.pop(code), team_name=team["name"],
-                           enterprise_id=(payload["enterprise"] or {}).get("id"))
+                           enterprise_id=(payload["enterprise"] or {}).get("id"), scopes=payload["scope"])
         return payload
 
     def _refresh(self, params: dict) -> dict:
@@ -940,5 +946,5 @@ class FakeSlack:
         payload["refresh_token"] = self._new_refresh_token(payload, grant["bot_id"])
         self._expired_tokens.add(previous["access_token"])
         self.add_workspace(team["id"], access_token, bot_user_id=workspace.bot_user_id, bot_id=workspace.bot_id,
-                           team_name=workspace.team_name, enterprise_id=workspace.enterprise_id)
+                           team_name=workspace.team_name, enterprise_id=workspace.enterprise_id, scopes=workspace.scopes)
         return dict(payload)

@@ -107,6 +107,7 @@ class FakeStripe:
         app.router.add_get("/v1/payment_intents/{id}", self._retrieve_payment_intent)
         app.router.add_post("/v1/payment_intents", self._create_payment_intent)
         app.router.add_post("/v1/customers", self._create_customer)
+        app.router.add_get("/v1/balance", self._retrieve_balance)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -282,6 +283,17 @@ class FakeStripe:
             "setup_future_usage": session.get("_setup_future_usage"),
         }
         return _json(200, intent)
+
+    async def _retrieve_balance(self, request: web.Request) -> web.Response:
+        """GET /v1/balance: what `python -m bot check` asks to learn that the key is accepted (it changes nothing)."""
+        self.requests.append(Received(request.method, request.path, dict(request.headers), {}))
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        if self._failures:
+            failure = self._failures.pop(0)
+            return _error(failure.status, failure.type, failure.message, failure.code)
+        money = [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]
+        return _json(200, {"object": "balance", "available": money, "pending": money, "livemode": False})
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({request.method}: {request.path}).")
