@@ -28,3 +28,9 @@ def test_the_agent_view_suggests_what_the_messages_tab_suggests():
     assert agent_view["agent_description"]
     assert agent_view["suggested_prompts"] == SUGGESTED_PROMPTS
     assert len(SUGGESTED_PROMPTS) <= 4
+
+
+def test_the_fake_grants_a_token_the_scopes_the_manifest_asks_for():
+    from tests.fakes.slack import MANIFEST_SCOPES
+
+    assert sorted(MANIFEST_SCOPES.split(",")) == sorted(MANIFEST["oauth_config"]["scopes"]["bot"])
