@@ -185,6 +185,41 @@ class Credits:
         ))
         return Reservation(id=reservation_id, team_id=team_id, amount=amount)
 
+    async def extend(self, reservation_id: str, extra: int) -> Reservation | Insufficient | OverLimit:
+        """Hold `extra` more credits for an answer whose cost grew once known better (the files of a question,
+        read after it was claimed), on the same terms as `reserve`: available credits and spending limits.
+        Refused, the hold stays as it was; `needed` and `available` then count this answer's whole hold."""
+        if extra < 0:
+            raise ValueError(f"cannot extend a hold by a negative amount ({extra})")
+        now = self._now()
+        async with self.engine.begin() as connection:
+            row = (await connection.execute(
+                sa.select(reservations.c.team_id, reservations.c.user_id, reservations.c.channel_id, reservations.c.amount)
+                .where(reservations.c.id == reservation_id, reservations.c.status == "held")
+            )).first()
+            if row is None:
+                raise UnknownReservationError(reservation_id)
+            if extra == 0:
+                return Reservation(id=reservation_id, team_id=row.team_id, amount=row.amount)
+            held = (await connection.execute(
+                sa.update(accounts)
+                .where(accounts.c.team_id == row.team_id, accounts.c.balance - accounts.c.reserved >= extra)
+                .values(reserved=accounts.c.reserved + extra)
+                .returning(accounts.c.team_id)
+            )).first()
+            if held is None:
+                balance, reserved = await read_balance(connection, row.team_id)
+                return Insufficient(team_id=row.team_id, balance=balance, available=balance - reserved + row.amount,
+                                    needed=row.amount + extra)
+            over = await limits.check(connection, row.team_id, row.user_id, row.channel_id, extra, now)
+            if over is not None:
+                await connection.execute(
+                    sa.update(accounts).where(accounts.c.team_id == row.team_id).values(reserved=accounts.c.reserved - extra))
+                return over
+            await connection.execute(sa.update(reservations).where(reservations.c.id == reservation_id)
+                                     .values(amount=reservations.c.amount + extra))
+            return Reservation(id=reservation_id, team_id=row.team_id, amount=row.amount + extra)
+
     async def grant_free_credits(self, team_id: str) -> GrantResult:
         """The workspace's trial credits now (at install) rather than at its first question; applied=False
         when it had them before (a re-install) or FREE_CREDITS is 0."""

@@ -25,6 +25,9 @@ TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are USD per million tokens
 SHORT_ANSWER_INPUT_TOKENS, SHORT_ANSWER_OUTPUT_TOKENS = 1_000, 200
 LONG_ANSWER_INPUT_TOKENS = 8_000
 
+# Anthropic's server-side web search: USD 10 per 1,000 searches, on top of the tokens the results add.
+WEB_SEARCH_USD_PER_SEARCH = Fraction(10, 1000)
+
 # "claude-sonnet-4-6-20260115" is priced like "claude-sonnet-4-6".
 _SNAPSHOT_DATE = re.compile(r"-\d{8}$")
 
@@ -35,6 +38,7 @@ class TokenUsage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     output_tokens: int = 0
+    web_search_requests: int = 0  # server-side web searches, priced per search on top of the tokens
 
 
 class UnknownModelError(ValueError):
@@ -53,7 +57,7 @@ class ModelPrices:
 
 @runtime_checkable
 class Pricing(Protocol):
-    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int) -> int:
+    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int, searches: int = 0) -> int:
         """Credits to reserve before asking Claude: the most the answer can cost."""
         ...
 
@@ -88,19 +92,21 @@ class UsagePricing:
             (usage.cache_read_input_tokens, self.prices.cache_read),
             (usage.output_tokens, self.prices.output),
         )
-        if any(tokens < 0 for tokens, _ in pairs):
+        if any(tokens < 0 for tokens, _ in pairs) or usage.web_search_requests < 0:
             raise ValueError(f"token counts cannot be negative: {usage}")
-        return sum((tokens * Fraction(price) for tokens, price in pairs), Fraction(0))
+        searches = usage.web_search_requests * WEB_SEARCH_USD_PER_SEARCH * 1_000_000  # prices are per million tokens
+        return sum((tokens * Fraction(price) for tokens, price in pairs), Fraction(0)) + searches
 
     def charge(self, usage: TokenUsage, *, produced_output: bool) -> int:
         # Input is paid to Anthropic whether or not text came back, so it is charged either way.
         return self._credits(self._cost(usage))
 
-    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int) -> int:
+    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int, searches: int = 0) -> int:
         # How the prompt will be billed (fresh, cache write or cache read) is only known afterwards,
         # so reserve as if all of it were the dearest kind.
         dearest_input = max(self.prices.input, self.prices.cache_write, self.prices.cache_read)
-        cost = estimated_input_tokens * Fraction(dearest_input) + max_output_tokens * Fraction(self.prices.output)
+        cost = (estimated_input_tokens * Fraction(dearest_input) + max_output_tokens * Fraction(self.prices.output)
+                + searches * WEB_SEARCH_USD_PER_SEARCH * 1_000_000)
         return self._credits(cost)
 
     def describe(self) -> str:
@@ -118,7 +124,7 @@ class FlatPricing:
             raise ValueError("credits_per_message must be positive")
         self.credits_per_message = credits_per_message
 
-    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int) -> int:
+    def worst_case(self, estimated_input_tokens: int, max_output_tokens: int, searches: int = 0) -> int:
         return self.credits_per_message
 
     def charge(self, usage: TokenUsage, *, produced_output: bool) -> int:
@@ -184,12 +190,12 @@ def prices_for(model: str, prices: dict[str, ModelPrices]) -> ModelPrices:
     return found
 
 
-def build_pricing(settings: BillingSettings) -> Pricing:
-    """Flat pricing when AI_CREDITS_PER_MESSAGE is set, otherwise usage pricing for CLAUDE_MODEL."""
+def build_pricing(settings: BillingSettings, model: str | None = None) -> Pricing:
+    """Flat pricing when AI_CREDITS_PER_MESSAGE is set, otherwise usage pricing for `model` (CLAUDE_MODEL)."""
     if settings.ai_credits_per_message:
         return FlatPricing(settings.ai_credits_per_message)
     return UsagePricing(
-        prices_for(settings.claude_model, load_prices(settings.prices_file)),
+        prices_for(model or settings.claude_model, load_prices(settings.prices_file)),
         credits_per_usd=settings.credits_per_usd,
         markup_percent=settings.credit_markup_percent,
         max_output_tokens=settings.claude_max_tokens,

@@ -19,6 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import AnswerUsage, Insufficient, OverLimit, Reservation, Settlement
 from bot import user_messages as say
+from bot.answer_settings import AnswerChoice
+from bot.attachments import ConversationFiles, read_conversation_files
 from bot.claude_request import build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
 from bot.conversation import conversation_so_far
@@ -33,6 +35,7 @@ from bot.stops import RunningAnswer
 from bot.surfaces.answer_controls import cost_block, feedback_block, stop_block
 from bot.surfaces.auto_reload import reload_if_low
 from bot.surfaces.low_balance import tell_billing_admins
+from config import Settings
 from storage import is_transient
 
 log = logging.getLogger(__name__)
@@ -70,19 +73,21 @@ class Claimed:
     hold: Reservation | None  # None: the question gets `outcome` instead of an answer
     outcome: str | None = None  # the one message that answers it: the help text, or why there are no credits
     kind: str = "answered"  # what /metrics counts it as: answered (to be), help, over_limit, no_credits
+    choice: AnswerChoice | None = None  # the model, prompt and web search it is answered with
 
 
 async def claim(question: Question, services: Services, bot_user_id: str | None) -> Claimed | None:
     """The only database work before anything is shown: one transaction that claims the event, holds the
     worst case of the answer's price and records the question. None when the event was claimed before."""
-    with_history = question.may_continue_a_conversation
-    needed = services.pricing.worst_case(
-        input_allowance(services.settings, question.text, with_history=with_history), services.settings.claude_max_tokens
-    )
     async with services.engine.begin() as connection:
         if not await services.events.claim(connection, question.event_id, question.team_id):
             return None
-        if not question.text:
+        choice = services.priced(await services.answer_settings.effective(question.team_id, question.channel_id,
+                                                                          connection=connection))
+        pricing = services.pricing_for(choice.model)
+        needed = pricing.worst_case(allowance(question, choice, services.settings), services.settings.claude_max_tokens,
+                                    searches=services.settings.web_search_max_uses if choice.web_search else 0)
+        if not question.text and not question.files:
             claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"), "help")
         else:
             hold = await services.credits.reserve(  # new: the event claimed just now is this id's only user
@@ -95,13 +100,20 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
                 claimed = Claimed(None, say.over_limit(hold), "over_limit")
             elif isinstance(hold, Insufficient):
                 log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
-                claimed = Claimed(None, say.insufficient_credits(hold.available, services.pricing.describe()), "no_credits")
+                claimed = Claimed(None, say.insufficient_credits(hold.available, pricing.describe()), "no_credits")
             else:
-                claimed = Claimed(hold)
+                claimed = Claimed(hold, choice=choice)
         reservation = claimed.hold.id if claimed.hold else None
         annotate(reservation_id=reservation)
-        await services.journal.open(connection, question, reservation, outcome_text=claimed.outcome)
+        await services.journal.open(connection, question, reservation, outcome_text=claimed.outcome,
+                                    model=None if choice.model == services.settings.claude_model else choice.model)
     return claimed
+
+
+def allowance(question: Question, choice: AnswerChoice, settings: Settings) -> int:
+    """The most input tokens the question can take before its files are read (see input_allowance)."""
+    return input_allowance(settings, question.text, with_history=question.may_continue_a_conversation,
+                           system_prompt=choice.system_prompt, web_search=choice.web_search)
 
 
 async def _answer(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Outcome:
@@ -125,7 +137,8 @@ async def _answer(question: Question, client: AsyncWebClient, services: Services
         ANSWERS.labels(claimed.kind).inc()
         await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED, after=status)
         return Outcome.FINAL
-    return await answer_with(question, claimed.hold, client, scheduler, services, bot_user_id, status=status)
+    assert claimed.choice is not None
+    return await answer_with(question, claimed.hold, claimed.choice, client, scheduler, services, bot_user_id, status=status)
 
 
 async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str, *,
@@ -167,8 +180,8 @@ class Stopper:
 
 
 async def answer_with(
-    question: Question, hold: Reservation, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
-    bot_user_id: str | None, *, status: asyncio.Task | None = None,
+    question: Question, hold: Reservation, choice: AnswerChoice, client: AsyncWebClient, scheduler: SlackScheduler,
+    services: Services, bot_user_id: str | None, *, status: asyncio.Task | None = None,
 ) -> Outcome:
     settings = services.settings
     stopper = Stopper()
@@ -188,7 +201,8 @@ async def answer_with(
     services.stops.add(RunningAnswer(question.reservation_id, question.team_id, question.channel_id,
                                      question.reply_thread_ts, question.user_id, stopper.stop))
     try:
-        return await _write_answer(question, hold, reply, first_sign, stopper, checkpoints, client, scheduler, services, bot_user_id)
+        return await _write_answer(question, hold, choice, reply, first_sign, stopper, checkpoints, client, scheduler,
+                                   services, bot_user_id)
     finally:
         services.stops.discard(question.reservation_id)
         if not first_sign.done():
@@ -212,22 +226,25 @@ async def show_loading_status(scheduler: SlackScheduler, client: AsyncWebClient,
 
 
 async def _write_answer(
-    question: Question, hold: Reservation, reply: SlackReply, first_sign: asyncio.Task, stopper: Stopper,
+    question: Question, hold: Reservation, choice: AnswerChoice, reply: SlackReply, first_sign: asyncio.Task, stopper: Stopper,
     checkpoints: Checkpoints, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
     bot_user_id: str | None,
 ) -> Outcome:
     context = await conversation_so_far(question, client, services, bot_user_id)
+    files = await read_conversation_files(question.files, [record for turn in context.prior for record in turn.files],
+                                          client, services.http)
     stream = ClaudeStream(
         services.claude,
-        build_claude_request(services.settings, context.prior, question.text),
+        build_claude_request(services.settings, context.prior, question.text, files, choice),
         max_retries=services.settings.claude_max_retries,
         retry_max_wait=services.settings.claude_retry_max_wait,
     )
     checkpoints.usage = lambda: stream.usage
     session = AgentSession(scheduler, client, question)
-    failure_notice, shutting_down = None, False
+    failure_notice, shutting_down = await files_refused(question, hold, choice, files, services), False
     try:
-        await stream_into(reply, stream, stopper, on_first_stream=session.start)
+        if failure_notice is None:
+            await stream_into(reply, stream, stopper, on_first_stream=session.start)
     except ClaudeError as error:
         failure_notice = say.claude_failed(error.failure, error.request_id)
     except asyncio.CancelledError:
@@ -253,13 +270,15 @@ async def _write_answer(
     deleted = reply.gone.is_set()
     learned = []
     if stream.text and failure_notice is None and not deleted and not stopper.stopped:
-        learned = [*context.imported, Turn("user", question.text), Turn("assistant", stream.text)]
+        learned = [*context.imported, Turn("user", question.text, files.records()), Turn("assistant", stream.text)]
 
     def tail(settlement: Settlement | None) -> str:
         notices = say.with_notices(
             context.notice,
+            say.files_not_read([(u.file.name, u.reason) for u in files.unreadable]) if files.unreadable else None,
             say.cut_at_length_limit(services.settings.claude_max_tokens) if stream.stop_reason == "max_tokens" else None,
             say.REFUSED if stream.stop_reason == "refusal" else None,
+            say.sources(stream.sources) if stream.sources else None,
             say.stopped_by(stopper.by) if stopper.stopped else None,
             failure_notice,
             say.low_balance(settlement.balance_after) if settlement and settlement.low_balance else None,
@@ -268,7 +287,7 @@ async def _write_answer(
 
     await reply.quiesce()  # a continuation being posted: the record then names every message
     try:
-        settlement = await settle(services, question, hold, stream, reply, deleted=deleted or stopper.stopped,
+        settlement = await settle(services, question, hold, choice.model, stream, reply, deleted=deleted or stopper.stopped,
                                   learned=learned, tail=tail, deadline=SHUTDOWN_SETTLE_TIMEOUT if shutting_down else None)
     except (NotOurs, TimeoutError) as error:
         log.warning("leaving event %s to be finished by recovery (%s)", question.event_id, error.__class__.__name__)
@@ -319,6 +338,32 @@ class FirstWordsTimer:
             self._timed = True
             first_text_after(self._question_ts)
         await self._journal.shown(messages, text)
+
+
+async def files_refused(question: Question, hold: Reservation, choice: AnswerChoice, files: ConversationFiles,
+                        services: Services) -> str | None:
+    """Hold the credits the files may cost on top of the question (known only once they are read); what to say
+    instead of asking Claude when they cannot be paid, or when nothing readable is left to ask about."""
+    if not question.text and not files.question.readable:
+        return say.NOTHING_TO_READ
+    if not files.extra_tokens:
+        return None
+    settings, pricing = services.settings, services.pricing_for(choice.model)
+    claimed = allowance(question, choice, settings)
+    extra = (pricing.worst_case(claimed + files.extra_tokens, settings.claude_max_tokens)
+             - pricing.worst_case(claimed, settings.claude_max_tokens))
+    try:
+        held = await services.credits.extend(hold.id, extra)
+    except Exception:
+        log.exception("could not hold the credits of event %s's files", question.event_id)
+        return say.UNEXPECTED
+    if isinstance(held, Insufficient):
+        log.info("team %s: event %s's files need %d credits, %d available", question.team_id, question.event_id,
+                 held.needed, held.available)
+        return say.files_cost_too_much(held.available, held.needed, pricing.describe())
+    if isinstance(held, OverLimit):
+        return say.over_limit(held)
+    return None
 
 
 def final_blocks(question: Question, settlement: Settlement | None, show_cost: bool) -> list[dict]:
@@ -382,7 +427,7 @@ def _current_task_cancelling() -> bool:
 
 
 async def settle(
-    services: Services, question: Question, hold: Reservation, stream: ClaudeStream, reply: SlackReply, *,
+    services: Services, question: Question, hold: Reservation, model: str, stream: ClaudeStream, reply: SlackReply, *,
     deleted: bool, learned: list[Turn], tail: Callable[[Settlement | None], str], deadline: float | None = None,
 ) -> Settlement | None:
     """Charge what Claude consumed (or give the whole hold back when it produced nothing), remember the turn
@@ -390,19 +435,19 @@ async def settle(
     process is stopping, until `deadline` seconds have passed: recovery settles it then)."""
     consumed = bool(stream.text) or stream.completed or (deleted and stream.usage.input_tokens > 0)
     # Flat pricing charges answers that showed text; token pricing charges whatever was consumed.
-    charge = services.pricing.charge(stream.usage, produced_output=bool(stream.text)) if consumed else 0
+    charge = services.pricing_for(model).charge(stream.usage, produced_output=bool(stream.text)) if consumed else 0
     async with asyncio.timeout(deadline):
-        return await _settle_until_done(services, question, hold, stream, reply, consumed, charge, learned, tail)
+        return await _settle_until_done(services, question, hold, model, stream, reply, consumed, charge, learned, tail)
 
 
-async def _settle_until_done(services, question, hold, stream, reply, consumed, charge, learned, tail) -> Settlement | None:
+async def _settle_until_done(services, question, hold, model, stream, reply, consumed, charge, learned, tail) -> Settlement | None:
     wait = SETTLE_FIRST_WAIT
     while True:
         try:
             async with services.engine.begin() as connection:
                 settlement = None
                 if consumed:
-                    usage = AnswerUsage.of(services.settings.claude_model, question.channel_id, stream.usage)
+                    usage = AnswerUsage.of(model, question.channel_id, stream.usage)
                     settlement = await services.credits.settle(hold.id, charge, connection=connection, usage=usage)
                 else:
                     await services.credits.release(hold.id, connection=connection)

@@ -90,6 +90,8 @@ class ClaudeStream:
         self.request_id: str | None = None
         self.completed = False
         self._started = False
+        self._searches = 0
+        self.sources: dict[str, str] = {}  # the web pages the answer cites: url -> title, in order of citation
 
     @property
     def text(self) -> str:
@@ -106,6 +108,7 @@ class ClaudeStream:
             cache_creation_input_tokens=self._input.cache_creation_input_tokens,
             cache_read_input_tokens=self._input.cache_read_input_tokens,
             output_tokens=output,
+            web_search_requests=self._searches,
         )
 
     async def deltas(self) -> AsyncIterator[str]:
@@ -148,9 +151,16 @@ class ClaudeStream:
         elif event.type == "content_block_delta" and event.delta.type == "text_delta":
             self._parts.append(event.delta.text)
             return event.delta.text
+        elif event.type == "content_block_delta" and event.delta.type == "citations_delta":
+            citation = event.delta.citation
+            if citation.type == "web_search_result_location" and citation.url:
+                self.sources.setdefault(citation.url, citation.title or citation.url)
         elif event.type == "message_delta":
             self.stop_reason = event.delta.stop_reason
             self._reported_output = event.usage.output_tokens or self._reported_output
+            server_tools = getattr(event.usage, "server_tool_use", None)
+            if server_tools is not None and server_tools.web_search_requests:
+                self._searches = server_tools.web_search_requests
         elif event.type == "message_stop":
             self.completed = True
         return None

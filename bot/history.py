@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.attachments import shared_files
 from bot.claude_stream import estimate_tokens
 from bot.slack_errors import slack_error
 from bot.tables import conversation_turns
@@ -38,6 +39,13 @@ class ThreadKey:
 class Turn:
     role: str  # "user" or "assistant"
     content: str
+    # The files the turn shared, as references (bot.attachments.SharedFile records, with "tokens" once read):
+    # follow-ups fetch them from Slack again and show them to Claude where they were shared.
+    files: tuple[dict, ...] = ()
+
+    @property
+    def tokens(self) -> int:
+        return estimate_tokens(self.content) + sum(int(file.get("tokens") or 0) for file in self.files)
 
 
 def trim_to_budget(turns: list[Turn], token_budget: int) -> list[Turn]:
@@ -45,7 +53,7 @@ def trim_to_budget(turns: list[Turn], token_budget: int) -> list[Turn]:
     kept: list[Turn] = []
     used = 0
     for turn in reversed(turns):
-        cost = estimate_tokens(turn.content)
+        cost = turn.tokens
         if used + cost > token_budget:
             break
         kept.append(turn)
@@ -60,7 +68,7 @@ def merge_consecutive(turns: list[Turn]) -> list[Turn]:
     merged: list[Turn] = []
     for turn in turns:
         if merged and merged[-1].role == turn.role:
-            merged[-1] = Turn(turn.role, f"{merged[-1].content}\n\n{turn.content}")
+            merged[-1] = Turn(turn.role, f"{merged[-1].content}\n\n{turn.content}", merged[-1].files + turn.files)
         else:
             merged.append(turn)
     return merged
@@ -79,12 +87,12 @@ class ConversationHistory:
     async def load(self, key: ThreadKey) -> list[Turn] | None:
         """The conversation so far, trimmed to the token budget; None when the bot was never part of it."""
         c = conversation_turns.c
-        query = select(c.role, c.content).where(self._where(key)).order_by(c.id.desc()).limit(MAX_ROWS)
+        query = select(c.role, c.content, c.files).where(self._where(key)).order_by(c.id.desc()).limit(MAX_ROWS)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         if not rows:
             return None
-        turns = [Turn(role, content) for role, content in reversed(rows)]
+        turns = [Turn(role, content, tuple(files or ())) for role, content, files in reversed(rows)]
         return trim_to_budget(merge_consecutive(turns), self._token_budget)
 
     async def knows(self, key: ThreadKey) -> bool:
@@ -105,6 +113,7 @@ class ConversationHistory:
                 "role": turn.role,
                 "content": turn.content,
                 "created_at": now,
+                "files": list(turn.files) or None,
             }
             for turn in turns
         ]
@@ -136,11 +145,16 @@ async def read_thread_from_slack(
         return None
     turns = []
     for message in response.get("messages", []):
-        if message.get("ts") == before_ts or not message.get("text"):
+        files = _file_records(message)
+        if message.get("ts") == before_ts or not (message.get("text") or files):
             continue
         if bot_user_id and message.get("user") == bot_user_id:
-            turns.append(Turn("assistant", message["text"]))
+            turns.append(Turn("assistant", message.get("text") or ""))
         else:
             author = message.get("user") or message.get("username") or "someone"
-            turns.append(Turn("user", f"<@{author}>: {message['text']}"))
+            turns.append(Turn("user", f"<@{author}>: {message.get('text') or ''}", files))
     return merge_consecutive(turns)
+
+
+def _file_records(message: dict) -> tuple[dict, ...]:
+    return tuple(file.as_record() for file in shared_files(message))

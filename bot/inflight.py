@@ -49,6 +49,7 @@ class InFlight:
     usage: TokenUsage
     settled: bool
     outcome_text: str | None = None  # a one-message outcome to post (help, no credits), when that is all there is
+    model: str | None = None  # None: CLAUDE_MODEL
 
     @property
     def shown_anything(self) -> bool:
@@ -65,6 +66,7 @@ def _from_row(row) -> InFlight:
         ),
         settled=row.settled,
         outcome_text=row.outcome_text,
+        model=row.model,
     )
 
 
@@ -99,7 +101,7 @@ class AnswerJournal:
         return True
 
     async def open(self, connection: AsyncConnection, question: Question, reservation_id: str | None,
-                   outcome_text: str | None = None) -> None:
+                   outcome_text: str | None = None, model: str | None = None) -> None:
         """Inside the transaction that claims the question. `outcome_text`: the one message the question gets
         (help, no credits), posted by recovery if this process dies before it could post it."""
         now = self._clock()
@@ -109,7 +111,7 @@ class AnswerJournal:
                 id=question.reservation_id, team_id=question.team_id, channel_id=question.channel_id,
                 thread_ts=question.reply_thread_ts, user_id=question.user_id or None, reservation_id=reservation_id,
                 owner=self.owner, messages="[]", shown_text="", settled=False, created_at=now, updated_at=now,
-                outcome_text=outcome_text, **_usage_values(TokenUsage()),
+                outcome_text=outcome_text, model=model, **_usage_values(TokenUsage()),
             )
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.attachments import SharedFile, shared_files
 from bot.history import ThreadKey
 
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
@@ -21,6 +22,7 @@ class Question:
     reply_thread_ts: str | None  # None: answer at the top level of a DM
     conversation: ThreadKey
     joins_existing_thread: bool  # asked inside a thread that was already there
+    files: tuple[SharedFile, ...] = ()  # shared with the question (images, PDFs, text files, …)
 
     @property
     def may_continue_a_conversation(self) -> bool:
@@ -67,12 +69,20 @@ def question_from_event(
         reply_thread_ts=reply_thread_ts,
         conversation=ThreadKey(team_id, channel, conversation_ts),
         joins_existing_thread=bool(thread_ts) and thread_ts != ts,
+        files=shared_files(event),
     )
+
+
+
+# A person's message that shares files comes as `file_share`; every other subtype (edits, deletions, joins, bots'
+# messages, …) is not a question.
+QUESTION_SUBTYPES = {None, "file_share"}
 
 
 def is_user_message(event: dict) -> bool:
     """A person wrote it: not a bot (the bot itself included), not an edit, deletion, join or other subtype."""
-    return not event.get("subtype") and not event.get("bot_id") and isinstance(event.get("user"), str) and bool(event["user"])
+    return (event.get("subtype") or None) in QUESTION_SUBTYPES and not event.get("bot_id") \
+        and isinstance(event.get("user"), str) and bool(event["user"])
 
 
 def workspace_id(context_team_id: str | None, body: dict) -> str:

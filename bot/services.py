@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -13,7 +14,8 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import AutoReload, Checkout, CreditPack, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
+from billing import UnknownModelError, AutoReload, Checkout, CreditPack, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, load_prices, parse_credit_packs
+from bot.answer_settings import AnswerChoice, AnswerSettings
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.delivery.scheduler import BudgetMaker, LocalBudgets
@@ -30,6 +32,8 @@ from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 from storage import create_reader
 
+
+log = logging.getLogger(__name__)
 
 SLACK_TIMEOUT = aiohttp.ClientTimeout(total=30)  # slack_sdk's default, which it applies only to sessions it opens
 SLACK_CONNECTIONS = 256
@@ -65,6 +69,7 @@ class Services:
     processes: ProcessRegistry
     journal: AnswerJournal
     stops: AnswerStops
+    answer_settings: AnswerSettings  # what admins chose: model, prompt, web search (per workspace and channel)
     feedback: FeedbackStore
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
@@ -74,6 +79,28 @@ class Services:
     stripe_webhook: StripeWebhook | None
     reloads: AutoReload | None  # auto-reload (with Stripe only)
     installs: Installs | None = None  # OAuth mode only
+    _pricing_by_model: dict[str, Pricing] = field(default_factory=dict)
+
+    def pricing_for(self, model: str) -> Pricing:
+        """The pricing of answers by `model` (raises billing.UnknownModelError for a model without a price)."""
+        if model == self.settings.claude_model:
+            return self.pricing
+        if model not in self._pricing_by_model:
+            self._pricing_by_model[model] = build_pricing(self.settings, model)
+        return self._pricing_by_model[model]
+
+    def priced(self, choice: AnswerChoice) -> AnswerChoice:
+        """`choice`, or with CLAUDE_MODEL when its model has lost its price (PRICES_FILE changed since)."""
+        try:
+            self.pricing_for(choice.model)
+        except UnknownModelError:
+            log.warning("model %s has no price any more; answering with %s", choice.model, self.settings.claude_model)
+            return replace(choice, model=self.settings.claude_model)
+        return choice
+
+    def priced_models(self) -> list[str]:
+        """The models answers may use: those with a price (all of them under flat pricing)."""
+        return sorted(load_prices(self.settings.prices_file))
 
     async def slack_client_for_team(self, team_id: str) -> AsyncWebClient | None:
         """A Web API client for work that no Slack request started (a purchase granted by Stripe);
@@ -178,6 +205,8 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         processes=processes,
         journal=journal,
         stops=AnswerStops(journal),
+        answer_settings=AnswerSettings(engine, default_model=settings.claude_model, default_prompt=settings.system_prompt,
+                                       clock=clock),
         feedback=FeedbackStore(engine, clock),
         tasks=BackgroundTasks(),
         clock=clock,

@@ -1,7 +1,7 @@
 """The bot's own tables (mirroring storage/migrations): event de-duplication, conversation history, org
 workspaces, answers in flight and the processes writing them."""
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -23,6 +23,7 @@ conversation_turns = Table(
     Column("role", String(16), nullable=False),
     Column("content", Text(), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("files", JSON(), nullable=True),  # references to the files the turn shared (0009)
 )
 
 # Which workspaces belong to an Enterprise Grid org that installed the app org-wide (its installation
@@ -58,6 +59,7 @@ answers_in_flight = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("stop_requested_by", String(32), nullable=True),
     Column("outcome_text", Text(), nullable=True),
+    Column("model", String(64), nullable=True),  # 0010: None for the default model (CLAUDE_MODEL)
 )
 
 # One rating per person and answer (the latest click counts).
@@ -83,4 +85,30 @@ bot_processes = Table(
     Column("pid", Integer(), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+# What workspace admins chose for answers, per workspace (channel_id "") and channel; every change audited (0010).
+answer_settings = Table(
+    "answer_settings",
+    metadata,
+    Column("team_id", String(32), primary_key=True),
+    Column("channel_id", String(32), primary_key=True),
+    Column("model", String(64), nullable=True),
+    Column("system_prompt", Text(), nullable=True),
+    Column("web_search", Boolean(), nullable=True),
+    Column("updated_by", String(32), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+answer_settings_audit = Table(
+    "answer_settings_audit",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("team_id", String(32), nullable=False),
+    Column("channel_id", String(32), nullable=False),
+    Column("setting", String(32), nullable=False),
+    Column("old_value", Text(), nullable=True),
+    Column("new_value", Text(), nullable=True),
+    Column("changed_by", String(32), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
 )

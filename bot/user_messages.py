@@ -74,6 +74,28 @@ def insufficient_credits(available: int, price: str) -> str:
     )
 
 
+def files_cost_too_much(available: int, needed: int, price: str) -> str:
+    return (
+        f"This workspace doesn't have enough credits for a question with these files: reading them may take up to "
+        f"*{needed:,}* credits, and *{available:,}* are available ({price}). Use `/credits` to top up, or ask "
+        "with fewer or smaller files."
+    )
+
+
+def files_not_read(problems: list[tuple[str, str]]) -> str:
+    """One line per file Claude was not shown: its name and why."""
+    return "\n".join(f"📎 _I couldn't read *{name}*: {reason}._" for name, reason in problems)
+
+
+def sources(pages: dict[str, str]) -> str:
+    """The web pages an answer cites, as links."""
+    links = " · ".join(f"<{url}|{title.replace('|', '-').replace('>', '')}>" for url, title in pages.items())
+    return f"🔎 _Sources:_ {links}"
+
+
+NOTHING_TO_READ = "I couldn't read any of the files you shared, and there was no question to answer without them."
+
+
 PER_PERIOD = {"day": "a day", "month": "a month"}
 THIS_PERIOD = {"day": "today", "month": "this month"}
 

@@ -149,6 +149,7 @@ class Settings(BillingSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_token_budget: int = Field(8000, ge=0)
     history_retention_days: int = Field(30, ge=1)
+    web_search_max_uses: int = Field(3, ge=1, le=20)  # searches one answer may make, where admins turned web search on
 
     # Serving
     port: int = Field(3000, ge=0, le=65535)
