@@ -38,7 +38,8 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 # Keep in step with manifest.yml.
 BOT_SCOPES = [
     "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
-    "files:write", "im:history", "im:read", "im:write", "users:read",
+    "files:read", "files:write", "im:history", "im:read", "im:write", "mpim:history", "mpim:read", "mpim:write",
+    "users:read",
 ]
 STATE_TTL_SECONDS = 600
 # With token rotation on, a bot token lives 12 hours; refresh it when less than this is left.

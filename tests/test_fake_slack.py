@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
+import aiohttp
 import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import MANIFEST_SCOPES, FakeSlack
 
 TOKEN = "xoxb-T1-token"
 
@@ -345,3 +347,265 @@ async def test_files_upload_v2_asks_for_a_url_sends_the_bytes_and_shares_them(ma
     refused = await failure(client.files_completeUploadExternal(files=[{"id": asked["file_id"]}], channel_id="D0001"))
     assert refused.response["error"] == "file_not_found", "nothing was sent to the upload URL"
     assert (await failure(client.files_getUploadURLExternal(filename="x.txt", length=0))).response["error"] == "invalid_arguments"
+
+
+# -- files people share -------------------------------------------------------------------------------------
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40
+
+
+async def fetch(url: str, token: str | None = None) -> tuple[int, str, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        return response.status, response.headers["Content-Type"], await response.read()
+
+
+async def test_a_shared_file_is_the_object_slack_puts_in_the_event(make):
+    fake, _ = await make()
+    shared = fake.add_file("T1", name="Q1 Report.pdf", mimetype="application/pdf", content=PDF, channel="C1")
+    assert shared["id"].startswith("F") and shared["id"] in fake.files
+    assert {k: shared[k] for k in ("name", "title", "mimetype", "filetype", "pretty_type", "size", "user", "mode",
+                                   "is_external", "file_access", "user_team")} == {
+        "name": "Q1 Report.pdf", "title": "Q1 Report.pdf", "mimetype": "application/pdf", "filetype": "pdf",
+        "pretty_type": "PDF", "size": len(PDF), "user": "U0001", "mode": "hosted", "is_external": False,
+        "file_access": "visible", "user_team": "T1"}
+    base = f"http://127.0.0.1:{fake.port}/files-pri/T1-{shared['id']}"
+    assert shared["url_private"] == f"{base}/q1_report.pdf"
+    assert shared["url_private_download"] == f"{base}/download/q1_report.pdf"
+    assert shared["permalink"] == f"https://acme.slack.com/files/U0001/{shared['id']}/q1_report.pdf"
+    assert shared["created"] == shared["timestamp"] > 0
+    text = fake.add_file("T1", name="notes.txt", mimetype="text/plain", content=b"hi")
+    assert (text["filetype"], text["pretty_type"]) == ("text", "Plain Text")
+
+    event = fake.file_share_event([shared], channel="D0001", text="what does this say?")
+    assert event["files"] == [shared] and event["subtype"] == "file_share" and event["channel_type"] == "im"
+    assert event["upload"] is True and event["user"] == "U0001" and event["ts"] == event["event_ts"]
+    mention = fake.file_share_event([shared], channel="C1", text="<@UBOT> summarise", thread_ts="1.0", mention=True)
+    assert mention["type"] == "app_mention" and "subtype" not in mention and mention["thread_ts"] == "1.0"
+    fake.add_channel("G9", "mpim")
+    assert fake.file_share_event([shared], channel="G9")["channel_type"] == "mpim"
+    assert fake.file_share_event([shared], channel="G8")["channel_type"] == "group"
+
+
+async def test_downloads_need_a_bot_token_of_the_workspace_with_files_read(make):
+    fake, _ = await make()
+    fake.add_workspace("T2", "xoxb-T2", scopes=MANIFEST_SCOPES)
+    fake.add_workspace("T3", "xoxb-T3-narrow", scopes="chat:write,users:read")
+    shared = fake.add_file("T1", name="report.pdf", mimetype="application/pdf", content=PDF)
+    narrow = fake.add_file("T3", name="x.csv", mimetype="text/csv", content=b"a,b\n")
+
+    status, content_type, body = await fetch(shared["url_private_download"], TOKEN)
+    assert (status, content_type, body) == (200, "application/pdf", PDF)
+    assert (await fetch(shared["url_private"], TOKEN))[2] == PDF
+    for token in (None, "xoxb-nope", "xoxb-T2"):  # none, invalid, another workspace's
+        status, content_type, body = await fetch(shared["url_private_download"], token)
+        assert status == 200 and content_type == "text/html; charset=utf-8" and b"Sign in" in body, token
+    status, content_type, _ = await fetch(narrow["url_private_download"], "xoxb-T3-narrow")
+    assert (status, content_type) == (200, "text/html; charset=utf-8"), "without files:read: the sign-in page"
+
+    fake.delete_file(shared["id"])
+    assert (await fetch(shared["url_private_download"], TOKEN))[0] == 404
+    assert [(d.file_id, d.token, d.status, d.served) for d in fake.downloads] == [
+        (shared["id"], TOKEN, 200, "file"), (shared["id"], TOKEN, 200, "file"),
+        (shared["id"], None, 200, "login_page"), (shared["id"], "xoxb-nope", 200, "login_page"),
+        (shared["id"], "xoxb-T2", 200, "login_page"), (narrow["id"], "xoxb-T3-narrow", 200, "login_page"),
+        (shared["id"], TOKEN, 404, "not_found")]
+    assert fake.downloads[0].complete and fake.downloads[0].sent == len(PDF)
+
+
+async def test_a_download_streams_so_the_client_can_stop_early(make):
+    fake, _ = await make()
+    fake.download_chunk_delay = 0.01
+    big = bytes(4 * 1024 * 1024)
+    shared = fake.add_file("T1", name="big.bin", mimetype="application/octet-stream", content=big)
+    async with aiohttp.ClientSession() as http:
+        response = await http.get(shared["url_private_download"], headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.headers["Content-Length"] == str(len(big))
+        first = await response.content.readexactly(1024)
+        response.close()
+    assert first == big[:1024]
+    (download,) = fake.downloads
+    for _ in range(500):
+        if download.done:
+            break
+        await asyncio.sleep(0.01)
+    assert download.done and not download.complete and download.sent < len(big)
+
+
+async def test_files_info_answers_like_slack(make):
+    fake, client = await make()
+    fake.add_workspace("T2", "xoxb-T2")
+    shared = fake.add_file("T1", name="chart.png", mimetype="image/png", content=b"\x89PNG", channel="C1")
+    info = await client.files_info(file=shared["id"])
+    assert info["file"]["id"] == shared["id"] and info["file"]["url_private"] == shared["url_private"]
+    assert info["file"]["channels"] == ["C1"] and "C1" in info["file"]["shares"]["public"]
+    assert info["comments"] == [] and info["response_metadata"] == {"next_cursor": ""}
+    assert await error_of(client.files_info(file="F99999999")) == "file_not_found"
+    other = AsyncWebClient("xoxb-T2", base_url=fake.api_url)
+    assert await error_of(other.files_info(file=shared["id"])) == "file_not_found", "another workspace's file"
+    fake.delete_file(shared["id"])
+    assert await error_of(client.files_info(file=shared["id"])) == "file_deleted"
+
+
+async def test_a_slack_connect_file_needs_files_info_and_may_be_out_of_reach(make):
+    fake, client = await make()
+    stub = fake.add_file("T1", name="deck.pdf", mimetype="application/pdf", content=PDF, slack_connect=True)
+    assert stub == {"id": stub["id"], "mode": "file_access", "file_access": "check_file_info", "created": 0,
+                    "timestamp": 0, "user": ""}
+    full = (await client.files_info(file=stub["id"]))["file"]
+    assert full["user_team"] == "TEXTERNAL" and f"/files-pri/TEXTERNAL-{stub['id']}/" in full["url_private_download"]
+    assert (await fetch(full["url_private_download"], TOKEN))[2] == PDF
+
+    hidden = fake.add_file("T1", name="secret.pdf", mimetype="application/pdf", content=PDF, slack_connect=True,
+                           accessible=False)
+    assert await error_of(client.files_info(file=hidden["id"])) == "access_denied"
+    url = f"http://127.0.0.1:{fake.port}/files-pri/TEXTERNAL-{hidden['id']}/download/secret.pdf"
+    assert (await fetch(url, TOKEN))[1].startswith("text/html")
+
+
+async def test_files_uploaded_by_the_bot_have_files_info_too(make):
+    _, client = await make()
+    shared = await client.files_upload_v2(channel="D0001", filename="usage.csv", content="a,b\n", title="Usage")
+    info = (await client.files_info(file=shared["file"]["id"]))["file"]
+    assert (info["mimetype"], info["filetype"], info["user"], info["ims"]) == ("text/csv", "csv", "UBOT", ["D0001"])
+
+
+# -- scopes -------------------------------------------------------------------------------------------------
+
+async def test_a_token_without_the_methods_scope_gets_missing_scope(make):
+    fake, _ = await make()
+    fake.add_workspace("T2", "xoxb-narrow", scopes="chat:write,commands")
+    narrow = AsyncWebClient("xoxb-narrow", base_url=fake.api_url)
+    refused = await failure(narrow.users_info(user="U1"))
+    assert refused.response.status_code == 200
+    assert refused.response.data == {"ok": False, "error": "missing_scope", "needed": "users:read",
+                                     "provided": "chat:write,commands"}
+    assert refused.response.headers["x-oauth-scopes"] == "chat:write,commands"
+    assert refused.response.headers["x-accepted-oauth-scopes"] == "users:read"
+    needed = {
+        "files.info": narrow.files_info(file="F1"),
+        "files.getUploadURLExternal": narrow.files_getUploadURLExternal(filename="a.txt", length=1),
+        "assistant.threads.setSuggestedPrompts": narrow.assistant_threads_setSuggestedPrompts(
+            channel_id="D1", prompts=[{"title": "a", "message": "b"}]),
+        "conversations.open": narrow.conversations_open(users="U1"),
+        "conversations.open users": narrow.conversations_open(users="U1,U2"),
+        "conversations.replies C": narrow.conversations_replies(channel="C1", ts="1.0"),
+    }
+    answers = {name: (await failure(call)).response["needed"] for name, call in needed.items()}
+    assert answers == {"files.info": "files:read", "files.getUploadURLExternal": "files:write",
+                       "assistant.threads.setSuggestedPrompts": "assistant:write", "conversations.open": "im:write",
+                       "conversations.open users": "mpim:write", "conversations.replies C": "channels:history"}
+    # What needs only chat:write, or nothing:
+    assert (await narrow.auth_test())["ok"] and (await narrow.chat_postMessage(channel="C1", text="hi"))["ok"]
+    assert (await narrow.assistant_threads_setStatus(channel_id="C1", thread_ts="1.0", status="thinking"))["ok"]
+    assert (await narrow.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="processing"))["ok"]
+    assert (await narrow.views_publish(user_id="U1", view={"type": "home", "blocks": []}))["ok"]
+    fake.add_workspace("T3", "xoxb-none", scopes="")
+    nothing = await failure(AsyncWebClient("xoxb-none", base_url=fake.api_url).chat_postMessage(channel="C1", text="x"))
+    assert (nothing.response["needed"], nothing.response["provided"]) == ("chat:write", "")
+    assert fake.channel_messages("C1")[0].text == "hi" and len(fake.channel_messages("C1")) == 1
+
+
+async def test_history_scopes_follow_the_conversation_type(make):
+    fake, _ = await make(replies_limit_per_minute=100)
+    without = ",".join(s for s in MANIFEST_SCOPES.split(",") if not s.endswith(":history"))
+    fake.add_workspace("T2", "xoxb-nohistory", scopes=without)
+    client = AsyncWebClient("xoxb-nohistory", base_url=fake.api_url)
+    fake.add_channel("C0MPIM", "mpim")
+    fake.add_channel("C0PRIV", "private")
+    expected = {"C1": "channels:history", "G1": "groups:history", "C0PRIV": "groups:history", "D1": "im:history",
+                "C0MPIM": "mpim:history"}
+    for channel, scope in expected.items():
+        assert (await failure(client.conversations_replies(channel=channel, ts="1.0"))).response["needed"] == scope
+    fake.add_workspace("T4", "xoxb-mpim", scopes="chat:write,mpim:history")
+    mpim = AsyncWebClient("xoxb-mpim", base_url=fake.api_url)
+    assert (await mpim.conversations_replies(channel="C0MPIM", ts="1.0"))["ok"]
+    assert (await mpim.chat_postMessage(channel="C0MPIM", text="hello all"))["ok"], "posting needs only chat:write"
+    assert (await failure(mpim.conversations_replies(channel="D1", ts="1.0"))).response["needed"] == "im:history"
+
+
+async def test_group_dms_are_told_apart_by_conversations_info(make):
+    fake, _ = await make()
+    fake.add_workspace("T1", TOKEN, scopes=MANIFEST_SCOPES + ",channels:read,groups:read")  # the manifest has no *:read
+    client = AsyncWebClient(TOKEN, base_url=fake.api_url)
+    opened = (await client.conversations_open(users="U0001,U0002"))["channel"]["id"]
+    fake.add_channel("C0MPIM", "mpim")
+    kinds = {}
+    for channel in (opened, "C0MPIM", "C1", "G1", "D1"):
+        info = (await client.conversations_info(channel=channel))["channel"]
+        kinds[channel] = {flag for flag in ("is_channel", "is_group", "is_im", "is_mpim", "is_private") if info[flag]}
+    assert kinds == {opened: {"is_mpim", "is_private"}, "C0MPIM": {"is_mpim", "is_private"},
+                     "C1": {"is_channel"}, "G1": {"is_group", "is_private"}, "D1": {"is_im", "is_private"}}
+    fake.add_workspace("T2", "xoxb-noread", scopes="chat:write,im:read")
+    noread = AsyncWebClient("xoxb-noread", base_url=fake.api_url)
+    assert (await failure(noread.conversations_info(channel=opened))).response["needed"] == "mpim:read"
+    assert (await noread.conversations_info(channel="D1"))["channel"]["user"] == "U1"
+
+
+async def test_an_oauth_install_is_granted_the_manifests_scopes_by_default(make):
+    fake, _ = await make()
+    fake.add_oauth_code("code-s", "T9", bot_token="xoxb-T9")
+    anonymous = AsyncWebClient(base_url=fake.api_url)
+    payload = await anonymous.oauth_v2_access(client_id="c", client_secret="s", code="code-s")
+    assert payload["scope"] == MANIFEST_SCOPES == fake.workspaces["T9"].scopes
+
+
+# -- conversations.replies paging ---------------------------------------------------------------------------
+
+def long_thread(fake: FakeSlack, count: int = 400, channel: str = "C1") -> tuple[str, list[str]]:
+    parent = "1700000000.000100"
+    stamps = [parent] + [f"{1700000001 + n}.000100" for n in range(count - 1)]
+    messages = [{"type": "message", "user": "U1", "text": f"message {n}", "ts": ts,
+                 **({"thread_ts": parent} if n else {})} for n, ts in enumerate(stamps)]
+    fake.add_history(channel, parent, list(reversed(messages)))
+    return parent, stamps
+
+
+async def test_a_400_message_thread_pages_forward_15_at_a_time(make):
+    fake, client = await make(replies_limit_per_minute=1000)
+    parent, stamps = long_thread(fake)
+    first = await client.conversations_replies(channel="C1", ts=parent, limit=200)
+    assert [m["ts"] for m in first["messages"]] == stamps[:15], "the parent first, then the oldest replies"
+    assert first["has_more"] is True and first["response_metadata"]["next_cursor"]
+    seen, response, pages = [], first, 1
+    while True:
+        seen += [m["ts"] for m in response["messages"]]
+        cursor = response["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+        response = await client.conversations_replies(channel="C1", ts=parent, cursor=cursor)
+        assert parent not in [m["ts"] for m in response["messages"]], "later pages leave the parent out"
+        pages += 1
+    assert seen == stamps and pages == 27 and response["has_more"] is False
+    three = await client.conversations_replies(channel="C1", ts=parent, limit=3)
+    assert [m["ts"] for m in three["messages"]] == stamps[:3]
+    assert await error_of(client.conversations_replies(channel="C1", ts=parent, cursor="bm9wZQ==")) == "invalid_cursor"
+
+
+async def test_latest_reads_the_newest_replies_oldest_first_and_pages_back(make):
+    fake, client = await make(replies_limit_per_minute=1000)
+    parent, stamps = long_thread(fake)
+    newest = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1], inclusive=True)
+    assert [m["ts"] for m in newest["messages"]] == [parent] + stamps[-14:]
+    assert newest["has_more"] is True
+    older = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1], inclusive=True,
+                                               cursor=newest["response_metadata"]["next_cursor"])
+    assert [m["ts"] for m in older["messages"]] == stamps[-29:-14]
+    exclusive = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1])
+    assert [m["ts"] for m in exclusive["messages"]] == [parent] + stamps[-15:-1]
+    since = await client.conversations_replies(channel="C1", ts=parent, oldest=stamps[-4])
+    assert [m["ts"] for m in since["messages"]] == [parent] + stamps[-3:] and since["has_more"] is False
+    assert since["response_metadata"]["next_cursor"] == ""
+    assert await error_of(client.conversations_replies(channel="C1", ts=parent, latest="soon")) == "invalid_ts_latest"
+
+
+async def test_a_short_thread_read_back_from_latest_fits_on_one_page(make):
+    fake, client = await make(replies_limit_per_minute=1000)
+    parent, stamps = long_thread(fake, count=11)
+    whole = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1], inclusive=True)
+    assert [m["ts"] for m in whole["messages"]] == stamps and whole["has_more"] is False
+    assert whole["response_metadata"]["next_cursor"] == ""
+    one = await client.conversations_replies(channel="C1", ts=parent, limit=1)
+    assert [m["ts"] for m in one["messages"]] == [parent] and one["has_more"] is True
+    rest = await client.conversations_replies(channel="C1", ts=parent, cursor=one["response_metadata"]["next_cursor"])
+    assert [m["ts"] for m in rest["messages"]] == stamps[1:] and rest["has_more"] is False

@@ -4,6 +4,8 @@ The real `AsyncWebClient(token, base_url=fake.api_url)` talks to this in-process
 wire format is the real one: JSON bodies for chat.postMessage/update/postEphemeral and views.publish,
 form or query parameters for the rest, `Authorization: Bearer` (or a `token` form field), HTTP Basic auth
 for oauth.v2.access. Answers are HTTP 200 with `{"ok": ...}`, or 429 + `Retry-After` when rate limited.
+Each method wants the scopes Slack documents (METHOD_SCOPES): a token without them gets `missing_scope`.
+Files people share (`add_file`) are served at their url_private like files.slack.com serves them.
 
     fake = FakeSlack(clock=fake_clock, update_limit_per_minute=3)
     await fake.start()
@@ -20,11 +22,14 @@ import base64
 import itertools
 import json
 import math
+import mimetypes
+import re
 import time
 import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -33,8 +38,37 @@ MAX_BLOCKS = 50
 MAX_HOME_BLOCKS = 100
 MAX_SECTION_CHARS = 3000
 # What a token installed from this project's manifest.yml is granted (add_workspace's default).
-MANIFEST_SCOPES = ("app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:write,"
-                   "im:history,im:read,im:write,users:read")
+MANIFEST_SCOPES = ("app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:read,"
+                   "files:write,im:history,im:read,im:write,mpim:history,mpim:read,mpim:write,users:read")
+# The bot-token scopes each method accepts (any one will do), from the methods' pages on docs.slack.dev.
+# A string instead names a family of scopes that depends on the conversation's type ("history" for
+# conversations.replies: channels:history in a public channel, groups:history in a private one,
+# im:history in a DM, mpim:history in a group DM). A token without them gets missing_scope.
+METHOD_SCOPES: dict[str, tuple[str, ...] | str] = {
+    "auth.test": (), "oauth.v2.access": (), "views.publish": (), "views.open": (),
+    "chat.postMessage": ("chat:write",), "chat.update": ("chat:write",), "chat.postEphemeral": ("chat:write",),
+    "chat.delete": ("chat:write",), "chat.startStream": ("chat:write",), "chat.appendStream": ("chat:write",),
+    "chat.stopStream": ("chat:write",),
+    # Since 2026-03 either scope; Slack says assistant:write will stop being accepted.
+    "assistant.threads.setStatus": ("chat:write", "assistant:write"),
+    "assistant.threads.setSuggestedPrompts": ("assistant:write",),
+    "agents.sessions.setStatus": ("chat:write",),
+    "conversations.replies": "history", "conversations.info": "read", "conversations.open": "write",
+    "users.info": ("users:read",), "files.info": ("files:read",),
+    "files.getUploadURLExternal": ("files:write",), "files.completeUploadExternal": ("files:write",),
+}
+# Conversation kinds and the prefix of their scopes; the order Slack lists them in a `needed` that names them all.
+CHANNEL_KINDS = {"public": "channels", "private": "groups", "mpim": "mpim", "im": "im"}
+_OPEN_SCOPES = {"public": "channels:manage", "private": "groups:write", "mpim": "mpim:write", "im": "im:write"}
+_FILETYPES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "gif": "gif", "webp": "webp", "pdf": "pdf", "csv": "csv",
+              "txt": "text", "md": "markdown", "json": "json", "py": "python", "zip": "zip", "docx": "docx",
+              "xlsx": "xlsx", "html": "html"}
+_PRETTY_TYPES = {"text": "Plain Text", "markdown": "Markdown (raw)", "python": "Python", "binary": "Binary"}
+# What files.slack.com serves a download without a usable token: a sign-in page, HTTP 200.
+LOGIN_PAGE = ("<!DOCTYPE html><html lang=\"en-US\"><head><meta charset=\"utf-8\"><title>Slack</title></head>"
+              "<body><div id=\"page\"><h1>Sign in to your workspace</h1><form id=\"signin_form\" method=\"post\">"
+              "<input type=\"email\" name=\"email\"><input type=\"password\" name=\"password\">"
+              "<button type=\"submit\" id=\"signin_btn\">Sign in</button></form></div></body></html>")
 _DECODED_FIELDS = ("blocks", "attachments", "view", "files")  # JSON strings when sent form-encoded
 
 
@@ -103,23 +137,50 @@ class SocketConnection:
 
 @dataclass
 class File:
-    """A file uploaded with files.uploadV2: asked for (getUploadURLExternal), sent, then shared (completeUploadExternal)."""
+    """A file uploaded with files.uploadV2: asked for (getUploadURLExternal), sent, then shared
+    (completeUploadExternal); or one a person shared in a message (`FakeSlack.add_file`)."""
 
     id: str
-    team_id: str
+    team_id: str  # the workspace that sees it (for a Slack Connect file: the one the event went to)
     filename: str
     length: int
     content: bytes | None = None
     title: str = ""
     channel: str | None = None
     message_ts: str | None = None
+    mimetype: str = "application/octet-stream"
+    filetype: str = "binary"
+    user: str = ""
+    created: int = 0
+    deleted: bool = False
+    owner_team: str = ""  # the uploader's workspace: another organisation's for a Slack Connect file
+    slack_connect: bool = False
+    accessible: bool = True  # a Slack Connect file: whether files.info (and the download) are allowed here
+    shared: bool = False  # in a message (an upload once completeUploadExternal shared it)
+
+
+@dataclass
+class Download:
+    """One GET of a file's url_private(_download): `served` is "file", "login_page" (no usable token: still
+    HTTP 200) or "not_found" (404); `sent` counts the bytes written so far, `done` turns true at the end."""
+
+    file_id: str
+    token: str | None
+    status: int
+    served: str
+    path: str
+    sent: int = 0
+    complete: bool = False  # every byte was written (False when the client stopped early)
+    done: bool = False
 
 
 class SlackError(Exception):
-    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None, page: str | None = None):
+    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None, page: str | None = None,
+                 extra: dict | None = None):
         super().__init__(error)
         self.error, self.status, self.retry_after = error, status, retry_after
         self.page = page  # not Slack's JSON but an edge proxy's text/plain error page (a 502/503 in an outage)
+        self.extra = extra or {}  # more fields of the error body (missing_scope's `needed` and `provided`)
 
 
 class FakeSlack:
@@ -166,6 +227,10 @@ class FakeSlack:
         self.users: dict[tuple[str, str], dict] = {}
         self.files: dict[str, File] = {}
         self._file_ids = itertools.count(1)
+        self.downloads: list[Download] = []  # every GET of a file URL, in order
+        self.download_chunk_size = 64 * 1024
+        self.download_chunk_delay = 0.0  # seconds (real time) between chunks: a slow download
+        self.channels: dict[str, str] = {}  # channel id -> "public" | "private" | "im" | "mpim" (add_channel)
         self._tokens: dict[str, str] = {}
         self._oauth_bot_ids: dict[str, str] = {}
         # Token rotation: a refresh token (xoxe-1-...) -> what its exchange installs; bot tokens a refresh replaced.
@@ -192,6 +257,7 @@ class FakeSlack:
             "auth.test": self._auth_test, "chat.postMessage": self._post_message, "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral, "chat.delete": self._delete,
             "conversations.replies": self._replies, "conversations.open": self._open, "users.info": self._users_info,
+            "conversations.info": self._conversations_info, "files.info": self._files_info,
             "views.publish": self._views_publish, "views.open": self._views_open, "oauth.v2.access": self._oauth_access,
             "chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream, "assistant.threads.setStatus": self._set_thread_status,
@@ -208,6 +274,7 @@ class FakeSlack:
         app.router.add_post("/response/{id}", self._handle_response_url)
         app.router.add_post("/upload/v1/{file_id}", self._handle_upload)
         app.router.add_get("/socket/{id}", self._handle_socket)
+        app.router.add_get("/files-pri/{key}/{tail:.+}", self._handle_download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -260,12 +327,70 @@ class FakeSlack:
         }
 
     def add_history(self, channel: str, thread_ts: str, messages: list[dict]) -> None:
+        """Messages of a thread as Slack returns them (the parent has ts == thread_ts); any order."""
         self._history[(channel, thread_ts)].extend(messages)
+
+    def add_channel(self, channel_id: str, kind: str) -> None:
+        """Tell the fake a conversation's type: "public", "private", "im" or "mpim" (a group DM). Without it the
+        id decides: C... public, G... private, D... a DM (conversations.open registers the group DMs it opens)."""
+        if kind not in CHANNEL_KINDS:
+            raise ValueError(f"kind must be one of {sorted(CHANNEL_KINDS)}")
+        self.channels[channel_id] = kind
+
+    def channel_kind(self, channel_id: str) -> str:
+        if channel_id in self.channels:
+            return self.channels[channel_id]
+        return {"G": "private", "D": "im"}.get(channel_id[:1], "public")
+
+    def add_file(self, team_id: str, *, name: str, mimetype: str, content: bytes, filetype: str | None = None,
+                 title: str | None = None, user: str = "U0001", channel: str | None = None,
+                 slack_connect: bool = False, accessible: bool = True, owner_team: str = "TEXTERNAL") -> dict:
+        """A file someone shared in a message of `team_id`; returns the object Slack puts in the event's `files[]`.
+
+        Its url_private / url_private_download are served by this fake (start it first). `slack_connect`: shared
+        from another organisation; the event then carries only `{"id", "mode": "file_access", "file_access":
+        "check_file_info", ...}` and the app must call files.info, which answers `access_denied` unless
+        `accessible`; `owner_team` is the other organisation's workspace, named in the file's URLs."""
+        if not self.port:
+            raise RuntimeError("start the fake before adding files: their URLs name its port")
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        file = File(f"F{next(self._file_ids):08d}", team_id, name, len(content), bytes(content), title or name,
+                    channel, mimetype=mimetype, filetype=filetype or _FILETYPES.get(extension, extension or "binary"),
+                    user=user, created=int(time.time()), owner_team=owner_team if slack_connect else team_id,
+                    slack_connect=slack_connect, accessible=accessible)
+        file.shared = True
+        self.files[file.id] = file
+        if slack_connect:
+            return {"id": file.id, "mode": "file_access", "file_access": "check_file_info", "created": 0,
+                    "timestamp": 0, "user": ""}
+        return self._file_json(file)
+
+    def delete_file(self, file_id: str) -> None:
+        """Someone deleted the file: downloads answer 404, files.info `file_deleted`."""
+        self.files[file_id].deleted = True
+
+    def file_share_event(self, files: list[dict], *, channel: str, user: str = "U0001", text: str = "",
+                         thread_ts: str | None = None, team_id: str | None = None, mention: bool = False) -> dict:
+        """The event of a message that shares `files` (objects add_file returned): a `message` with subtype
+        `file_share`, or with `mention` the `app_mention` Slack sends when the message also names the bot."""
+        ts = self._next_ts()
+        event: dict[str, Any] = {"type": "app_mention" if mention else "message", "text": text, "files": files,
+                                 "upload": True, "user": user, "display_as_bot": False, "ts": ts, "channel": channel,
+                                 "event_ts": ts}
+        if not mention:
+            event["subtype"] = "file_share"
+            kind = self.channel_kind(channel)
+            event["channel_type"] = {"public": "channel", "private": "group"}.get(kind, kind)
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        if team_id:
+            event["team"] = team_id
+        return event
 
     def add_oauth_code(self, code: str, team_id: str, *, bot_token: str | None = None, bot_user_id: str = "UBOT",
                        bot_id: str = "BBOT", team_name: str = "Acme", enterprise_id: str | None = None,
                        user_id: str = "U0001", app_id: str = "A0001", user_token: str | None = None,
-                       scope: str = "app_mentions:read,chat:write,commands,im:history,users:read",
+                       scope: str = MANIFEST_SCOPES,
                        user_scope: str = "", org_wide: bool = False, rotating: bool = False,
                        expires_in: int = 43200) -> None:
         """An authorization code the app can exchange once; the bot token works only after the exchange.
@@ -458,6 +583,8 @@ class FakeSlack:
             if method != "oauth.v2.access":
                 workspace = self._authenticate(token)
             self._take_fault(method)
+            if workspace is not None:
+                self._check_scopes(method, workspace, params)
             body = self._methods[method](workspace, params, now)
             status, headers = 200, {}
         except SlackError as failure:
@@ -465,7 +592,7 @@ class FakeSlack:
                 self.calls.append(Call(method, params, workspace.team_id if workspace else None, now, failure.status,
                                        {"page": failure.page}, token))
                 return web.Response(status=failure.status, text=failure.page, content_type="text/plain")
-            body, status = {"ok": False, "error": failure.error}, failure.status
+            body, status = {"ok": False, "error": failure.error, **failure.extra}, failure.status
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
         team_id = workspace.team_id if workspace else None
         if method == "oauth.v2.access" and body.get("ok"):
@@ -473,7 +600,122 @@ class FakeSlack:
         self.calls.append(Call(method, params, team_id, now, status, body, token))
         if workspace is not None:
             headers["x-oauth-scopes"] = workspace.scopes
+            accepted = self._accepted_scopes(method, params)
+            if accepted:
+                headers["x-accepted-oauth-scopes"] = ",".join(accepted)
         return web.json_response(body, status=status, headers=headers)
+
+    def _accepted_scopes(self, method: str, params: dict) -> tuple[str, ...]:
+        """The scopes `method` accepts for these arguments, any one of them (see METHOD_SCOPES)."""
+        scopes = METHOD_SCOPES.get(method, ())
+        if not isinstance(scopes, str):
+            return scopes
+        if scopes == "write":  # conversations.open: a DM, a group DM, or an existing conversation by id
+            users = [u for u in str(params.get("users") or "").split(",") if u]
+            if params.get("channel"):
+                return (_OPEN_SCOPES[self.channel_kind(str(params["channel"]))],)
+            return ("mpim:write",) if len(users) > 1 else ("im:write",)
+        channel = params.get("channel")
+        kinds = [self.channel_kind(str(channel))] if channel else list(CHANNEL_KINDS)
+        return tuple(f"{CHANNEL_KINDS[kind]}:{scopes}" for kind in kinds)
+
+    def _check_scopes(self, method: str, ws: Workspace, params: dict) -> None:
+        """Slack's answer to a token without the method's scope: HTTP 200, missing_scope, needed and provided."""
+        accepted = self._accepted_scopes(method, params)
+        granted = {scope.strip() for scope in ws.scopes.split(",") if scope.strip()}
+        if accepted and not granted.intersection(accepted):
+            raise SlackError("missing_scope", extra={"needed": ",".join(accepted), "provided": ws.scopes})
+
+    # -- files -----------------------------------------------------------------------------------------
+
+    def _file_urls(self, file: File) -> tuple[str, str]:
+        key = f"{file.owner_team or file.team_id}-{file.id}"
+        url_name = quote(re.sub(r"\s+", "_", file.filename.strip().lower()))
+        base = f"http://127.0.0.1:{self.port}/files-pri/{key}"
+        return f"{base}/{url_name}", f"{base}/download/{url_name}"
+
+    def _file_json(self, file: File, *, info: bool = False) -> dict:
+        """The file object of a message event's `files[]`; with `info`, files.info's (with where it is shared)."""
+        private, download = self._file_urls(file)
+        workspace = self.workspaces.get(file.team_id)
+        domain = (workspace.team_name if workspace else "acme").lower().replace(" ", "-")
+        url_name = private.rsplit("/", 1)[-1]
+        kind = self.channel_kind(file.channel) if file.channel else None
+        body = {
+            "id": file.id, "created": file.created, "timestamp": file.created, "name": file.filename,
+            "title": file.title or file.filename, "mimetype": file.mimetype, "filetype": file.filetype,
+            "pretty_type": _PRETTY_TYPES.get(file.filetype, file.filetype.upper()), "user": file.user,
+            "user_team": file.owner_team or file.team_id, "editable": False, "size": file.length, "mode": "hosted",
+            "is_external": False, "external_type": "", "is_public": kind == "public", "public_url_shared": False,
+            "display_as_bot": False, "username": "", "url_private": private, "url_private_download": download,
+            "media_display_type": "unknown",
+            "permalink": f"https://{domain}.slack.com/files/{file.user}/{file.id}/{url_name}",
+            "permalink_public": f"https://slack-files.com/{file.owner_team or file.team_id}-{file.id}-"
+                                f"{zlib.crc32(file.id.encode()):010x}",
+            "is_starred": False, "has_rich_preview": False, "file_access": "visible",
+        }
+        if info:
+            shares: dict = {}
+            listed: dict[str, list[str]] = {"channels": [], "groups": [], "ims": []}
+            if file.channel and kind:
+                visibility = "public" if kind == "public" else "private"
+                shares[visibility] = {file.channel: [{"reply_users": [], "reply_users_count": 0, "reply_count": 0,
+                                                      "ts": file.message_ts or f"{file.created}.000100",
+                                                      "share_user_id": file.user, "team_id": file.team_id}]}
+                listing = {"public": "channels", "private": "groups", "mpim": "groups", "im": "ims"}[kind]
+                listed[listing].append(file.channel)
+            body.update({"comments_count": 0, "shares": shares, **listed, "has_more_shares": False})
+        return body
+
+    def _files_info(self, ws: Workspace, params: dict, now: float) -> dict:
+        file = self.files.get(str(params.get("file") or ""))
+        if file is None or file.team_id != ws.team_id or not file.shared:
+            raise SlackError("file_not_found")
+        if file.deleted:
+            raise SlackError("file_deleted")
+        if file.slack_connect and not file.accessible:
+            raise SlackError("access_denied")  # "Unable to access the file (slack connect)"
+        return {"ok": True, "file": self._file_json(file, info=True), "comments": [],
+                "response_metadata": {"next_cursor": ""}}
+
+    async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        """url_private(_download): the bytes for a bot token of the file's workspace that has files:read; any
+        other request gets the sign-in page with HTTP 200, as files.slack.com does; a deleted file 404."""
+        file_id = request.match_info["key"].rsplit("-", 1)[-1]
+        file = self.files.get(file_id)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        token = credentials if scheme.lower() == "bearer" and credentials else None
+        if file is None or file.deleted or not file.shared or request.match_info["key"] != (
+                f"{file.owner_team or file.team_id}-{file.id}"):
+            self.downloads.append(Download(file_id, token, 404, "not_found", request.path, done=True))
+            return web.Response(status=404, text="Not Found")
+        workspace = self.workspaces.get(self._tokens.get(token or "", ""))
+        granted = {scope.strip() for scope in workspace.scopes.split(",")} if workspace else set()
+        if (workspace is None or workspace.team_id != file.team_id or "files:read" not in granted
+                or file.slack_connect and not file.accessible):
+            self.downloads.append(Download(file_id, token, 200, "login_page", request.path, done=True))
+            return web.Response(text=LOGIN_PAGE, content_type="text/html", charset="utf-8")
+        record = Download(file_id, token, 200, "file", request.path)
+        self.downloads.append(record)
+        headers = {"Content-Type": file.mimetype, "Content-Length": str(len(file.content))}
+        if "/download/" in request.path:
+            headers["Content-Disposition"] = f"attachment; filename=\"{quote(file.filename)}\""
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await response.prepare(request)
+            for start in range(0, len(file.content), self.download_chunk_size):
+                chunk = file.content[start:start + self.download_chunk_size]
+                await response.write(chunk)
+                record.sent += len(chunk)
+                if self.download_chunk_delay:
+                    await asyncio.sleep(self.download_chunk_delay)
+            await response.write_eof()
+            record.complete = record.sent == len(file.content)
+        except ConnectionError:
+            pass  # the client stopped reading: what was sent so far stays recorded
+        finally:
+            record.done = True
+        return response
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         """The upload URL files.getUploadURLExternal handed out: takes the bytes once (Slack answers "OK - <size>")."""
@@ -802,20 +1044,81 @@ class FakeSlack:
         return {"ok": True, "channel": channel, "ts": ts}
 
     def _replies(self, ws: Workspace, params: dict, now: float) -> dict:
+        """A thread, oldest first, a page at a time (Tier 1 and 15 a page for apps outside the Marketplace).
+
+        The first page starts with the parent, which counts towards `limit`; `oldest`/`latest` (exclusive
+        unless `inclusive`) narrow the replies. Without `latest` pages run forward from the oldest reply;
+        with it (like conversations.history) a page holds the replies nearest `latest`, still oldest first,
+        and `next_cursor` leads to the older ones. `next_cursor` is "" and `has_more` false on the last page."""
         self._per_minute((ws.team_id, "conversations.replies"), self.replies_limit_per_minute, now)
         channel, thread_ts = params.get("channel"), params.get("ts")
         if not channel:
             raise SlackError("channel_not_found")
         if not thread_ts:
             raise SlackError("thread_not_found")
+        try:
+            limit = int(params.get("limit") or 0)
+        except (TypeError, ValueError):
+            limit = 0
+        limit = min(limit, self.replies_page_limit) if limit > 0 else self.replies_page_limit
         ours = [self._message_json(m) for m in self.thread(channel, thread_ts)]
-        everything = sorted(self._history[(channel, thread_ts)] + ours,
-                            key=lambda m: (m.get("ts") != thread_ts, float(m.get("ts") or 0)))
-        limit = min(int(params.get("limit") or 1000), self.replies_page_limit)
-        start = int(base64.b64decode(params["cursor"]).decode().removeprefix("offset:")) if params.get("cursor") else 0
-        page, more = everything[start:start + limit], start + limit < len(everything)
-        cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
-        return {"ok": True, "messages": page, "has_more": more, "response_metadata": {"next_cursor": cursor}}
+        everything = sorted(self._history[(channel, thread_ts)] + ours, key=lambda m: self._ts_us(m["ts"]))
+        parent = [m for m in everything if m["ts"] == thread_ts][:1]
+        inclusive = str(params.get("inclusive") or "").lower() in ("1", "true")
+        oldest, latest = self._ts_param(params, "oldest"), self._ts_param(params, "latest")
+        def in_range(ts: int) -> bool:
+            return ((oldest is None or ts > oldest or inclusive and ts == oldest)
+                    and (latest is None or ts < latest or inclusive and ts == latest))
+
+        replies = [m for m in everything if m["ts"] != thread_ts and in_range(self._ts_us(m["ts"]))]
+        backwards = latest is not None
+        cursor = params.get("cursor")
+        if cursor:
+            try:
+                direction, _, at = base64.b64decode(str(cursor), validate=True).decode().partition(":")
+                at_us = int(at)
+            except ValueError:
+                raise SlackError("invalid_cursor") from None
+            if direction != ("prev_ts" if backwards else "next_ts"):
+                raise SlackError("invalid_cursor")
+            head, room = [], limit
+            if backwards:
+                replies = [m for m in replies if self._ts_us(m["ts"]) <= at_us]
+            else:
+                replies = [m for m in replies if self._ts_us(m["ts"]) >= at_us]
+        else:
+            head, room = parent, limit - len(parent)
+        if backwards:
+            split = max(0, len(replies) - max(room, 0))
+            page, rest = replies[split:], replies[:split]
+            following = rest[-1] if rest else None
+        else:
+            page, rest = replies[:max(room, 0)], replies[max(room, 0):]
+            following = rest[0] if rest else None
+        next_cursor = ""
+        if following is not None:
+            marker = f"{'prev_ts' if backwards else 'next_ts'}:{self._ts_us(following['ts'])}"
+            next_cursor = base64.b64encode(marker.encode()).decode()
+        return {"ok": True, "messages": head + page, "has_more": following is not None,
+                "response_metadata": {"next_cursor": next_cursor}}
+
+    @classmethod
+    def _ts_param(cls, params: dict, name: str) -> int | None:
+        """`oldest` / `latest` in microseconds; Slack answers invalid_ts_oldest / invalid_ts_latest to a bad one."""
+        value = params.get(name)
+        if value in (None, ""):
+            return None
+        try:
+            return cls._ts_us(str(value))
+        except ValueError:
+            raise SlackError("invalid_ts_" + name) from None
+
+    @staticmethod
+    def _ts_us(ts: str) -> int:
+        seconds, _, fraction = str(ts).partition(".")
+        if not seconds.isdigit() or fraction and not fraction.isdigit():
+            raise ValueError(ts)
+        return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
 
     def _open(self, ws: Workspace, params: dict, now: float) -> dict:
         users = sorted(u for u in str(params.get("users") or "").split(",") if u)
@@ -823,7 +1126,27 @@ class FakeSlack:
             raise SlackError("users_list_not_supplied")
         # Deterministic ids: U0001's DM is D0001, like the DMs the test harness sends events from.
         channel = f"D{users[0][1:]}" if len(users) == 1 else f"G{zlib.crc32(','.join(users).encode()):08X}"
+        if len(users) > 1:
+            self.channels.setdefault(channel, "mpim")
         return {"ok": True, "channel": {"id": channel}}
+
+    def _conversations_info(self, ws: Workspace, params: dict, now: float) -> dict:
+        """The conversation's type flags, as conversations.info shows them (its kind: add_channel or the id)."""
+        channel = str(params.get("channel") or "")
+        if not channel:
+            raise SlackError("channel_not_found")
+        kind = self.channel_kind(channel)
+        legacy_group = kind == "private" and channel.startswith("G")  # private channels made before 2021
+        body = {"id": channel, "created": 1700000000, "is_archived": False, "is_org_shared": False,
+                "context_team_id": ws.team_id, "is_channel": kind in ("public", "private") and not legacy_group,
+                "is_group": legacy_group, "is_im": kind == "im", "is_mpim": kind == "mpim",
+                "is_private": kind != "public"}
+        if kind == "im":
+            body.update(user=f"U{channel[1:]}", is_user_deleted=False)
+        else:
+            body.update(name=f"mpdm-{channel.lower()}-1" if kind == "mpim" else channel.lower(), is_general=False,
+                        is_shared=False, is_ext_shared=False, is_member=True)
+        return {"ok": True, "channel": body}
 
     def _get_upload_url(self, ws: Workspace, params: dict, now: float) -> dict:
         filename = params.get("filename")
@@ -861,6 +1184,10 @@ class FakeSlack:
             ts = message.ts
         for upload, title in uploads:
             upload.title, upload.channel, upload.message_ts = title, channel or "", ts
+            extension = upload.filename.rsplit(".", 1)[-1].lower() if "." in upload.filename else ""
+            upload.user, upload.created, upload.shared = ws.bot_user_id, int(time.time()), True
+            upload.mimetype = mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
+            upload.filetype = _FILETYPES.get(extension, extension or "binary")
         return {"ok": True, "files": [{"id": u.id, "name": u.filename, "title": u.title} for u, _ in uploads]}
 
     def _users_info(self, ws: Workspace, params: dict, now: float) -> dict:
