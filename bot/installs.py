@@ -38,7 +38,7 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 # Keep in step with manifest.yml.
 BOT_SCOPES = [
     "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
-    "files:read", "files:write", "im:history", "im:read", "im:write", "mpim:history", "mpim:read", "mpim:write",
+    "files:read", "files:write", "im:history", "im:read", "im:write", "mpim:history",
     "users:read",
 ]
 STATE_TTL_SECONDS = 600

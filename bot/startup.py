@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import billing_problems, stripe_off_reason
@@ -54,6 +55,14 @@ def read_settings(kind: type[S]) -> S:
     return settings
 
 
+def sqlite_folder(url: str) -> Path | None:
+    """The folder a SQLite file would be created in (None for PostgreSQL and in-memory databases)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return Path(database).resolve().parent if database and database != ":memory:" else None
+
+
 def failure_reason(error: BaseException) -> str:
     """The driver's own words, first line only (SQLAlchemy adds a wrapper and a link)."""
     if isinstance(error, TimeoutError):
@@ -64,14 +73,18 @@ def failure_reason(error: BaseException) -> str:
 
 async def reach_database(settings: StorageSettings, *, upgrade: bool = True) -> AsyncEngine:
     """An engine on a database that answers, its schema brought up to date (unless `upgrade` is False)."""
-    engine = create_engine(settings.database_url)
     where = describe_database(settings.database_url)
+    folder = sqlite_folder(settings.database_url)
+    if folder is not None and not folder.is_dir():
+        raise StartupError(f"database unreachable: {where}: unable to open database file (no folder {folder})")
+    engine = create_engine(settings.database_url)
     try:
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT):
                 async with engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
         except Exception as error:
+            await asyncio.sleep(0.1)  # aiosqlite's worker thread reports its own stop to the loop: let it, before the loop closes
             raise StartupError(f"database unreachable: {where}: {failure_reason(error)}") from None
         if upgrade:
             try:

@@ -130,18 +130,24 @@ class BotHarness:
         self.sent.append(sent)
         return sent
 
-    async def mention(self, text: str, *, channel: str = "C0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM, **kwargs) -> Sent:
+    async def mention(self, text: str, *, channel: str = "C0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM,
+                      files: list[dict] | None = None, **kwargs) -> Sent:
         ts = new_ts()
         event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}".rstrip(), "ts": ts, "channel": channel, "event_ts": ts, "team": team}
         if thread_ts:
             event["thread_ts"] = thread_ts
+        if files:
+            event["files"], event["upload"] = files, True
         return await self.send_event(event, team=team, **kwargs)
 
-    async def dm(self, text: str, *, channel: str = "D0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM, **kwargs) -> Sent:
+    async def dm(self, text: str, *, channel: str = "D0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM,
+                 files: list[dict] | None = None, **kwargs) -> Sent:
         ts = new_ts()
         event = {"type": "message", "channel_type": "im", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": team}
         if thread_ts:
             event["thread_ts"] = thread_ts
+        if files:  # Slack sends a message that shares files as a file_share
+            event["files"], event["upload"], event["subtype"] = files, True, "file_share"
         return await self.send_event(event, team=team, **kwargs)
 
     async def command(self, command: str, text: str = "", *, user: str = "U0001", team: str = TEAM, channel: str = "C0001") -> tuple[int, dict | str]:
@@ -339,6 +345,7 @@ async def start_harness(database_url: str, **overrides) -> BotHarness:
     stripe = FakeStripe()
     await stripe.start()
     bot = await start_bot(test_settings(database_url, slack, claude, stripe, **overrides), host="127.0.0.1", port=0)
+    slack.calls.clear()  # the start-up's auth.test (tests/test_operations_e2e.py): tests count what serving does
     return BotHarness(slack, claude, stripe, bot, aiohttp.ClientSession())
 
 

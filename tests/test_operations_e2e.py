@@ -105,7 +105,8 @@ async def test_an_unreachable_database_is_one_line_naming_host_and_error(tmp_pat
         f"database unreachable: postgresql 127.0.0.1:{port}/test: [Errno 111] Connect call failed ('127.0.0.1', {port})"]
     assert "secret" not in stderr
     code, _, stderr = await run_bot(tmp_path, environment(tmp_path, slack, claude, DATABASE_URL="sqlite:////no/such/dir/bot.db"))
-    assert code == 2 and stderr.strip() == "database unreachable: sqlite /no/such/dir/bot.db: unable to open database file"
+    assert code == 2 and stderr.strip() == \
+        "database unreachable: sqlite /no/such/dir/bot.db: unable to open database file (no folder /no/such/dir)"
     assert not slack.calls  # the token is checked only once the database answers
 
 

@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import Balance, UsageSummary
 from bot.services import Services
+from bot.surfaces.answer_settings import home_settings_blocks, overview_text
 from bot.surfaces.admins import is_admin
 from bot.surfaces.answer_controls import FeedbackCounts
 from bot.surfaces.limits_modal import home_limit_blocks
@@ -102,8 +103,9 @@ async def home_view(services: Services, team_id: str, *, notice: list[dict] | No
         balance, usage, month=since.strftime("%B %Y"), price=services.pricing.describe(),
         top_up=buttons, top_up_note=note, feedback=feedback, notice=notice,
     )
-    if admin:  # before the how-to: the limits an admin manages here
-        blocks[-2:-2] = home_limit_blocks(await services.credits.limits(team_id))
+    if admin:  # before the how-to: the limits and the answers' settings an admin manages here
+        blocks[-2:-2] = home_limit_blocks(await services.credits.limits(team_id)) + \
+            home_settings_blocks(await overview_text(services, team_id))
     return {"type": "home", "blocks": blocks}
 
 

@@ -39,7 +39,7 @@ MAX_HOME_BLOCKS = 100
 MAX_SECTION_CHARS = 3000
 # What a token installed from this project's manifest.yml is granted (add_workspace's default).
 MANIFEST_SCOPES = ("app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:read,"
-                   "files:write,im:history,im:read,im:write,mpim:history,mpim:read,mpim:write,users:read")
+                   "files:write,im:history,im:read,im:write,mpim:history,users:read")
 # The bot-token scopes each method accepts (any one will do), from the methods' pages on docs.slack.dev.
 # A string instead names a family of scopes that depends on the conversation's type ("history" for
 # conversations.replies: channels:history in a public channel, groups:history in a private one,

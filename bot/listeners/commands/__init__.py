@@ -7,6 +7,7 @@ from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
 from bot.surfaces.admins import is_admin
+from bot.surfaces.answer_settings import claude_command
 from bot.surfaces.auto_reload import autoreload_command
 from bot.surfaces.limits import list_command, limit_command
 from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
@@ -22,6 +23,14 @@ USAGE = ("Use `/credits` to see this workspace's credits, or `/credits buy 500` 
 
 def register(app: AsyncApp) -> None:
     app.command("/credits")(on_credits)
+    app.command("/claude")(on_claude)
+
+
+async def on_claude(ack: AsyncAck, command: dict, context: AsyncBoltContext) -> None:
+    services: Services = context["services"]
+    team_id = workspace_id(context.team_id, command)
+    work = claude_command(services, context.client, team_id, command.get("user_id") or "", command.get("text", "").split())
+    await ack(**await _admin_reply(work, team_id, "/claude"))
 
 
 async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, context: AsyncBoltContext) -> None:

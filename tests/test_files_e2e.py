@@ -1,0 +1,119 @@
+"""Questions that share files: Claude sees them (images, PDFs, text), each named; what it cannot be shown is named
+with the reason, and the rest is answered; the files' cost is held before Claude is asked; follow-ups see them."""
+
+from __future__ import annotations
+
+import json
+
+from tests.fakes.anthropic import Script
+from tests.harness import BOT_TOKEN, TEAM
+
+CSV = b"city,visitors\nLisbon,120\nPorto,80\n"
+
+
+def user_content(request) -> list[dict]:
+    content = request.body["messages"][-1]["content"]
+    return content if isinstance(content, list) else [{"type": "text", "text": content}]
+
+
+def texts(blocks: list[dict]) -> str:
+    return "\n".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+
+
+async def test_a_text_file_goes_to_claude_named_before_the_question(start_bot_on_each_database):
+    h = await start_bot_on_each_database()
+    shared = h.slack.add_file(TEAM, name="visits.csv", mimetype="text/csv", content=CSV)
+    h.claude.enqueue(Script(text="Lisbon had the most visitors."))
+    sent = await h.mention("which city had most visitors?", files=[shared])
+    await h.idle()
+    assert h.reply_text("C0001", sent.ts).startswith("Lisbon had the most visitors.")
+    blocks = user_content(h.claude.requests[0])
+    assert blocks[0]["type"] == "text" and blocks[0]["text"].startswith('<file name="visits.csv">')
+    assert "Porto,80" in blocks[0]["text"]
+    assert blocks[-1]["text"] == "which city had most visitors?"
+    (download,) = h.slack.downloads
+    assert download.token == BOT_TOKEN and download.served == "file"
+
+
+async def test_files_that_cannot_be_read_are_named_and_the_rest_answered(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    archive = h.slack.add_file(TEAM, name="backup.zip", mimetype="application/zip", content=b"PK\x03\x04")
+    huge = h.slack.add_file(TEAM, name="huge.png", mimetype="image/png", content=b"\x89PNG\r\n\x1a\n" + b"\0" * (6 * 1024 * 1024))
+    gone = h.slack.add_file(TEAM, name="gone.txt", mimetype="text/plain", content=b"bye")
+    h.slack.delete_file(gone["id"])
+    notes = h.slack.add_file(TEAM, name="notes.md", mimetype="text/markdown", content=b"# Plan\nShip on Friday.")
+    h.claude.enqueue(Script(text="The plan is to ship on Friday."))
+    sent = await h.mention("what is the plan?", files=[archive, huge, gone, notes])
+    await h.idle()
+
+    reply = h.reply_text("C0001", sent.ts)
+    assert reply.startswith("The plan is to ship on Friday.")
+    assert "*backup.zip*" in reply and "not zip" in reply
+    assert "*huge.png*" in reply and "images can be at most 5.0 MB (this one is 6.0 MB)" in reply
+    assert "*gone.txt*" in reply and "deleted, or I have no access" in reply
+    assert "notes.md" not in reply
+    (request,) = h.claude.requests
+    shown = texts(user_content(request))
+    assert "Ship on Friday." in shown and "backup.zip" not in shown and "huge.png" not in shown
+    assert huge["id"] not in {download.file_id for download in h.slack.downloads}  # too big by its size: not fetched
+
+
+async def test_without_files_read_the_file_is_named_not_shown(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    h.slack.workspaces[TEAM].scopes = h.slack.workspaces[TEAM].scopes.replace("files:read,", "")
+    shared = h.slack.add_file(TEAM, name="secret.txt", mimetype="text/plain", content=b"the code is 1234")
+    h.claude.enqueue(Script(text="I can't see it."))
+    sent = await h.mention("what does the file say?", files=[shared])
+    await h.idle()
+    assert "*secret.txt*" in h.reply_text("C0001", sent.ts)
+    assert h.slack.downloads[0].served == "login_page"
+    assert "1234" not in json.dumps(h.claude.requests[0].body)
+
+
+async def test_a_file_shared_without_a_question_in_a_dm_is_described(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    shared = h.slack.add_file(TEAM, name="todo.txt", mimetype="text/plain", content=b"buy milk")
+    h.claude.enqueue(Script(text="A shopping list."))
+    await h.dm("", files=[shared])
+    await h.idle()
+    blocks = user_content(h.claude.requests[0])
+    assert "buy milk" in blocks[0]["text"] and "without a question" in blocks[-1]["text"]
+
+
+async def test_only_unreadable_files_and_no_question_gets_one_reply_and_no_claude_call(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    archive = h.slack.add_file(TEAM, name="backup.zip", mimetype="application/zip", content=b"PK\x03\x04")
+    sent = await h.mention("", files=[archive])
+    await h.idle()
+    assert not h.claude.requests
+    (reply,) = h.slack.thread("C0001", sent.ts)
+    assert "couldn't read any of the files" in h.slack.visible_markdown(reply) and "*backup.zip*" in h.slack.visible_markdown(reply)
+    balance = await h.services.credits.balance(TEAM)
+    assert balance.reserved == 0 and balance.available == balance.balance
+
+
+async def test_files_the_balance_cannot_cover_are_refused_before_claude_is_asked(start_bot_on_each_database):
+    h = await start_bot_on_each_database(free_credits=20, ai_credits_per_message=None)
+    big = h.slack.add_file(TEAM, name="log.txt", mimetype="text/plain", content=b"line of a long log\n" * 12_000)
+    sent = await h.mention("what went wrong?", files=[big])
+    await h.idle()
+    assert not h.claude.requests
+    reply = h.reply_text("C0001", sent.ts)
+    assert "enough credits for a question with these files" in reply and "*20*" in reply
+    balance = await h.services.credits.balance(TEAM)
+    assert (balance.balance, balance.reserved) == (20, 0)
+
+
+async def test_a_follow_up_in_the_thread_sees_the_earlier_file_again(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    shared = h.slack.add_file(TEAM, name="visits.csv", mimetype="text/csv", content=CSV)
+    h.claude.enqueue(Script(text="Lisbon."))
+    first = await h.mention("which city had most visitors?", files=[shared])
+    await h.idle()
+    h.claude.enqueue(Script(text="Porto."))
+    await h.mention("and the fewest?", thread_ts=first.ts)
+    await h.idle()
+    follow_up = h.claude.requests[1].body["messages"]
+    assert [message["role"] for message in follow_up] == ["user", "assistant", "user"]
+    assert "Porto,80" in texts(follow_up[0]["content"])
+    assert len(h.slack.downloads) == 2  # fetched again from Slack: the bot keeps a reference, not the file
