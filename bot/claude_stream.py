@@ -158,6 +158,12 @@ class ClaudeStream:
         elif event.type == "message_delta":
             self.stop_reason = event.delta.stop_reason
             self._reported_output = event.usage.output_tokens or self._reported_output
+            if event.usage.input_tokens is not None:  # final input counts: web search results are read as input
+                self._input = TokenUsage(
+                    input_tokens=event.usage.input_tokens,
+                    cache_creation_input_tokens=event.usage.cache_creation_input_tokens or self._input.cache_creation_input_tokens,
+                    cache_read_input_tokens=event.usage.cache_read_input_tokens or self._input.cache_read_input_tokens,
+                )
             server_tools = getattr(event.usage, "server_tool_use", None)
             if server_tools is not None and server_tools.web_search_requests:
                 self._searches = server_tools.web_search_requests

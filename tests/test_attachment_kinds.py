@@ -49,6 +49,8 @@ def test_not_an_image_has_no_type_or_size():
 def test_image_tokens_follow_anthropics_estimate():
     assert kinds.image_tokens(1000, 1000) == 1334
     assert kinds.image_tokens(200, 200) == 54
+    assert kinds.image_tokens(4000, 3000) <= kinds.IMAGE_MAX_TOKENS  # scaled down by the API first
+    assert kinds.image_tokens(3000, 100) == kinds.image_tokens(1568, 52)
 
 
 def test_pdf_pages_count_page_objects_not_the_page_tree():

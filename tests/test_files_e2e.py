@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes.anthropic import Script
+from tests.fakes.anthropic import Script, pdf_bytes, png_bytes
 from tests.harness import BOT_TOKEN, TEAM
 
 CSV = b"city,visitors\nLisbon,120\nPorto,80\n"
@@ -49,7 +49,7 @@ async def test_files_that_cannot_be_read_are_named_and_the_rest_answered(start_b
     reply = h.reply_text("C0001", sent.ts)
     assert reply.startswith("The plan is to ship on Friday.")
     assert "*backup.zip*" in reply and "not zip" in reply
-    assert "*huge.png*" in reply and "images can be at most 5.0 MB (this one is 6.0 MB)" in reply
+    assert "*huge.png*" in reply and "images can be at most 3.8 MB (this one is 6.0 MB)" in reply
     assert "*gone.txt*" in reply and "deleted, or I have no access" in reply
     assert "notes.md" not in reply
     (request,) = h.claude.requests
@@ -117,3 +117,56 @@ async def test_a_follow_up_in_the_thread_sees_the_earlier_file_again(start_bot_o
     assert [message["role"] for message in follow_up] == ["user", "assistant", "user"]
     assert "Porto,80" in texts(follow_up[0]["content"])
     assert len(h.slack.downloads) == 2  # fetched again from Slack: the bot keeps a reference, not the file
+
+
+async def test_an_image_and_a_pdf_go_to_claude_as_image_and_document_blocks(start_bot_on_each_database):
+    h = await start_bot_on_each_database(ai_credits_per_message=None)
+    picture = h.slack.add_file(TEAM, name="chart.png", mimetype="image/png", content=png_bytes(800, 600))
+    report = h.slack.add_file(TEAM, name="q3.pdf", mimetype="application/pdf", content=pdf_bytes(3))
+    h.claude.enqueue(Script(text="Sales grew."))
+    sent = await h.mention("summarise these", files=[picture, report])
+    await h.idle()
+    assert h.reply_text("C0001", sent.ts).startswith("Sales grew.")
+    blocks = user_content(h.claude.requests[0])
+    kinds = [block["type"] for block in blocks]
+    assert kinds == ["text", "image", "document", "text"]
+    assert "chart.png" in blocks[0]["text"] and blocks[1]["source"]["media_type"] == "image/png"
+    assert blocks[2]["title"] == "q3.pdf" and blocks[2]["source"]["media_type"] == "application/pdf"
+    assert h.claude.requests[0].status == 200
+    usage = h.claude.requests[0].usage
+    assert usage["input_tokens"] + usage.get("cache_creation_input_tokens", 0) > 640 + 3 * 1500  # the files were counted
+
+
+async def test_an_image_too_large_in_pixels_is_named_and_not_sent(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    wide = h.slack.add_file(TEAM, name="panorama.png", mimetype="image/png", content=png_bytes(9000, 100))
+    h.claude.enqueue(Script(text="I see no image."))
+    sent = await h.mention("what is in it?", files=[wide])
+    await h.idle()
+    assert "images can be at most 8000 pixels a side (this one is 9000×100)" in h.reply_text("C0001", sent.ts)
+    assert [block["type"] for block in user_content(h.claude.requests[0])] == ["text"]
+
+
+async def test_a_pdf_follow_up_reads_the_document_from_the_cache(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite(ai_credits_per_message=None, history_token_budget=40_000)
+    report = h.slack.add_file(TEAM, name="contract.pdf", mimetype="application/pdf", content=pdf_bytes(2))
+    h.claude.enqueue(Script(text="It runs for two years."))
+    first = await h.mention("how long does the contract run?", files=[report])
+    await h.idle()
+    h.claude.enqueue(Script(text="Either side, with 30 days' notice."))
+    await h.mention("who may end it?", thread_ts=first.ts)
+    await h.idle()
+    follow_up = h.claude.requests[1]
+    assert [block["type"] for block in follow_up.body["messages"][0]["content"]] == ["document", "text"]
+    assert follow_up.usage["cache_read_input_tokens"] >= 2 * 1500  # the PDF came from Anthropic's cache
+
+
+async def test_a_mention_in_a_group_dm_is_answered_in_its_thread(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    h.slack.add_channel("G0MPIM01", "mpim")
+    h.claude.enqueue(Script(text="Hello, all three of you."))
+    sent = await h.mention("hi everyone", channel="G0MPIM01")
+    await h.idle()
+    (reply,) = h.slack.thread("G0MPIM01", sent.ts)
+    assert h.slack.visible_markdown(reply).startswith("Hello, all three of you.")
+    assert not [call for call in h.slack.calls if call.response.get("error") == "missing_scope"]

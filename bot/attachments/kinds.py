@@ -7,7 +7,10 @@ import math
 import re
 import struct
 
-IMAGE_MAX_BYTES = 5 * 1024 * 1024
+# The API takes an image of 5 MB *as base64*: a file of at most 3.75 MB.
+IMAGE_MAX_BYTES = 5 * 1024 * 1024 * 3 // 4
+IMAGE_MAX_LONG_EDGE = 1568  # larger images are scaled down by the API first (aspect kept) ...
+IMAGE_MAX_TOKENS = 1600  # ... as are those that would cost more than about this
 IMAGE_MAX_SIDE = 8000
 PDF_MAX_BYTES = 32 * 1024 * 1024
 PDF_MAX_PAGES = 100
@@ -107,7 +110,10 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def image_tokens(width: int, height: int) -> int:
-    """Anthropic's documented estimate, width × height / 750 (an upper bound: large images are scaled down)."""
+    """Anthropic's documented estimate, width × height / 750, after the API's scaling down of large images."""
+    scale = min(1.0, IMAGE_MAX_LONG_EDGE / max(width, height), math.sqrt(IMAGE_MAX_TOKENS * 750 / (width * height)))
+    if scale < 1:
+        width, height = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
     return math.ceil(width * height / 750)
 
 
