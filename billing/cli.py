@@ -181,6 +181,6 @@ def format_table(entries: list[LedgerEntry]) -> str:
     right_aligned = {0, 3, 4}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)])

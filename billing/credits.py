@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import limits, reports, settlement
-from billing.limits import OverLimit, SpendingLimit
 from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
+from billing.limits import OverLimit, SpendingLimit
 from billing.metrics import CREDITS_GRANTED
 from billing.results import (
     AnswerUsage,
@@ -34,10 +34,10 @@ from billing.results import (
     UsageSummary,
 )
 from billing.settlement import UnknownReservationError
+from billing.stripe_tables import checkout_sessions
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
 from billing.tables import credit_reservations as reservations
-from billing.stripe_tables import checkout_sessions
 from billing.tables import insert_once, spending_limits
 from config import BillingSettings
 

@@ -3,7 +3,7 @@ statements that keep the payment facts monotonic."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -108,12 +108,12 @@ async def _ensure_payment(conn: AsyncConnection, payment_intent: str, now: datet
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a timezone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 auto_reload_settings = sa.Table(  # storage/migrations/versions/0008_auto_reload.py
     "auto_reload_settings",

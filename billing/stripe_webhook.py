@@ -30,8 +30,22 @@ from billing.auto_reload import AutoReload
 from billing.metrics import STRIPE_WEBHOOK_EVENTS
 from billing.results import GrantResult
 from billing.stripe_tables import (
-    DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, EXPIRED, FAILED, MISMATCH, OPEN, PAID, UNPAID, checkout_sessions, events,
-    insert_or_ignore, merge_dispute, merge_refund, payments, utc_now,
+    DISPUTE_LOST,
+    DISPUTE_OPEN,
+    DISPUTE_WON,
+    EXPIRED,
+    FAILED,
+    MISMATCH,
+    OPEN,
+    PAID,
+    UNPAID,
+    checkout_sessions,
+    events,
+    insert_or_ignore,
+    merge_dispute,
+    merge_refund,
+    payments,
+    utc_now,
 )
 from storage.errors import is_transient
 

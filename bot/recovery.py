@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from billing import AnswerUsage
 from bot import user_messages as say
-from bot.delivery import URGENT, MESSAGE_LIMIT, split_markdown
+from bot.delivery import MESSAGE_LIMIT, URGENT, split_markdown
 from bot.delivery.edit_writer import MessageWriter
 from bot.delivery.markdown import close_fence, open_fence
 from bot.inflight import InFlight

@@ -13,7 +13,18 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import AutoReload, Checkout, CreditPack, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, parse_credit_packs
+from billing import (
+    AutoReload,
+    Checkout,
+    CreditPack,
+    Credits,
+    Pricing,
+    StripeWebhook,
+    build_pricing,
+    build_stripe_client,
+    find_pack,
+    parse_credit_packs,
+)
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
 from bot.delivery.scheduler import BudgetMaker, LocalBudgets
@@ -29,7 +40,6 @@ from bot.surfaces.answer_controls import FeedbackStore
 from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 from storage import create_reader
-
 
 SLACK_TIMEOUT = aiohttp.ClientTimeout(total=30)  # slack_sdk's default, which it applies only to sessions it opens
 SLACK_CONNECTIONS = 256

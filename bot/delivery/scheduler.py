@@ -191,7 +191,7 @@ class SlackScheduler:
                 # Several budgets are taken in one fixed order, so that two calls never wait for each other.
                 granted = [
                     await turns.enter_async_context(lane.turn(priority, place=place))
-                    for lane, place in zip(self._lanes_for(method, channel), places)
+                    for lane, place in zip(self._lanes_for(method, channel), places, strict=True)
                 ]
                 try:
                     return await api(**arguments, **(at_turn() if at_turn else {}))

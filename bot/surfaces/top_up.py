@@ -7,8 +7,8 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import CheckoutError, CreditPack, find_pack
-from bot.surfaces.admins import is_admin
 from bot.services import Services
+from bot.surfaces.admins import is_admin
 
 log = logging.getLogger(__name__)
 

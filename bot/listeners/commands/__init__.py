@@ -3,14 +3,14 @@ import logging
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
 from bot.surfaces.admins import is_admin
 from bot.surfaces.auto_reload import autoreload_command
-from bot.surfaces.limits import list_command, limit_command
-from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
+from bot.surfaces.credits_view import credits_blocks, credits_summary_text
+from bot.surfaces.limits import limit_command, list_command
 from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
+from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
 
 log = logging.getLogger(__name__)
 
