@@ -107,7 +107,8 @@ async def _grant(credits: Credits, args: argparse.Namespace) -> int:
         return 1
     balance = await credits.balance(args.team_id)
     if result.applied:
-        text = f"{args.team_id}: {kind} of {args.amount:+,} credits; balance {balance.balance:,}, available {balance.available:,}"
+        text = (f"{args.team_id}: {kind} of {args.amount:+,} credits; "
+                f"balance {balance.balance:,}, available {balance.available:,}")
     else:
         text = (f"{args.team_id}: key {args.key!r} was granted before; nothing granted this time; "
                 f"balance {balance.balance:,}, available {balance.available:,}")
@@ -119,7 +120,8 @@ async def _grant(credits: Credits, args: argparse.Namespace) -> int:
 async def _balance(credits: Credits, args: argparse.Namespace) -> int:
     balance = await credits.balance(args.team_id)
     _emit(args, {"team_id": balance.team_id, "balance": balance.balance, "reserved": balance.reserved, "available": balance.available},
-          f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, available {balance.available:,}")
+          f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, "
+          f"available {balance.available:,}")
     return 0
 
 

@@ -80,7 +80,8 @@ class Credits:
 
     @asynccontextmanager
     async def _transaction(self, connection: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
-        """The caller's transaction when it passes one (its other writes commit or fail with this one), else a new one."""
+        """The caller's transaction when it passes one (its other writes commit or fail with this one), else a
+        new one."""
         if connection is not None:
             yield connection
             return
@@ -369,7 +370,8 @@ class Credits:
             return await reports.breakdown(connection, team_id, since=limits.period_start("month", self._now()))
 
     async def answers_csv(self, team_id: str, *, since: datetime, until: datetime | None = None) -> str:
-        """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens, credits."""
+        """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens,
+        credits."""
         async with self.engine.connect() as connection:
             return await reports.answers_csv(connection, team_id, since=since, until=until)
 

@@ -1,4 +1,5 @@
-"""The workspace budgets and their lanes, driven with stand-in writers and calls (the real ones are covered end to end)."""
+"""The workspace budgets and their lanes, driven with stand-in writers and calls (the real ones are covered end to
+end)."""
 
 from __future__ import annotations
 

@@ -96,7 +96,8 @@ async def _checkout_message(
     blocks = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an hour; the credits arrive with a DM once Stripe confirms the payment."},
+            "text": {"type": "mrkdwn", "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an "
+                     "hour; the credits arrive with a DM once Stripe confirms the payment."},
             "accessory": {"type": "button", "action_id": "open_checkout", "text": {"type": "plain_text", "text": "Pay with Stripe"}, "url": link.url, "style": "primary"},
         }
     ]

@@ -104,7 +104,8 @@ class SocketConnection:
 
 @dataclass
 class File:
-    """A file uploaded with files.uploadV2: asked for (getUploadURLExternal), sent, then shared (completeUploadExternal)."""
+    """A file uploaded with files.uploadV2: asked for (getUploadURLExternal), sent, then shared
+    (completeUploadExternal)."""
 
     id: str
     team_id: str
