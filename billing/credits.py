@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import limits, reports, settlement
-from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
+from billing.ledger import KINDS, apply_once, open_account, read_balance, read_existing_balance, utc
 from billing.limits import OverLimit, SpendingLimit
 from billing.metrics import CREDITS_GRANTED
 from billing.results import (
@@ -150,7 +150,7 @@ class Credits:
             existing = await _find_reservation(connection, reservation_id)
             if existing is not None:
                 return existing
-            balance, reserved = await read_balance(connection, team_id)
+            balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
 
     async def _open_account_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> None:
@@ -172,7 +172,7 @@ class Credits:
             .returning(accounts.c.team_id)
         )).first()
         if held is None:
-            balance, reserved = await read_balance(connection, team_id)
+            balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
         # Checked with the account row locked: the workspace's reservations are checked one at a time.
         over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
@@ -195,7 +195,7 @@ class Credits:
             balance = await self._grant_free_credits_once(connection, team_id, now)
             if balance is not None:
                 return GrantResult(applied=True, balance=balance)
-            current, _ = await read_balance(connection, team_id)
+            current, _ = await read_existing_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)
 
     async def _grant_free_credits_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> int | None:
@@ -315,7 +315,7 @@ class Credits:
                 if amount > 0:
                     CREDITS_GRANTED.labels(kind).inc(amount)  # counted once: a replayed grant is not applied
                 return GrantResult(applied=True, balance=balance)
-            current, _ = await read_balance(connection, team_id)
+            current, _ = await read_existing_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)
 
     # --- spending limits ------------------------------------------------------------------------

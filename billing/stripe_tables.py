@@ -95,7 +95,7 @@ async def merge_refund(conn: AsyncConnection, payment_intent: str, *, amount: in
 async def merge_dispute(conn: AsyncConnection, payment_intent: str, status: str, *, now: datetime) -> None:
     """Record a dispute's state. Closed (won/lost) is final: a late "created" never reopens it."""
     await _ensure_payment(conn, payment_intent, now)
-    replaceable = payments.c.dispute_status.is_(None)
+    replaceable: sa.ColumnElement[bool] = payments.c.dispute_status.is_(None)
     if status != DISPUTE_OPEN:
         replaceable = replaceable | (payments.c.dispute_status == DISPUTE_OPEN)
     await conn.execute(sa.update(payments).where(payments.c.payment_intent == payment_intent, replaceable)

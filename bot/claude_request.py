@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from bot.claude_stream import CHARS_PER_TOKEN
 from bot.history import Turn
@@ -21,7 +22,7 @@ def _cached(text: str) -> list[dict]:
 def build_claude_request(settings: Settings, prior: list[Turn], question: str) -> dict:
     """Breakpoints on the system prompt, the end of the earlier conversation and the new question, so
     that a follow-up reads everything before it from Anthropic's cache instead of paying for it again."""
-    messages = [{"role": turn.role, "content": turn.content} for turn in prior]
+    messages: list[dict[str, Any]] = [{"role": turn.role, "content": turn.content} for turn in prior]
     if messages:
         messages[-1]["content"] = _cached(messages[-1]["content"])
     messages.append({"role": "user", "content": _cached(question)})

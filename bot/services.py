@@ -98,7 +98,9 @@ class Services:
 
     async def checkout_link(self, team_id: str, user_id: str, credits: int) -> str | None:
         """A Checkout page for the pack of `credits` (after a failed auto-reload); None without Stripe or that pack."""
-        pack = find_pack(self.checkout.packs, credits) if self.checkout else None
+        if self.checkout is None:
+            return None
+        pack = find_pack(self.checkout.packs, credits)
         if pack is None:
             return None
         save_card_for = await self.reloads.customer_to_save_card(team_id, even_if_off=True) if self.reloads else None
@@ -137,6 +139,7 @@ def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, packs: li
             clock, notices):
     if not settings.stripe_enabled:
         return None, None, None
+    assert settings.public_url and settings.stripe_webhook_secret  # both are part of stripe_enabled
     client = build_stripe_client(settings, http)
     checkout = Checkout(
         engine,

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -232,7 +232,7 @@ class SlackScheduler:
     async def direct_message(self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None) -> str:
         """Post a message in the bot's DM with `user_id`; returns its ts."""
         channel = await self._dm_channel(client, user_id)
-        extra = {"blocks": blocks} if blocks else {}
+        extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
         return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
 
     async def upload_to_dm(self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str,

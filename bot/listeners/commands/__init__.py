@@ -72,8 +72,10 @@ async def _export(services: Services, context: AsyncBoltContext, team_id: str, u
     period = export_period(args, services.clock())
     if period is None:
         return {"response_type": "ephemeral", "text": f"I didn't understand the dates. {EXPORT_USAGE}"}
+    if not user_id:
+        return {"response_type": "ephemeral", "text": ADMINS_ONLY}
     try:
-        admin = bool(user_id) and await asyncio.wait_for(is_admin(context.client, user_id), REPLY_DEADLINE)
+        admin = await asyncio.wait_for(is_admin(context.client, user_id), REPLY_DEADLINE)
     except TimeoutError:
         admin = False
     if not admin:
