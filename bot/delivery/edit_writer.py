@@ -17,9 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.markdown import markdown_message, streaming_view
 from bot.delivery.writer_lane import WriterLane
-from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
-
 from bot.metrics import VISIBLE_LAG
+from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
 
 log = logging.getLogger(__name__)
 

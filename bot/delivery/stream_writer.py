@@ -26,9 +26,8 @@ from bot.delivery.call_lane import NORMAL, URGENT
 from bot.delivery.edit_writer import GONE_ERRORS, Checkpoint, MessageWriter
 from bot.delivery.markdown import streaming_view
 from bot.delivery.scheduler import SlackScheduler
-from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
-
 from bot.metrics import VISIBLE_LAG
+from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
 
 log = logging.getLogger(__name__)
 
