@@ -1,6 +1,8 @@
 # The two commands a newcomer needs:
 #   make run    install (first time, and again when pyproject.toml changes) and run the bot, configured by .env
 #   make test   install with the test extras (likewise) and run the test suite
+# and what CI checks besides the tests:
+#   make lint   ruff (lint, then formatting) and mypy, configured in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 
-.PHONY: run test migrate bench install
+.PHONY: run test lint migrate bench install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,11 @@ migrate: $(INSTALLED)
 
 test: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED_TEST)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(INSTALLED_TEST)
 	$(BIN)/python -m bench

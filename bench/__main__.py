@@ -39,7 +39,8 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--references", default=",".join(REFERENCES),
                         help="reference approaches to run beside the bot, or 'none' (default: all)")
     parser.add_argument("--reference-max-answers", type=int, default=20,
-                        help="skip the references in scenarios with more answers than this (default: %(default)s; at 100 they'd need 5+ minutes of Retry-After)")
+                        help="skip the references in scenarios with more answers than this (default: %(default)s; "
+                             "at 100 they'd need 5+ minutes of Retry-After)")
     parser.add_argument("--time-limit", type=float, default=240.0, help="seconds before an approach is cut off")
     parser.add_argument("--ramp", type=float, default=1.0, help="mentions arrive spread over this many seconds")
     parser.add_argument("--modes", default="auto,native,edit",
@@ -122,7 +123,8 @@ async def main(args: argparse.Namespace) -> None:
         print()
     print(f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
           f"mentions spread over {args.ramp:g} s; the bot in {args.processes} process(es) of its own"
-          f"{' sharing Redis' if args.processes > 1 else ''}, the fakes in the benchmark's; total {time.monotonic() - started:.0f} s.")
+          f"{' sharing Redis' if args.processes > 1 else ''}, the fakes in the benchmark's; "
+          f"total {time.monotonic() - started:.0f} s.")
 
 
 if __name__ == "__main__":

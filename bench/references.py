@@ -26,8 +26,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.delivery.markdown import streaming_view
-from bot.delivery.markdown import markdown_message
+from bot.delivery.markdown import markdown_message, streaming_view
 from bot.slack_errors import retry_after_seconds
 
 REFERENCES = ("every_delta", "every_20", "every_second", "chat_stream")
@@ -86,10 +85,7 @@ async def edit_loop(client: AsyncWebClient, channel: str, ts: str, state: Stream
     sent_deltas, last_sent = 0, -1e9
     while True:
         state.changed.clear()
-        if state.done:
-            delay = 0.0
-        else:
-            delay = policy(state.deltas - sent_deltas, loop.time() - last_sent)
+        delay = 0.0 if state.done else policy(state.deltas - sent_deltas, loop.time() - last_sent)
         if delay is None:
             await state.changed.wait()
             continue

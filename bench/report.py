@@ -118,7 +118,8 @@ def _ms(value: float | None) -> str:
 
 HEADER = (
     "| answers | approach | lag mean s | lag p95 s | bound s | ratio | calls/answer | 429s | inexact | "
-    "ack p50/p99 ms (sender's p99) | mention→first sign p50/p99 ms | mention→first words p50/p99 ms | first token→text p50/p95 ms | CPU ms/1k tok | "
+    "ack p50/p99 ms (sender's p99) | mention→first sign p50/p99 ms | mention→first words p50/p99 ms | "
+    "first token→text p50/p95 ms | CPU ms/1k tok | "
     "KB/answer | loop lag p99 ms |"
 )
 
@@ -127,10 +128,12 @@ def markdown_table(rows: list[Row]) -> str:
     lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
     for r in rows:
         inexact = f"{r.inexact}/{r.answers}" + (" (cut off)" if r.cut_off else "")
+        ack = f"{_ms(r.ack_p50)}/{_ms(r.ack_p99)} ({_ms(r.sender_ack_p99)})" if r.ack_p50 is not None else "–"
         lines.append(
             f"| {r.scenario} | {r.approach} | {_s(r.lag_mean)} | {_s(r.lag_p95)} | {_s(r.bound)} | {_s(r.ratio)} | "
             f"{_s(r.calls_per_answer, 1)} | {r.rate_limited} | {inexact} | "
-            f"{_ms(r.ack_p50) + '/' + _ms(r.ack_p99) + ' (' + _ms(r.sender_ack_p99) + ')' if r.ack_p50 is not None else '–'} | {_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | {_ms(r.first_words_p50)}/{_ms(r.first_words_p99)} | "
+            f"{ack} | "
+            f"{_ms(r.first_sign_p50)}/{_ms(r.first_sign_p99)} | {_ms(r.first_words_p50)}/{_ms(r.first_words_p99)} | "
             f"{_ms(r.first_text_p50)}/{_ms(r.first_text_p95)} | {_s(r.cpu_ms_per_1k_tokens, 0)} | "
             f"{_s(r.kb_per_answer, 0)} | {_ms(r.loop_lag_p99)} |"
         )

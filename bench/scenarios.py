@@ -288,8 +288,9 @@ async def run_references(world: World, scenario: Scenario, tag: str) -> list[Run
         for k, answer_id in enumerate(ids):
             channel = f"C{answer_id}"
             run.channels[answer_id] = channel
+            client = per_team[teams[k % len(teams)]]
 
-            async def one(k=k, answer_id=answer_id, channel=channel, client=per_team[teams[k % len(teams)]], run=run, kind=kind):
+            async def one(k=k, answer_id=answer_id, channel=channel, client=client, run=run, kind=kind):
                 await asyncio.sleep(k * world.options.ramp / scenario.answers)
                 run.sent_at[answer_id] = time.monotonic()
                 thread_ts = f"{1_700_000_000 + next(_ts)}.000100"

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from tests.fakes.anthropic import FakeAnthropic, Received, Script
 from tests.fakes.slack import FakeSlack
 
-
-_VOCABULARY = (
+_VOCABULARY = (  # noqa: SIM905  (a word list reads best as words)
     "the of and to a in is you that it for on with as this are be can your by or have from an not "
     "but all will if they which more when use one each about how there their then them these so "
     "some would other into has two like time make than first been its who now people my made over "
@@ -34,7 +33,7 @@ def answer_text(answer_id: str, words: int) -> str:
     """Prose-like text of `words` words, different for every answer, the same on every run."""
     rng = random.Random(answer_id)
     out = [f"Answer {answer_id}."]
-    for i in range(words - 2):
+    for _ in range(words - 2):
         word = rng.choice(_VOCABULARY)
         out.append(word + ("." if rng.random() < 0.08 else ""))
         if rng.random() < 0.02:

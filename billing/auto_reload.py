@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe.params import PaymentIntentCreateParams
 
 from billing.ledger import read_balance
 from billing.limits import period_start
@@ -95,7 +96,9 @@ class AutoReload:
             inserted = await conn.execute(insert_or_ignore(self._engine.dialect.name, auto_reload_settings, team_id=team_id, **values))
             if inserted.rowcount == 0:
                 await conn.execute(sa.update(auto_reload_settings).where(auto_reload_settings.c.team_id == team_id).values(**values))
-        return await self.rule(team_id)
+        rule = await self.rule(team_id)
+        assert rule is not None  # written just above
+        return rule
 
     async def disable(self, team_id: str) -> bool:
         async with self._engine.begin() as conn:
@@ -156,7 +159,7 @@ class AutoReload:
         if isinstance(reload, str):
             return reload
         reload_id, rule_row, pack = reload
-        params = {
+        params: PaymentIntentCreateParams = {
             "amount": pack.unit_amount, "currency": pack.currency, "customer": rule_row.customer_id,
             "payment_method": rule_row.payment_method, "off_session": True, "confirm": True,
             "description": f"Auto-reload: {pack.credits:,} credits",

@@ -107,7 +107,8 @@ async def _grant(credits: Credits, args: argparse.Namespace) -> int:
         return 1
     balance = await credits.balance(args.team_id)
     if result.applied:
-        text = f"{args.team_id}: {kind} of {args.amount:+,} credits; balance {balance.balance:,}, available {balance.available:,}"
+        text = (f"{args.team_id}: {kind} of {args.amount:+,} credits; "
+                f"balance {balance.balance:,}, available {balance.available:,}")
     else:
         text = (f"{args.team_id}: key {args.key!r} was granted before; nothing granted this time; "
                 f"balance {balance.balance:,}, available {balance.available:,}")
@@ -119,7 +120,8 @@ async def _grant(credits: Credits, args: argparse.Namespace) -> int:
 async def _balance(credits: Credits, args: argparse.Namespace) -> int:
     balance = await credits.balance(args.team_id)
     _emit(args, {"team_id": balance.team_id, "balance": balance.balance, "reserved": balance.reserved, "available": balance.available},
-          f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, available {balance.available:,}")
+          f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, "
+          f"available {balance.available:,}")
     return 0
 
 
@@ -181,6 +183,6 @@ def format_table(entries: list[LedgerEntry]) -> str:
     right_aligned = {0, 3, 4}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)])

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import limits, reports, settlement
+from billing.ledger import KINDS, apply_once, open_account, read_balance, read_existing_balance, utc
 from billing.limits import OverLimit, SpendingLimit
-from billing.ledger import KINDS, apply_once, open_account, read_balance, utc
 from billing.metrics import CREDITS_GRANTED
 from billing.results import (
     AnswerUsage,
@@ -34,10 +34,10 @@ from billing.results import (
     UsageSummary,
 )
 from billing.settlement import UnknownReservationError
+from billing.stripe_tables import checkout_sessions
 from billing.tables import credit_accounts as accounts
 from billing.tables import credit_ledger as ledger
 from billing.tables import credit_reservations as reservations
-from billing.stripe_tables import checkout_sessions
 from billing.tables import insert_once, spending_limits
 from config import BillingSettings
 
@@ -80,7 +80,8 @@ class Credits:
 
     @asynccontextmanager
     async def _transaction(self, connection: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
-        """The caller's transaction when it passes one (its other writes commit or fail with this one), else a new one."""
+        """The caller's transaction when it passes one (its other writes commit or fail with this one), else a
+        new one."""
         if connection is not None:
             yield connection
             return
@@ -149,7 +150,7 @@ class Credits:
             existing = await _find_reservation(connection, reservation_id)
             if existing is not None:
                 return existing
-            balance, reserved = await read_balance(connection, team_id)
+            balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
 
     async def _open_account_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> None:
@@ -171,7 +172,7 @@ class Credits:
             .returning(accounts.c.team_id)
         )).first()
         if held is None:
-            balance, reserved = await read_balance(connection, team_id)
+            balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
         # Checked with the account row locked: the workspace's reservations are checked one at a time.
         over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
@@ -229,7 +230,7 @@ class Credits:
             balance = await self._grant_free_credits_once(connection, team_id, now)
             if balance is not None:
                 return GrantResult(applied=True, balance=balance)
-            current, _ = await read_balance(connection, team_id)
+            current, _ = await read_existing_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)
 
     async def _grant_free_credits_once(self, connection: AsyncConnection, team_id: str, now: datetime) -> int | None:
@@ -349,7 +350,7 @@ class Credits:
                 if amount > 0:
                     CREDITS_GRANTED.labels(kind).inc(amount)  # counted once: a replayed grant is not applied
                 return GrantResult(applied=True, balance=balance)
-            current, _ = await read_balance(connection, team_id)
+            current, _ = await read_existing_balance(connection, team_id)
             return GrantResult(applied=False, balance=current)
 
     # --- spending limits ------------------------------------------------------------------------
@@ -404,7 +405,8 @@ class Credits:
             return await reports.breakdown(connection, team_id, since=limits.period_start("month", self._now()))
 
     async def answers_csv(self, team_id: str, *, since: datetime, until: datetime | None = None) -> str:
-        """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens, credits."""
+        """Every answer of the period as CSV (reports.EXPORT_COLUMNS): time (UTC), user, channel, model, tokens,
+        credits."""
         async with self.engine.connect() as connection:
             return await reports.answers_csv(connection, team_id, since=since, until=until)
 

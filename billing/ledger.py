@@ -144,3 +144,11 @@ async def read_balance(connection: AsyncConnection, team_id: str) -> tuple[int, 
         await connection.execute(sa.select(accounts.c.balance, accounts.c.reserved).where(accounts.c.team_id == team_id))
     ).first()
     return None if row is None else (row.balance, row.reserved)
+
+
+async def read_existing_balance(connection: AsyncConnection, team_id: str) -> tuple[int, int]:
+    """(balance, reserved) of a team whose account was opened before (accounts are never deleted)."""
+    found = await read_balance(connection, team_id)
+    if found is None:
+        raise LookupError(f"no credit account for team {team_id}")
+    return found

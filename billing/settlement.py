@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing.ledger import flag_low_balance, read_balance, record, utc
+from billing.ledger import flag_low_balance, read_existing_balance, record, utc
 from billing.results import AnswerUsage, Settlement
 from billing.tables import answer_usage
 from billing.tables import credit_accounts as accounts
@@ -81,7 +81,7 @@ async def _settle_closed(connection: AsyncConnection, reservation_id: str, charg
         if row is None:
             raise UnknownReservationError(f"no reservation {reservation_id}")
         # A released reservation stays free: release means Claude produced nothing we could charge for.
-        balance, _ = await read_balance(connection, row.team_id)
+        balance, _ = await read_existing_balance(connection, row.team_id)
         return Settlement(reservation_id, charged=row.charged or 0, balance_after=balance, low_balance=False, already_settled=True)
 
     # The sweeper gave the hold back, so the answer is paid from what is available now: never from

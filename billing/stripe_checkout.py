@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItem
 
 from billing.packs import CreditPack
 from billing.stripe_tables import OPEN, as_utc, checkout_requests, checkout_sessions, insert_or_ignore, utc_now
@@ -143,6 +144,7 @@ class Checkout:
                 )
             )
         log.info("Checkout session %s opened: team=%s user=%s credits=%d", session.id, team_id, user_id, pack.credits)
+        assert session.url is not None  # a hosted session has its page's URL until it completes
         return CheckoutLink(url=session.url, session_id=session.id)
 
     async def _pin_request(
@@ -183,13 +185,17 @@ class Checkout:
                 )
             )
 
-    def _session_params(self, team_id: str, user_id: str | None, pack: CreditPack, expires_at: datetime) -> dict:
+    def _session_params(
+        self, team_id: str, user_id: str | None, pack: CreditPack, expires_at: datetime
+    ) -> SessionCreateParams:
         metadata = {"team_id": team_id, "credits": str(pack.credits)}
         if user_id:
             metadata["user_id"] = user_id
+        line_item: SessionCreateParamsLineItem
         if pack.price_id:
             line_item = {"price": pack.price_id, "quantity": 1}
         else:
+            assert pack.unit_amount is not None  # a pack without a Stripe Price has an amount (billing/packs.py)
             line_item = {
                 "price_data": {
                     "currency": pack.currency,

@@ -3,7 +3,7 @@ statements that keep the payment facts monotonic."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -95,7 +95,7 @@ async def merge_refund(conn: AsyncConnection, payment_intent: str, *, amount: in
 async def merge_dispute(conn: AsyncConnection, payment_intent: str, status: str, *, now: datetime) -> None:
     """Record a dispute's state. Closed (won/lost) is final: a late "created" never reopens it."""
     await _ensure_payment(conn, payment_intent, now)
-    replaceable = payments.c.dispute_status.is_(None)
+    replaceable: sa.ColumnElement[bool] = payments.c.dispute_status.is_(None)
     if status != DISPUTE_OPEN:
         replaceable = replaceable | (payments.c.dispute_status == DISPUTE_OPEN)
     await conn.execute(sa.update(payments).where(payments.c.payment_intent == payment_intent, replaceable)
@@ -108,12 +108,12 @@ async def _ensure_payment(conn: AsyncConnection, payment_intent: str, now: datet
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a timezone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 auto_reload_settings = sa.Table(  # storage/migrations/versions/0008_auto_reload.py
     "auto_reload_settings",

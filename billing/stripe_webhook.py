@@ -30,8 +30,22 @@ from billing.auto_reload import AutoReload
 from billing.metrics import STRIPE_WEBHOOK_EVENTS
 from billing.results import GrantResult
 from billing.stripe_tables import (
-    DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, EXPIRED, FAILED, MISMATCH, OPEN, PAID, UNPAID, checkout_sessions, events,
-    insert_or_ignore, merge_dispute, merge_refund, payments, utc_now,
+    DISPUTE_LOST,
+    DISPUTE_OPEN,
+    DISPUTE_WON,
+    EXPIRED,
+    FAILED,
+    MISMATCH,
+    OPEN,
+    PAID,
+    UNPAID,
+    checkout_sessions,
+    events,
+    insert_or_ignore,
+    merge_dispute,
+    merge_refund,
+    payments,
+    utc_now,
 )
 from storage.errors import is_transient
 
@@ -211,13 +225,16 @@ class StripeWebhook:
             return result
 
         reload = await self._reloads.payment_succeeded(intent, grant)
-        if reload.granted is None or not reload.granted.applied:
+        granted = reload.granted
+        if granted is None or not granted.applied:
             return reload.outcome, []
+        team_id = reload.team_id
+        assert team_id is not None  # a granted reload names its workspace
         payment_intent = _required(intent, "id")
 
         async def notify() -> None:
             receipt = await self._receipt_url(payment_intent)
-            await self._notify.purchase_granted(reload.team_id, reload.user_id, reload.credits, reload.granted.balance, receipt)
+            await self._notify.purchase_granted(team_id, reload.user_id, reload.credits, granted.balance, receipt)
 
         return f"auto-reload granted {reload.credits} credits to {reload.team_id}", [notify]
 

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from bot.server import serve_forever
 
+        assert isinstance(settings, Settings)  # `serve` read the full Settings above
         asyncio.run(serve_forever(settings))
     except StartupError as error:
         return _report(error.problems)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
@@ -31,7 +32,7 @@ def build_bolt_app(services: Services) -> AsyncApp:
     installs = services.installs
     # Bolt hands every listener a client built from this one, so SLACK_API_URL reaches them all.
     client = services.slack_web_client(None if installs else settings.slack_bot_token)
-    oauth = {}
+    oauth: dict[str, Any] = {}
     if installs is not None:
         oauth = {
             "oauth_flow": installs.oauth_flow(lambda installation: welcome_installer(services, installation)),

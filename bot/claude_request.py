@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from bot.answer_settings import AnswerChoice
 from bot.attachments import ConversationFiles
@@ -40,7 +41,7 @@ def build_claude_request(settings: Settings, prior: list[Turn], question: str,
     that a follow-up reads everything before it from Anthropic's cache instead of paying for it again.
     Files go first in the turn that shared them, each named."""
     files = files or ConversationFiles()
-    messages = []
+    messages: list[dict[str, Any]] = []
     for turn in prior:
         blocks = [block for record in turn.files if (found := files.earlier.get(record.get("id", ""))) for block in found.blocks]
         messages.append({"role": turn.role, "content": _content(turn.content, blocks)})

@@ -144,7 +144,8 @@ async def read_thread_from_slack(
         log.warning("could not read thread %s in %s (%s)", thread_ts, channel, error.__class__.__name__)
         return None
     turns = []
-    for message in response.get("messages", []):
+    messages: list[dict] = response.get("messages", [])
+    for message in messages:
         files = _file_records(message)
         if message.get("ts") == before_ts or not (message.get("text") or files):
             continue

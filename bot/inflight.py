@@ -172,7 +172,7 @@ class AnswerJournal:
                            thread: tuple[str, str, str] | None = None) -> int:
         """Ask whichever process writes the answer (`record_id`) or the answers of a thread (team, channel,
         thread_ts) to stop; how many answers were asked."""
-        where = [records.c.stop_requested_by.is_(None), records.c.settled.is_(False)]
+        where: list[sa.ColumnElement[bool]] = [records.c.stop_requested_by.is_(None), records.c.settled.is_(False)]
         if record_id is not None:
             where.append(records.c.id == record_id)
         if thread is not None:

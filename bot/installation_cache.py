@@ -83,9 +83,8 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
     async def _find(self, key: Key) -> Bot | None:
         enterprise_id, team_id, is_enterprise_install = key
         generation = self._generation
-        finder = self._finder or super()
-        bot = await finder.async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
-                                          is_enterprise_install=is_enterprise_install)
+        find_bot = self._finder.async_find_bot if self._finder else super().async_find_bot
+        bot = await find_bot(enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install)
         if bot is not None and self._may_keep(bot) and generation == self._generation:  # no change of ours meanwhile
             self._bots[key] = (bot, self._clock())
         else:

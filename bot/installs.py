@@ -81,6 +81,7 @@ class Installs:
         self.states = OneTimeStateStore(expiration_seconds=STATE_TTL_SECONDS, engine=engine, logger=log)
         self._engine = engine
         self._clock = clock
+        assert self.client_id and self.client_secret  # OAuth mode (settings.oauth_enabled) has both
         self._rotator = AsyncTokenRotator(client_id=self.client_id, client_secret=self.client_secret, client=self.client)
         self._known_org_workspaces: set[tuple[str, str]] = set()
         # GovSlack and the test fake serve the authorize page next to their Web API.

@@ -88,9 +88,9 @@ def is_user_message(event: dict) -> bool:
 def workspace_id(context_team_id: str | None, body: dict) -> str:
     """The workspace a request comes from, which is what credits and history are kept per. Bolt's
     context has no team id for an org-wide install on Enterprise Grid; the payload still names it."""
-    event = body.get("event") if isinstance(body.get("event"), dict) else {}
-    team = body.get("team") if isinstance(body.get("team"), dict) else {}
-    user = body.get("user") if isinstance(body.get("user"), dict) else {}
-    view = event.get("view") if isinstance(event.get("view"), dict) else {}
+    event = body["event"] if isinstance(body.get("event"), dict) else {}
+    team = body["team"] if isinstance(body.get("team"), dict) else {}
+    user = body["user"] if isinstance(body.get("user"), dict) else {}
+    view = event["view"] if isinstance(event.get("view"), dict) else {}
     candidates = (context_team_id, body.get("team_id"), team.get("id"), user.get("team_id"), view.get("team_id"), event.get("team"))
     return next((c for c in candidates if isinstance(c, str) and c), "")

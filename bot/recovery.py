@@ -1,9 +1,9 @@
 """Finishing answers nobody is working on any more: their process died, or their task gave up.
 
 For each such record (bot/inflight.py) the hold is settled for what the record says was consumed
-when text was shown (never more than the hold, never free), or released when nothing was; then the reply is made final in Slack: the
-text it showed stays, without the cursor, followed by a notice that the answer was interrupted and how
-to ask again. A question that had no message yet gets that notice as its reply. An answer that was
+when text was shown (never more than the hold, never free), or released when nothing was; then the reply is made
+final in Slack: the text it showed stays, without the cursor, followed by a notice that the answer was interrupted
+and how to ask again. A question that had no message yet gets that notice as its reply. An answer that was
 already settled only lacked its final text, which the record holds: it is shown as it would have been.
 """
 
@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from billing import AnswerUsage
 from bot import user_messages as say
-from bot.delivery import URGENT, MESSAGE_LIMIT, split_markdown
+from bot.delivery import MESSAGE_LIMIT, URGENT, split_markdown
 from bot.delivery.edit_writer import MessageWriter
 from bot.delivery.markdown import close_fence, open_fence
 from bot.inflight import InFlight

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 import socket
-import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -28,6 +29,9 @@ from bot.services import EVENT_CLAIM_RETENTION, Services, build_services, utc_no
 from bot.startup import StartupError, confirm_slack_token, reach_database, summary
 from config import Settings
 from storage import is_transient
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
 def oauth_routes(bolt: AsyncApp) -> list[web.RouteDef]:
     """OAuth mode: the "Add to Slack" page and the redirect that completes an install (Bolt checks the state)."""
     flow = bolt.oauth_flow
+    assert flow is not None  # OAuth mode
 
     async def install(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await flow.handle_installation(await to_bolt_request(request)))
@@ -158,7 +163,7 @@ class RunningBot:
     runner: web.AppRunner
     port: int
     background: list[asyncio.Task] = field(default_factory=list)
-    socket_mode: object | None = None
+    socket_mode: AsyncSocketModeHandler | None = None
 
     async def stop(self) -> None:
         """Stop taking requests, let answers in progress finish (or wrap them up), then close."""

@@ -14,7 +14,20 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import UnknownModelError, AutoReload, Checkout, CreditPack, Credits, find_pack, Pricing, StripeWebhook, build_pricing, build_stripe_client, load_prices, parse_credit_packs
+from billing import (
+    AutoReload,
+    Checkout,
+    CreditPack,
+    Credits,
+    Pricing,
+    StripeWebhook,
+    UnknownModelError,
+    build_pricing,
+    build_stripe_client,
+    find_pack,
+    load_prices,
+    parse_credit_packs,
+)
 from bot.answer_settings import AnswerChoice, AnswerSettings
 from bot.background import BackgroundTasks
 from bot.delivery import DeliveryLimits, SlackSchedulers
@@ -115,7 +128,9 @@ class Services:
 
     async def checkout_link(self, team_id: str, user_id: str, credits: int) -> str | None:
         """A Checkout page for the pack of `credits` (after a failed auto-reload); None without Stripe or that pack."""
-        pack = find_pack(self.checkout.packs, credits) if self.checkout else None
+        if self.checkout is None:
+            return None
+        pack = find_pack(self.checkout.packs, credits)
         if pack is None:
             return None
         save_card_for = await self.reloads.customer_to_save_card(team_id, even_if_off=True) if self.reloads else None
@@ -154,6 +169,7 @@ def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, packs: li
             clock, notices):
     if not settings.stripe_enabled:
         return None, None, None
+    assert settings.public_url and settings.stripe_webhook_secret  # both are part of stripe_enabled
     client = build_stripe_client(settings, http)
     checkout = Checkout(
         engine,

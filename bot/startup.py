@@ -47,7 +47,9 @@ def read_settings(kind: type[S]) -> S:
     try:
         settings, problems = load_settings(kind), []
     except ConfigError as error:
-        settings, problems = error.fallback, list(error.problems)  # type: ignore[assignment]
+        # load_settings' fallback is `kind` read with its bad settings at their defaults, or None
+        settings = error.fallback if isinstance(error.fallback, kind) else None
+        problems = list(error.problems)
     if isinstance(settings, BillingSettings):
         problems += [problem for problem in billing_problems(settings) if problem not in problems]
     if problems or settings is None:

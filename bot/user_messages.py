@@ -17,11 +17,17 @@ HELP = (
 )
 
 _FAILURES = {
-    Failure.RATE_LIMITED: "Claude is receiving too many requests right now, so I couldn't finish. Please try again in a minute.",
+    Failure.RATE_LIMITED: (
+        "Claude is receiving too many requests right now, so I couldn't finish. Please try again in a minute."
+    ),
     Failure.OVERLOADED: "Claude is overloaded right now, so I couldn't finish. Please try again in a few minutes.",
     Failure.UNAVAILABLE: "I couldn't reach Claude just now. Please try again in a few minutes.",
-    Failure.REJECTED: "Claude couldn't process this request (it may be too long). Try a shorter question or start a new thread.",
-    Failure.MISCONFIGURED: "The bot's connection to Claude isn't set up correctly. Please let the person who runs this bot know.",
+    Failure.REJECTED: (
+        "Claude couldn't process this request (it may be too long). Try a shorter question or start a new thread."
+    ),
+    Failure.MISCONFIGURED: (
+        "The bot's connection to Claude isn't set up correctly. Please let the person who runs this bot know."
+    ),
     Failure.INTERRUPTED: "The answer was interrupted before it was finished. Please ask again.",
 }
 
@@ -111,7 +117,8 @@ def over_limit(over) -> str:
     return (
         f"This question would go over {whose} of *{limit.credits:,}* credits {PER_PERIOD[limit.period]}: "
         f"{over.used:,} used {THIS_PERIOD[limit.period]}, and an answer can cost up to {over.needed:,}. "
-        f"It resets at {over.resets_at:%H:%M} UTC on {over.resets_at:%b %-d} (limits count calendar days and months in UTC). "
+        f"It resets at {over.resets_at:%H:%M} UTC on {over.resets_at:%b %-d} "
+        "(limits count calendar days and months in UTC). "
         "A workspace admin can change it with `/credits limit`."
     )
 

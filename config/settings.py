@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -185,7 +186,7 @@ class Settings(BillingSettings):
         return bool(self.slack_client_id and self.slack_client_secret and not self.slack_bot_token)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     name = str(error["loc"][0]).upper() if error.get("loc") else ""
     if error["type"] == "missing":
         return f"{name} is required"
@@ -195,11 +196,15 @@ def _describe(error: dict) -> str:
     return f"{name} is invalid: {message}"
 
 
-def load_settings(kind: type[S] = Settings, **overrides) -> S:
+@overload
+def load_settings(kind: type[S], **overrides: Any) -> S: ...
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+def load_settings(kind: type[StorageSettings] = Settings, **overrides: Any) -> StorageSettings:
     """Read the settings once; raise ConfigError naming every bad setting, one line each."""
     problems: list[str] = []
     try:
-        settings: S | None = kind(**overrides)
+        settings: StorageSettings | None = kind(**overrides)
     except ValidationError as exc:
         problems = list(dict.fromkeys(_describe(error) for error in exc.errors()))
         settings = _with_defaults(kind, exc.errors(), overrides)

@@ -32,11 +32,10 @@ class BotProcess:
 
     async def start(self, timeout: float = 30.0) -> None:
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **self.environment}
-        log = open(self.log_path, "ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bot"], cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bot"], cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as http:
             while True:

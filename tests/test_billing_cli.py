@@ -97,7 +97,7 @@ async def test_a_grant_with_a_key_is_applied_once_and_the_second_says_so(run_cli
     assert json.loads(first[1]) == {"team_id": TEAM, "applied": True, "kind": "grant", "amount": 250, "key": "contract-42",
                                     "balance": 250, "reserved": 0, "available": 250}
     assert "'contract-42' was granted before; nothing granted" in again[1] and "balance 250" in again[1]
-    code, out, _ = await run_cli("history", TEAM, "--json")
+    _code, out, _ = await run_cli("history", TEAM, "--json")
     assert [(entry["amount"], entry["external_id"]) for entry in json.loads(out)] == [(250, "contract-42")]
 
 

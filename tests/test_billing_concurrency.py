@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from billing import Credits, Insufficient, Reservation
 from billing.tables import credit_ledger, credit_reservations
-
 from tests.clocks import Clock
 
 pytestmark = pytest.mark.billing

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from billing import Credits, GrantResult, Insufficient, Reservation, UnknownReservationError
 from billing.tables import credit_ledger
-
 from tests.clocks import Clock
 
 pytestmark = pytest.mark.billing

@@ -10,7 +10,6 @@ import pytest
 
 from billing import Credits, OverLimit, Reservation, SpendingLimit
 from billing.limits import period_end, period_start
-
 from tests.clocks import Clock
 
 pytestmark = pytest.mark.billing

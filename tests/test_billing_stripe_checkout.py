@@ -12,7 +12,13 @@ from billing.packs import CreditPack, parse_credit_packs
 from billing.stripe_checkout import Checkout, CheckoutError, build_stripe_client
 from tests.fakes.stripe import FakeStripe
 from tests.test_billing_stripe_harness import (  # noqa: F401  (stripe_harness is a fixture)
-    PUBLIC_URL, SECRET_KEY, TEAM, USER, billing_settings, session_row, stripe_harness,
+    PUBLIC_URL,
+    SECRET_KEY,
+    TEAM,
+    USER,
+    billing_settings,
+    session_row,
+    stripe_harness,
 )
 
 pytestmark = pytest.mark.billing

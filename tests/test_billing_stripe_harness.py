@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -50,7 +50,7 @@ class RecordingNotifier:
 
 @dataclass
 class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __call__(self) -> datetime:
         return self.now
@@ -76,7 +76,7 @@ class StripeHarness:
                                                   request_key=request_key)
 
     async def deliver(self, event: dict | bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
-                      signature: str | None | bool = True) -> tuple[int, str]:
+                      signature: str | bool | None = True) -> tuple[int, str]:
         """POST an event to /stripe/webhook the way Stripe does; signature=None sends no header."""
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}

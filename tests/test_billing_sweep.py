@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 
 from billing import Credits, Reservation
-
 from tests.clocks import Clock
 
 pytestmark = pytest.mark.billing

@@ -176,7 +176,7 @@ async def test_killed_while_thinking_the_next_process_says_so_and_charges_nothin
 
 
 async def test_a_question_killed_before_its_placeholder_still_gets_a_reply(world):
-    slack, claude, _, new_process, _, database_url = world
+    slack, _claude, _, new_process, _, database_url = world
     first = new_process("first")
     await first.start()
     h = harness_for(world, first)
@@ -193,14 +193,14 @@ async def test_a_question_killed_before_its_placeholder_still_gets_a_reply(world
     await second.start()
     final = await wait_for(lambda: slack.thread("CBUSY", sent.ts), SWEEP + 5, "a reply to the second question")
     assert slack.visible_markdown(final[0]) == say.NOT_ANSWERED_BY_RESTART
-    status, charged, usage, problems, _ = await ledger_of(database_url, f"answer:{TEAM}:{sent.event_id}")
+    status, _charged, usage, problems, _ = await ledger_of(database_url, f"answer:{TEAM}:{sent.event_id}")
     assert (status, usage, problems) == ("released", [], [])
 
 
 async def test_a_reply_waiting_for_its_turn_keeps_its_true_reason_across_a_restart(world):
     """The workspace has no credits and the channel is busy: the process dies while the "no credits" reply
     waits for the channel. The next process posts that reply, not "ask again"."""
-    slack, claude, _, new_process, _, database_url = world
+    slack, claude, _, new_process, _, _database_url = world
     first = new_process("first", FREE_CREDITS="0")
     await first.start()
     h = harness_for(world, first)

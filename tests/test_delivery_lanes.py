@@ -1,11 +1,11 @@
-"""The workspace budgets and their lanes, driven with stand-in writers and calls (the real ones are covered end to end)."""
+"""The workspace budgets and their lanes, driven with stand-in writers and calls (the real ones are covered end to
+end)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-
-import math
+from itertools import pairwise
 
 from bot.delivery.budgets import Budget, Limit, PacedBudget, SlidingWindow, paced_budget
 from bot.delivery.call_lane import NORMAL, URGENT, CallLane
@@ -99,7 +99,7 @@ async def test_many_writers_never_exceed_the_budget_and_each_keeps_its_interval(
         assert len(in_window) <= 6, "more edits in one window than the budget"
     for writer in writers:
         assert writer.overlaps == 0, "edits of one message must never run concurrently"
-        gaps = [b - a for a, b in zip(writer.edits, writer.edits[1:])]
+        gaps = [b - a for a, b in pairwise(writer.edits)]
         assert all(gap >= 0.05 - 0.005 for gap in gaps)
     assert all(writer.edits for writer in writers), "every message gets a turn"
 
@@ -147,7 +147,7 @@ def test_paced_budget_never_exceeds_the_limit_in_any_window_even_when_spent_gree
     for i, start in enumerate(taken):
         assert len([t for t in taken[i:] if t < start + 60]) <= 50
     steady = taken[5:]
-    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    gaps = [b - a for a, b in pairwise(steady)]
     assert max(gaps) < 60 / 45 + 0.06, "after the burst, edits are evenly spaced: no stall"
     assert len(taken) >= 5 + 45 * 5 - 2, "and the whole sustainable budget is spent"
 
@@ -172,7 +172,7 @@ async def test_workspace_edits_are_spread_evenly_instead_of_burst_then_stall():
     every_edit = sorted(t for writer in writers for t in writer.edits)
     for i, start in enumerate(every_edit):
         assert len([t for t in every_edit[i:] if t < start + 1.0 - 0.01]) <= 20
-    gaps = [b - a for a, b in zip(every_edit[5:], every_edit[6:])]
+    gaps = [b - a for a, b in pairwise(every_edit[5:])]
     assert max(gaps) < 0.3, f"no stall while messages wait (longest gap {max(gaps):.2f}s)"
     assert min(gaps) > 1 / 18 - 0.01, "and no bursts after the first texts"
 
@@ -221,7 +221,7 @@ async def test_calls_wait_their_turn_in_order_and_none_is_dropped():
     await asyncio.gather(*(post(f"p{i}") for i in range(6)))
     assert [name for name, _ in started] == [f"p{i}" for i in range(6)], "first come, first served"
     times = [at - begin for _, at in started]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert min(gaps) >= 0.15 - 0.01, f"paced: {gaps}"
     assert channel.waiting == 0
 

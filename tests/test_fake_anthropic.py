@@ -59,9 +59,8 @@ async def client(fake):
 
 async def post(fake: FakeAnthropic, path: str, body: object, headers: dict | None = None) -> tuple[int, dict, str]:
     headers = {"x-api-key": "test", "anthropic-version": "2023-06-01"} if headers is None else headers
-    async with aiohttp.ClientSession() as session:
-        async with session.post(fake.base_url + path, json=body, headers=headers) as resp:
-            return resp.status, dict(resp.headers), await resp.text()
+    async with aiohttp.ClientSession() as session, session.post(fake.base_url + path, json=body, headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.text()
 
 
 def sse_events(raw: str) -> list[tuple[str, str]]:
@@ -245,7 +244,7 @@ async def test_prefix_below_the_minimum_is_not_cached(client):
 async def test_client_closing_the_stream_marks_the_request_cancelled(fake, client):
     fake.enqueue(Script(text="word " * 50, delta_chars=5, delay=0.02))
     async with client.messages.stream(model=MODEL, max_tokens=500, messages=QUESTION) as stream:
-        async for delta in stream.text_stream:
+        async for _delta in stream.text_stream:
             assert fake.open_streams == 1
             break
     await fake.wait_for_idle(timeout=1)

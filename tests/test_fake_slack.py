@@ -290,7 +290,7 @@ async def test_streams_are_refused_where_slack_refuses_them(make):
 
 
 async def test_each_streaming_method_has_its_own_budget(make):
-    fake, client = await make(stream_starts_per_minute=2, stream_appends_per_minute=3, post_burst=10)
+    _fake, client = await make(stream_starts_per_minute=2, stream_appends_per_minute=3, post_burst=10)
     ts = [(await client.chat_startStream(channel="D1", thread_ts=f"{n}.0", markdown_text="a"))["ts"] for n in range(2)]
     with pytest.raises(SlackApiError) as raised:
         await client.chat_startStream(channel="D1", thread_ts="9.0", markdown_text="a")

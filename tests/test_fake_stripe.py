@@ -84,11 +84,13 @@ async def test_expires_at_outside_stripes_window_is_refused(client):
 
 
 async def test_wrong_key_is_a_401_in_stripes_error_shape(fake):
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{fake.api_base}/v1/checkout/sessions", headers={"Authorization": "Bearer nope"}) as response:
-            assert response.status == 401
-            assert response.headers["Request-Id"].startswith("req_")
-            body = await response.json()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{fake.api_base}/v1/checkout/sessions", headers={"Authorization": "Bearer nope"}) as response,
+    ):
+        assert response.status == 401
+        assert response.headers["Request-Id"].startswith("req_")
+        body = await response.json()
     assert body["error"]["type"] == "invalid_request_error"
     assert "Invalid API Key" in body["error"]["message"]
 

@@ -52,3 +52,9 @@ def test_make_run_installs_once_without_test_extras_and_again_only_after_pyproje
 
 def test_make_test_installs_the_test_extras(project):
     assert 'pip install --quiet -e ".[test]"' in dry_run(project, "test")
+
+
+def test_make_lint_runs_ruff_and_mypy_from_the_test_extras(project):
+    lint = dry_run(project, "lint")
+    assert 'pip install --quiet -e ".[test]"' in lint
+    assert "ruff check ." in lint and "ruff format --check ." in lint and "mypy" in lint

@@ -29,7 +29,7 @@ def test_split_prefers_paragraph_boundaries():
 
 
 def test_split_prefers_a_line_when_no_paragraph_fits():
-    text = "\n".join(["line %02d words here" % i for i in range(12)])
+    text = "\n".join([f"line {i:02d} words here" for i in range(12)])
     pieces = split_markdown(text, limit=120)
     assert all(len(piece) <= 120 for piece in pieces)
     assert "\n".join(pieces) == text

@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 
 import aiohttp
-import pytest
 
 from bench.measure import AnswerTrace, mean, shown_prefix, visible_lags
 from bench.world import TimedAnthropic, answer_text, question_for, script_for

@@ -11,7 +11,7 @@ import pytest
 from bot import user_messages as say
 from bot.surfaces.answer_controls import FEEDBACK_ACTION
 from tests.fakes.anthropic import Script
-from tests.harness import BOT_USER, TEAM
+from tests.harness import TEAM
 
 ANSWER = " ".join(f"word{i}" for i in range(120))
 
@@ -45,7 +45,7 @@ async def test_a_native_answer_starts_with_the_first_words_grows_and_stops_with_
     assert start.params["markdown_text"] and ANSWER.startswith(start.params["markdown_text"]), "the first words, no wait"
     appends = h.slack.calls_to("chat.appendStream")
     assert len(appends) >= 3, "it grows while Claude writes"
-    (stop,) = h.slack.calls_to("chat.stopStream")
+    (_stop,) = h.slack.calls_to("chat.stopStream")
     assert [e["action_id"] for e in feedback_of(message)] == [FEEDBACK_ACTION]
     assert h.slack.calls_to("chat.update") == [] and h.slack.calls_to("chat.postMessage") == []
     session = h.slack.sessions[("C0001", sent.ts)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from itertools import pairwise
 
 from bot.delivery.markdown import CURSOR
 from tests.fakes.anthropic import Script
@@ -27,7 +28,7 @@ async def test_each_message_is_edited_at_most_once_per_interval_and_ends_exact(s
     assert h.reply_text("C0001", sent.ts) == WORDS
     (times,) = edits_by_message(h.slack).values()
     assert len(times) >= 3
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
     assert min(gaps) >= 0.3 - 0.005, gaps
     assert len(times) < len(WORDS) // 10, "intermediate states are skipped, not queued"
 

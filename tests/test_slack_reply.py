@@ -22,7 +22,7 @@ async def test_text_arriving_while_a_continuation_is_posted_is_neither_lost_nor_
         assert len(shown) >= 5
         assert all(CURSOR not in text for text in shown), shown
         assert all(len(text) <= 100 for text in shown)
-        assert " ".join(shown).split() == words + ["NOTICE"]
+        assert " ".join(shown).split() == [*words, "NOTICE"]
 
 
 async def test_a_continuation_slack_refuses_stops_the_answer_instead_of_hiding_the_failure():

@@ -70,7 +70,7 @@ def test_platform_database_urls_get_the_async_driver():
         "postgresql+asyncpg://u:p@h/d?ssl=require"
     assert load_settings(**base, database_url="postgresql://u@h/d?ssl=require").database_url == \
         "postgresql+asyncpg://u@h/d?ssl=require"
-    with pytest.raises(ConfigError, match="DATABASE_URL.*sslmode"):
+    with pytest.raises(ConfigError, match=r"DATABASE_URL.*sslmode"):
         load_settings(**base, database_url="postgresql://u@h/d?sslmode=sometimes")
 
 

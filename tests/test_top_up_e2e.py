@@ -81,7 +81,7 @@ async def test_credits_buy_command_does_what_the_button_does(start_bot_on_each_d
     assert session["amount_total"] == 1800 and session["metadata"]["credits"] == "2000"
     assert checkout_url(h.last_response()) == session["url"]
 
-    _, unknown = await h.command("/credits", "buy 7")
+    _, _unknown = await h.command("/credits", "buy 7")
     await h.responses(2)
     assert "no pack of 7 credits" in h.last_response()["text"]
 

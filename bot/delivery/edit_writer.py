@@ -16,10 +16,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.markdown import markdown_message, streaming_view
-from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
 from bot.delivery.writer_lane import WriterLane
-
 from bot.metrics import VISIBLE_LAG
+from bot.slack_errors import is_transient_slack_error, retry_after_seconds, slack_error
 
 log = logging.getLogger(__name__)
 

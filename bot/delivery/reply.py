@@ -84,7 +84,7 @@ class SlackReply:
         self._posting: asyncio.Task | None = None  # a continuation being opened
         # Set when the reply can no longer be written: deleted by the user, or Slack refused a message.
         self.gone = asyncio.Event()
-        self._gone_callbacks: list[Callable[[], None]] = []
+        self._gone_callbacks: list[Callable[[], object]] = []
         self.stopped_by_user = False
         self._stopped_callbacks: list[Callable[[], None]] = []
 
@@ -102,7 +102,7 @@ class SlackReply:
         """Whether any message of the reply was streamed natively."""
         return any(isinstance(writer, StreamWriter) and writer.ts for writer in self._writers)
 
-    def on_gone(self, callback: Callable[[], None]) -> None:
+    def on_gone(self, callback: Callable[[], object]) -> None:
         if self.gone.is_set():
             callback()
         else:
@@ -145,8 +145,9 @@ class SlackReply:
     async def _open(self, *, placeholder: str = "", priority: int = URGENT) -> Writer:
         """A new message holding the text there is when Slack takes it; raises when Slack refuses it."""
         try:
+            writer: Writer
             if self._streams_now():
-                writer: Writer = self._new_stream_writer()
+                writer = self._new_stream_writer()
                 self._writers.append(writer)
                 await writer.open()
             else:
@@ -189,13 +190,14 @@ class SlackReply:
         )
 
     def _checkpoint_for(self):
-        if self._journal is None:
+        journal = self._journal
+        if journal is None:
             return None
         position = len(self._writers)  # the writer about to be added
 
         async def checkpoint(text: str) -> None:
             if len(self._writers) == position + 1:  # only the last message's text is the reply's current text
-                await self._journal.shown(self.messages, text)
+                await journal.shown(self.messages, text)
 
         return checkpoint
 

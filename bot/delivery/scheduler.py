@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -191,7 +191,7 @@ class SlackScheduler:
                 # Several budgets are taken in one fixed order, so that two calls never wait for each other.
                 granted = [
                     await turns.enter_async_context(lane.turn(priority, place=place))
-                    for lane, place in zip(self._lanes_for(method, channel), places)
+                    for lane, place in zip(self._lanes_for(method, channel), places, strict=True)
                 ]
                 try:
                     return await api(**arguments, **(at_turn() if at_turn else {}))
@@ -232,7 +232,7 @@ class SlackScheduler:
     async def direct_message(self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None) -> str:
         """Post a message in the bot's DM with `user_id`; returns its ts."""
         channel = await self._dm_channel(client, user_id)
-        extra = {"blocks": blocks} if blocks else {}
+        extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
         return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
 
     async def upload_to_dm(self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str,

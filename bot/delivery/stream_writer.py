@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,9 +26,8 @@ from bot.delivery.call_lane import NORMAL, URGENT
 from bot.delivery.edit_writer import GONE_ERRORS, Checkpoint, MessageWriter
 from bot.delivery.markdown import streaming_view
 from bot.delivery.scheduler import SlackScheduler
-from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
-
 from bot.metrics import VISIBLE_LAG
+from bot.slack_errors import retry_after_seconds, slack_error, surely_not_done
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class StreamWriter:
     ):
         self.channel = channel
         self.thread_ts = thread_ts
-        self._recipient = {"recipient_team_id": recipient_team_id, "recipient_user_id": recipient_user_id}
+        self._recipient: dict[str, Any] = {"recipient_team_id": recipient_team_id, "recipient_user_id": recipient_user_id}
         self._client = client
         self._scheduler = scheduler
         self._source = source
@@ -139,6 +139,7 @@ class StreamWriter:
         delta = text[self._sent:]
         if not delta or not self._streaming or self.final:
             return None  # once final, the stop carries the rest
+        assert self.ts is not None  # streaming: the stream was opened
         self._appended.clear()  # before anything awaits: the stop must wait for this append
         waiting_since = self._waiting_since
         await self._record(text)
@@ -223,6 +224,7 @@ class StreamWriter:
             self._edit.touch()
 
     def _new_edit_writer(self) -> MessageWriter:
+        assert self.ts is not None  # the message of the stream, or the one posted instead
         return MessageWriter(
             self._client, self._scheduler.edits, channel=self.channel, ts=self.ts, source=self._source,
             on_gone=self._on_gone, checkpoint=self._checkpoint, live_blocks=self._live_blocks, clock=self._clock,
@@ -269,10 +271,14 @@ class StreamWriter:
         """End the stream with the rest of the text; False when it must be finished by an edit instead."""
         rest = markdown[self._sent:]
         await self._record(markdown)
+        extra: dict[str, Any] = {}
+        if rest:
+            extra["markdown_text"] = rest
+        if blocks:
+            extra["blocks"] = blocks
         try:
             await self._scheduler.call(
-                self._client, "chat.stopStream", channel=self.channel, ts=self.ts, priority=URGENT,
-                **({"markdown_text": rest} if rest else {}), **({"blocks": blocks} if blocks else {}),
+                self._client, "chat.stopStream", channel=self.channel, ts=self.ts, priority=URGENT, **extra
             )
         except SlackApiError as error:
             code = slack_error(error)

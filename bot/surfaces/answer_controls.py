@@ -91,5 +91,5 @@ class FeedbackStore:
         c = answer_feedback.c
         query = sa.select(c.rating, sa.func.count()).where(c.team_id == team_id, c.updated_at >= since).group_by(c.rating)
         async with self._engine.connect() as connection:
-            found = dict((await connection.execute(query)).all())
+            found: dict[str, int] = dict((await connection.execute(query)).all())
         return FeedbackCounts(good=found.get("good", 0), bad=found.get("bad", 0))

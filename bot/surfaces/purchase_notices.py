@@ -40,7 +40,8 @@ class SlackPurchaseNotices:
             await self._dm(
                 team_id,
                 user_id,
-                f"✅ Thank you! {credits:,} credits were added to this workspace. The balance is now {balance:,} credits.{receipt}",
+                f"✅ Thank you! {credits:,} credits were added to this workspace. "
+                f"The balance is now {balance:,} credits.{receipt}",
             )
         finally:
             # The buyer most likely paid from the Home tab: show the new balance there too.

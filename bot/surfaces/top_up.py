@@ -7,8 +7,8 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import CheckoutError, CreditPack, find_pack
-from bot.surfaces.admins import is_admin
 from bot.services import Services
+from bot.surfaces.admins import is_admin
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ async def _checkout_message(
     blocks = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an hour; the credits arrive with a DM once Stripe confirms the payment."},
+            "text": {"type": "mrkdwn", "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an "
+                     "hour; the credits arrive with a DM once Stripe confirms the payment."},
             "accessory": {"type": "button", "action_id": "open_checkout", "text": {"type": "plain_text", "text": "Pay with Stripe"}, "url": link.url, "style": "primary"},
         }
     ]

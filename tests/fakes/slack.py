@@ -27,8 +27,9 @@ import re
 import time
 import zlib
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -802,8 +803,8 @@ class FakeSlack:
                 raise SlackError("invalid_blocks")
             for block in blocks:
                 if (not isinstance(block, dict) or not block.get("type")
-                        or block["type"] == "markdown" and not block.get("text")
-                        or block["type"] == "section" and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_CHARS):
+                        or (block["type"] == "markdown" and not block.get("text"))
+                        or (block["type"] == "section" and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_CHARS)):
                     raise SlackError("invalid_blocks")
             if sum(len(b["text"]) for b in blocks if b["type"] == "markdown") > self.max_markdown_chars:
                 raise SlackError("msg_too_long")
@@ -875,8 +876,8 @@ class FakeSlack:
             text, blocks = "", None
         else:
             # Like Slack: a field left out keeps the message's previous value; `blocks: []` removes them.
-            text = params["text"] if "text" in params else message.text
-            blocks = params["blocks"] if "blocks" in params else message.blocks
+            text = params.get("text", message.text)
+            blocks = params.get("blocks", message.blocks)
         self._check_content(params, blocks=blocks, text=text)
         message.text, message.blocks = text, blocks or None
         message.markdown_text = params.get("markdown_text")

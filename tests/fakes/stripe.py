@@ -253,7 +253,8 @@ class FakeStripe:
         return _json(200, session)
 
     async def _retrieve_payment_intent(self, request: web.Request) -> web.Response:
-        """A Checkout payment's PaymentIntent; `expand[]=latest_charge` puts the charge (with its receipt_url) inline."""
+        """A Checkout payment's PaymentIntent; `expand[]=latest_charge` puts the charge (with its receipt_url)
+        inline."""
         query = parse_stripe_form(list(request.query.items()))
         self.requests.append(Received(request.method, request.path, dict(request.headers), query))
         if (denied := self._check_auth(request)) is not None:
@@ -386,7 +387,8 @@ class FakeStripe:
             "livemode": False, "metadata": dict(session["_payment_intent_metadata"]), "paid": True,
             "payment_intent": self._payment_intent(session), "refunded": amount_refunded == amount,
             "status": "succeeded",
-            "receipt_url": f"https://pay.stripe.com/receipts/payment/{session.setdefault('_receipt', random_id('CAcaFwoV'))}",
+            "receipt_url": "https://pay.stripe.com/receipts/payment/"
+            f"{session.setdefault('_receipt', random_id('CAcaFwoV'))}",
         }
 
     def refund_event(self, session_id: str, amount_refunded: int) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot import user_messages as say
 from bot.question import workspace_id
 from bot.services import Services
-from bot.surfaces.answer_controls import FEEDBACK_ACTION, STOP_ACTION, answer_of_feedback
 from bot.surfaces.admins import is_admin
+from bot.surfaces.answer_controls import FEEDBACK_ACTION, STOP_ACTION, answer_of_feedback
 
 log = logging.getLogger(__name__)
 

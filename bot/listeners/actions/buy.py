@@ -5,9 +5,9 @@ import re
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot.surfaces.app_home import publish_home
 from bot.question import workspace_id
 from bot.services import Services
+from bot.surfaces.app_home import publish_home
 from bot.surfaces.top_up import BUY_ACTION_PREFIX, checkout_message, no_such_pack, pack_size
 
 log = logging.getLogger(__name__)

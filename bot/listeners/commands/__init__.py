@@ -3,15 +3,15 @@ import logging
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot.surfaces.credits_view import credits_blocks, credits_summary_text
 from bot.question import workspace_id
 from bot.services import Services
 from bot.surfaces.admins import is_admin
 from bot.surfaces.answer_settings import claude_command
 from bot.surfaces.auto_reload import autoreload_command
-from bot.surfaces.limits import list_command, limit_command
-from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
+from bot.surfaces.credits_view import credits_blocks, credits_summary_text
+from bot.surfaces.limits import limit_command, list_command
 from bot.surfaces.top_up import checkout_message, no_such_pack, pack_size, top_up_offer
+from bot.surfaces.usage_report import ADMINS_ONLY, EXPORT_USAGE, export_period, send_export, usage_command
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ async def _export(services: Services, context: AsyncBoltContext, team_id: str, u
     period = export_period(args, services.clock())
     if period is None:
         return {"response_type": "ephemeral", "text": f"I didn't understand the dates. {EXPORT_USAGE}"}
+    if not user_id:
+        return {"response_type": "ephemeral", "text": ADMINS_ONLY}
     try:
-        admin = bool(user_id) and await asyncio.wait_for(is_admin(context.client, user_id), REPLY_DEADLINE)
+        admin = await asyncio.wait_for(is_admin(context.client, user_id), REPLY_DEADLINE)
     except TimeoutError:
         admin = False
     if not admin:

@@ -7,7 +7,6 @@ from bot.listeners.events import home, lifecycle, stopped
 from bot.question import is_user_message, question_from_event, workspace_id
 from bot.services import Services
 
-
 log = logging.getLogger(__name__)
 
 

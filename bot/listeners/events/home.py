@@ -6,9 +6,9 @@ import logging
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot.slack_errors import slack_error
 from bot.question import workspace_id
 from bot.services import Services
+from bot.slack_errors import slack_error
 from bot.surfaces.app_home import SUGGESTED_PROMPTS, publish_home
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ async def on_app_uninstalled(body: dict, context: AsyncBoltContext) -> None:
 
 
 async def on_tokens_revoked(body: dict, event: dict, context: AsyncBoltContext) -> None:
-    tokens = event.get("tokens") if isinstance(event.get("tokens"), dict) else {}
+    tokens = event["tokens"] if isinstance(event.get("tokens"), dict) else {}
     if tokens.get("bot"):
         await _forget_workspace(body, context)  # without its bot token the app is gone from the workspace
     elif isinstance(tokens.get("oauth"), list) and context["services"].installs is not None:
