@@ -18,7 +18,7 @@ from bench.scenarios import Options, Scenario, World, run_bot, run_references
 
 
 def parse_scenarios(spec: str) -> list[Scenario]:
-    """"1,5,20,100,500/100": answers, optionally "/workspaces" they are spread over."""
+    """ "1,5,20,100,500/100": answers, optionally "/workspaces" they are spread over."""
     scenarios = []
     for part in filter(None, spec.split(",")):
         if part.strip() == "none":
@@ -30,33 +30,59 @@ def parse_scenarios(spec: str) -> list[Scenario]:
 
 def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--scenarios", default="500/100,1,5,20,100",
-                        help="answers at once, comma-separated; N/W spreads N answers over W workspaces "
-                             "(default: %(default)s; the many-workspace one first, so its memory is measured "
-                             "from a fresh process)")
+    parser.add_argument(
+        "--scenarios",
+        default="500/100,1,5,20,100",
+        help="answers at once, comma-separated; N/W spreads N answers over W workspaces "
+        "(default: %(default)s; the many-workspace one first, so its memory is measured "
+        "from a fresh process)",
+    )
     parser.add_argument("--words", type=int, default=400, help="words per answer (default: %(default)s)")
     parser.add_argument("--words-per-second", type=float, default=40.0)
-    parser.add_argument("--references", default=",".join(REFERENCES),
-                        help="reference approaches to run beside the bot, or 'none' (default: all)")
-    parser.add_argument("--reference-max-answers", type=int, default=20,
-                        help="skip the references in scenarios with more answers than this (default: %(default)s; "
-                             "at 100 they'd need 5+ minutes of Retry-After)")
+    parser.add_argument(
+        "--references",
+        default=",".join(REFERENCES),
+        help="reference approaches to run beside the bot, or 'none' (default: all)",
+    )
+    parser.add_argument(
+        "--reference-max-answers",
+        type=int,
+        default=20,
+        help="skip the references in scenarios with more answers than this (default: %(default)s; "
+        "at 100 they'd need 5+ minutes of Retry-After)",
+    )
     parser.add_argument("--time-limit", type=float, default=240.0, help="seconds before an approach is cut off")
     parser.add_argument("--ramp", type=float, default=1.0, help="mentions arrive spread over this many seconds")
-    parser.add_argument("--modes", default="auto,native,edit",
-                        help="the bot's SLACK_STREAMING modes to run in each scenario of one workspace (default: %(default)s; "
-                             "scenarios over many workspaces run the first only)")
-    parser.add_argument("--bursts", default="200@10ch/2s:50,30@1ch/3s",
-                        help="bursts of mentions in a few channels, comma-separated: M@Cch/Ss[:N] is M mentions over C "
-                             "channels within S seconds, with credits for N answers (default: %(default)s; 'none' skips)")
-    parser.add_argument("--database-url", default=None,
-                        help="a PostgreSQL server (postgresql://user@host/db): each run gets a new database there "
-                             "(default: a SQLite file per run)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="bot processes sharing the load (default: %(default)s); with more than one they share the "
-                             "Slack budgets through Redis")
-    parser.add_argument("--redis-url", default=None,
-                        help="the Redis several processes share (default: a private redis-server, started for the run)")
+    parser.add_argument(
+        "--modes",
+        default="auto,native,edit",
+        help="the bot's SLACK_STREAMING modes to run in each scenario of one workspace (default: %(default)s; "
+        "scenarios over many workspaces run the first only)",
+    )
+    parser.add_argument(
+        "--bursts",
+        default="200@10ch/2s:50,30@1ch/3s",
+        help="bursts of mentions in a few channels, comma-separated: M@Cch/Ss[:N] is M mentions over C "
+        "channels within S seconds, with credits for N answers (default: %(default)s; 'none' skips)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL server (postgresql://user@host/db): each run gets a new database there "
+        "(default: a SQLite file per run)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="bot processes sharing the load (default: %(default)s); with more than one they share the "
+        "Slack budgets through Redis",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="the Redis several processes share (default: a private redis-server, started for the run)",
+    )
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
     if args.quick:
@@ -81,8 +107,13 @@ async def main(args: argparse.Namespace) -> None:
     unknown = set(references) - set(REFERENCES)
     if unknown:
         sys.exit(f"unknown reference approach(es): {', '.join(sorted(unknown))}; choose from {', '.join(REFERENCES)}")
-    options = Options(words=args.words, words_per_second=args.words_per_second, ramp=args.ramp,
-                      time_limit=args.time_limit, references=references)
+    options = Options(
+        words=args.words,
+        words_per_second=args.words_per_second,
+        ramp=args.ramp,
+        time_limit=args.time_limit,
+        references=references,
+    )
     rows, burst_rows = [], []
     started = time.monotonic()
     redis_url, redis_server = args.redis_url, None
@@ -99,8 +130,17 @@ async def main(args: argparse.Namespace) -> None:
             for mode in args.modes.split(",")[: 1 if scenario.workspaces > 1 else None]:
                 print(f"scenario {scenario.name}: the bot ({mode})…", file=sys.stderr, flush=True)
                 async with fresh_database(args.database_url) as database_url:
-                    runs.append(await run_bot(world, scenario, tag, mode=mode, database_url=database_url,
-                                              processes=args.processes, redis_url=redis_url))
+                    runs.append(
+                        await run_bot(
+                            world,
+                            scenario,
+                            tag,
+                            mode=mode,
+                            database_url=database_url,
+                            processes=args.processes,
+                            redis_url=redis_url,
+                        )
+                    )
             if references and scenario.workspaces == 1 and scenario.answers <= args.reference_max_answers:
                 print(f"scenario {scenario.name}: {', '.join(references)}…", file=sys.stderr, flush=True)
                 runs += await run_references(world, scenario, tag)
@@ -114,17 +154,21 @@ async def main(args: argparse.Namespace) -> None:
         for n, burst in enumerate(parse_bursts(args.bursts)):
             print(f"burst {burst.name}: the bot…", file=sys.stderr, flush=True)
             async with fresh_database(args.database_url) as database_url:
-                burst_rows.append(await run_burst(world, burst, f"b{n}", database_url=database_url, time_limit=args.time_limit))
+                burst_rows.append(
+                    await run_burst(world, burst, f"b{n}", database_url=database_url, time_limit=args.time_limit)
+                )
             world.slack.calls.clear()
     if redis_server is not None:
         redis_server.kill()
     if burst_rows:
         print(burst_table(burst_rows))
         print()
-    print(f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
-          f"mentions spread over {args.ramp:g} s; the bot in {args.processes} process(es) of its own"
-          f"{' sharing Redis' if args.processes > 1 else ''}, the fakes in the benchmark's; "
-          f"total {time.monotonic() - started:.0f} s.")
+    print(
+        f"Machine: {machine()}. Answers of {args.words} words at {args.words_per_second:g} words/s; "
+        f"mentions spread over {args.ramp:g} s; the bot in {args.processes} process(es) of its own"
+        f"{' sharing Redis' if args.processes > 1 else ''}, the fakes in the benchmark's; "
+        f"total {time.monotonic() - started:.0f} s."
+    )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,18 @@ async def main(status_path: Path) -> None:
         except TimeoutError:
             pass
     await probe.stop()
-    write(status_path, {"port": bot.port, "tasks": len(bot.services.tasks), "loop_lags": probe.lags,
-                        "cpu_seconds": cpu.seconds(), "handling": durations, "rss_growth": max(0, probe.peak_rss - rss_before), "done": True})
+    write(
+        status_path,
+        {
+            "port": bot.port,
+            "tasks": len(bot.services.tasks),
+            "loop_lags": probe.lags,
+            "cpu_seconds": cpu.seconds(),
+            "handling": durations,
+            "rss_growth": max(0, probe.peak_rss - rss_before),
+            "done": True,
+        },
+    )
     await bot.stop()
 
 

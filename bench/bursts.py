@@ -39,7 +39,7 @@ class Burst:
 
 
 def parse_bursts(spec: str) -> list[Burst]:
-    """"200@10ch/2s:50,30@1ch/3s": mentions @ channels / seconds, optionally : answers the credits pay for."""
+    """ "200@10ch/2s:50,30@1ch/3s": mentions @ channels / seconds, optionally : answers the credits pay for."""
     bursts = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part == "none":
@@ -47,8 +47,14 @@ def parse_bursts(spec: str) -> list[Burst]:
         head, _, credits = part.partition(":")
         mentions, _, rest = head.partition("@")
         channels, _, seconds = rest.partition("/")
-        bursts.append(Burst(int(mentions), int(channels.removesuffix("ch")), float(seconds.removesuffix("s") or 1),
-                            int(credits) if credits else None))
+        bursts.append(
+            Burst(
+                int(mentions),
+                int(channels.removesuffix("ch")),
+                float(seconds.removesuffix("s") or 1),
+                int(credits) if credits else None,
+            )
+        )
     return bursts
 
 
@@ -70,14 +76,33 @@ class BurstRow:
 
 async def _mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, n: int, question: str) -> str:
     ts = f"{1_700_100_000 + n}.{int(time.time() * 1000) % 1_000_000:06d}"
-    event = {"type": "app_mention", "user": f"U{n:04d}", "text": f"<@{BOT_USER}> {question}", "ts": ts,
-             "channel": channel, "event_ts": ts, "team": team}
-    body = json.dumps({"token": "legacy", "team_id": team, "api_app_id": "A0001", "event": event,
-                       "type": "event_callback", "event_id": f"EvBurst{channel}{n}", "event_time": int(time.time()),
-                       "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}]})
+    event = {
+        "type": "app_mention",
+        "user": f"U{n:04d}",
+        "text": f"<@{BOT_USER}> {question}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": team,
+    }
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "team_id": team,
+            "api_app_id": "A0001",
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"EvBurst{channel}{n}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
+        }
+    )
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
-               "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body),
+    }
     async with http.post(url, data=body.encode(), headers=headers) as response:
         await response.read()
     return ts
@@ -95,6 +120,7 @@ async def run_burst(world: World, burst: Burst, tag: str, *, database_url: str |
     sent: list[tuple[str, str, str, float]] = []  # answer id, channel, thread ts, sent at
     started = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
         async def one(n: int, answer_id: str) -> None:
             await asyncio.sleep(n * burst.seconds / burst.mentions)
             channel = channels[n % len(channels)]
@@ -116,8 +142,10 @@ def _classify(world: World, burst: Burst, sent, database_url: str | None, second
     waits = []
     channels = {channel for _, channel, _, _ in sent}
     posted_at = {  # when each reply appeared (a post, or the start of a stream), on the fake's clock (like `at`)
-        call.response["ts"]: call.at for call in world.slack.calls
-        if call.method in ("chat.postMessage", "chat.startStream") and call.status == 200
+        call.response["ts"]: call.at
+        for call in world.slack.calls
+        if call.method in ("chat.postMessage", "chat.startStream")
+        and call.status == 200
         and call.params.get("channel") in channels
     }
     for answer_id, channel, ts, at in sent:
@@ -138,14 +166,21 @@ def _classify(world: World, burst: Burst, sent, database_url: str | None, second
         waits.append(posted_at[replies[0].ts] - at)
     limited = sum(1 for call in world.slack.calls if call.status == 429 and call.params.get("channel") in channels)
     return BurstRow(
-        burst=burst.name, database="postgresql" if database_url and "postgresql" in database_url else "sqlite",
-        rate_limited=limited, outcome_p50=percentile(waits, 50), outcome_p95=percentile(waits, 95),
-        outcome_max=max(waits, default=float("nan")), seconds=seconds, **counts,
+        burst=burst.name,
+        database="postgresql" if database_url and "postgresql" in database_url else "sqlite",
+        rate_limited=limited,
+        outcome_p50=percentile(waits, 50),
+        outcome_p95=percentile(waits, 95),
+        outcome_max=max(waits, default=float("nan")),
+        seconds=seconds,
+        **counts,
     )
 
 
-BURST_HEADER = ("| burst | database | answered exactly | told: no credits | silent | more than one reply | other | 429s | "
-                "mention→outcome p50/p95/max s | total s |")
+BURST_HEADER = (
+    "| burst | database | answered exactly | told: no credits | silent | more than one reply | other | 429s | "
+    "mention→outcome p50/p95/max s | total s |"
+)
 
 
 def burst_table(rows: list[BurstRow]) -> str:

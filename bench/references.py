@@ -80,7 +80,9 @@ async def _call_until_accepted(counters: Counters, call: Callable[[], object]):
             await asyncio.sleep(wait)
 
 
-async def edit_loop(client: AsyncWebClient, channel: str, ts: str, state: StreamState, policy: Policy, counters: Counters) -> None:
+async def edit_loop(
+    client: AsyncWebClient, channel: str, ts: str, state: StreamState, policy: Policy, counters: Counters
+) -> None:
     loop = asyncio.get_running_loop()
     sent_deltas, last_sent = 0, -1e9
     while True:
@@ -111,7 +113,9 @@ async def edit_loop(client: AsyncWebClient, channel: str, ts: str, state: Stream
             return
 
 
-async def answer_by_edits(kind: str, client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str, counters: Counters) -> None:
+async def answer_by_edits(
+    kind: str, client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str, counters: Counters
+) -> None:
     ts = (
         await _call_until_accepted(
             counters,
@@ -140,8 +144,13 @@ class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
 
 async def answer_by_chat_stream(client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str) -> None:
     # Slack wants the recipient of a stream in a channel; the helper passes them on.
-    streamer = await client.chat_stream(channel=channel, thread_ts=thread_ts, buffer_size=256,
-                                        recipient_team_id=RECIPIENT_TEAM, recipient_user_id=RECIPIENT_USER)
+    streamer = await client.chat_stream(
+        channel=channel,
+        thread_ts=thread_ts,
+        buffer_size=256,
+        recipient_team_id=RECIPIENT_TEAM,
+        recipient_user_id=RECIPIENT_USER,
+    )
     async with claude.messages.stream(
         model="claude-sonnet-4-6", max_tokens=16_000, messages=[{"role": "user", "content": question}]
     ) as stream:
@@ -157,7 +166,9 @@ def reference_client(kind: str, token: str, api_url: str, counters: Counters) ->
     return client
 
 
-async def run_reference_answer(kind: str, client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str, counters: Counters) -> None:
+async def run_reference_answer(
+    kind: str, client: AsyncWebClient, claude, channel: str, thread_ts: str, question: str, counters: Counters
+) -> None:
     if kind == "chat_stream":
         await answer_by_chat_stream(client, claude, channel, thread_ts, question)
     else:

@@ -106,11 +106,15 @@ class World:
         ids = [f"{prefix}{k}" for k in range(count)]
         for answer_id in ids:
             text = answer_text(answer_id, self.options.words)
-            self.claude.plan(answer_id, script_for(text, words_per_second=self.options.words_per_second,
-                                                   delta_chars=self.options.delta_chars))
+            self.claude.plan(
+                answer_id,
+                script_for(text, words_per_second=self.options.words_per_second, delta_chars=self.options.delta_chars),
+            )
         return ids
 
-    def bot_values(self, *, team: str | None = None, database_url: str | None = None, name: str = "bot", **overrides) -> dict:
+    def bot_values(
+        self, *, team: str | None = None, database_url: str | None = None, name: str = "bot", **overrides
+    ) -> dict:
         """The bot's settings for one run: in the workspace `team` (single-workspace mode), else in OAuth mode
         (`overrides` say so). Every run has a workspace of its own: Slack's minute windows don't carry over."""
         o = self.options
@@ -134,21 +138,40 @@ class World:
 
     def bot_settings(self, name: str, *, team: str | None = None, database_url: str | None = None, **overrides):
         """Settings for a bot started in this process."""
-        return load_settings(_env_file=None, port=0, **self.bot_values(team=team, database_url=database_url, name=name, **overrides))
+        return load_settings(
+            _env_file=None, port=0, **self.bot_values(team=team, database_url=database_url, name=name, **overrides)
+        )
 
 
 async def _send_mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, question: str) -> float:
     ts = f"{1_700_000_000 + next(_ts)}.000100"
-    event = {"type": "app_mention", "user": "U0001", "text": f"<@{BOT_USER}> {question}", "ts": ts,
-             "channel": channel, "event_ts": ts, "team": team}
-    body = json.dumps({
-        "token": "legacy", "team_id": team, "api_app_id": "A0001", "event": event, "type": "event_callback",
-        "event_id": f"Ev{team}{channel}", "event_time": int(time.time()),
-        "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
-    })
+    event = {
+        "type": "app_mention",
+        "user": "U0001",
+        "text": f"<@{BOT_USER}> {question}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": team,
+    }
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "team_id": team,
+            "api_app_id": "A0001",
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{team}{channel}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
+        }
+    )
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
-               "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body),
+    }
     started = time.monotonic()
     async with http.post(url, data=body.encode(), headers=headers) as response:
         await response.read()
@@ -164,16 +187,30 @@ def _teams_for(world: World, scenario: Scenario, tag: str) -> list[str]:
     return teams
 
 
-async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "auto", database_url: str | None = None,
-                  processes: int = 1, redis_url: str | None = None) -> Run:
+async def run_bot(
+    world: World,
+    scenario: Scenario,
+    tag: str,
+    *,
+    mode: str = "auto",
+    database_url: str | None = None,
+    processes: int = 1,
+    redis_url: str | None = None,
+) -> Run:
     """The bot in `processes` processes of its own (bench/bot_process.py) on one database (and one Redis when
     there are several); the mentions go to each process in turn."""
     run = Run(f"bot ({mode})" if processes == 1 else f"bot ({mode}, {processes} processes)", scenario)
     ids = world.plan_answers(f"{tag}b{mode[0]}{processes}", scenario.answers)
     teams = _teams_for(world, scenario, f"{tag}b{mode[0]}{processes}")
     oauth = {"slack_client_id": "111.222", "slack_client_secret": "bench"} if scenario.workspaces > 1 else {}
-    values = world.bot_values(team=None if oauth else teams[0], database_url=database_url, name=f"{tag}{mode}{processes}",
-                              slack_streaming=mode, redis_url=redis_url, **oauth)
+    values = world.bot_values(
+        team=None if oauth else teams[0],
+        database_url=database_url,
+        name=f"{tag}{mode}{processes}",
+        slack_streaming=mode,
+        redis_url=redis_url,
+        **oauth,
+    )
     await prepare_database(values["database_url"], teams if oauth else [])
     bots = [BotChild(values, Path(world.tmp.name), f"{tag}{mode}{processes}-{n}") for n in range(processes)]
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -186,7 +223,9 @@ async def run_bot(world: World, scenario: Scenario, tag: str, *, mode: str = "au
             team, channel = teams[k % len(teams)], f"C{answer_id}"
             run.channels[answer_id] = channel
             run.sent_at[answer_id] = time.monotonic()
-            run.acks.append(await _send_mention(http, bots[k % len(bots)].events_url, team, channel, question_for(answer_id)))
+            run.acks.append(
+                await _send_mention(http, bots[k % len(bots)].events_url, team, channel, question_for(answer_id))
+            )
 
         await asyncio.gather(*(one(k, answer_id) for k, answer_id in enumerate(ids)))
         await asyncio.sleep(0.5)  # every answer has been handed over (and the status files say so)
@@ -213,10 +252,20 @@ async def prepare_database(url: str, teams: list[str]) -> None:
         await migrate(engine)
         store = AsyncSQLAlchemyInstallationStore(client_id="111.222", engine=engine, logger=log)
         for team in teams:
-            await store.async_save(Installation(
-                app_id="A0001", enterprise_id=None, team_id=team, team_name=team, bot_token=f"xoxb-bench-{team}",
-                bot_id="BBOT", bot_user_id=BOT_USER, bot_scopes=["chat:write"], user_id="U0001", installed_at=time.time(),
-            ))
+            await store.async_save(
+                Installation(
+                    app_id="A0001",
+                    enterprise_id=None,
+                    team_id=team,
+                    team_name=team,
+                    bot_token=f"xoxb-bench-{team}",
+                    bot_id="BBOT",
+                    bot_user_id=BOT_USER,
+                    bot_scopes=["chat:write"],
+                    user_id="U0001",
+                    installed_at=time.time(),
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -248,8 +297,13 @@ class BotChild:
 
     async def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "ab") as log_file:
-            self._process = subprocess.Popen([sys.executable, "-m", "bench.bot_process", str(self.status_path)],
-                                             cwd=self.workdir, env=self.environment, stdout=log_file, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bench.bot_process", str(self.status_path)],
+                cwd=self.workdir,
+                env=self.environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while "port" not in self.status():
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -274,15 +328,17 @@ class BotChild:
 async def run_references(world: World, scenario: Scenario, tag: str) -> list[Run]:
     runs = {kind: Run(kind, scenario) for kind in world.options.references}
     counters = {kind: Counters() for kind in runs}
-    claude = anthropic.AsyncAnthropic(api_key="bench-key", base_url=world.claude.base_url, max_retries=0,
-                                      http_client=None)
+    claude = anthropic.AsyncAnthropic(
+        api_key="bench-key", base_url=world.claude.base_url, max_retries=0, http_client=None
+    )
     tasks, ids_of, clients = [], {}, []
     for kind, run in runs.items():
         ids = world.plan_answers(f"{tag}{kind[:2]}{kind[-2:]}", scenario.answers)
         ids_of[kind] = ids
         teams = _teams_for(world, scenario, f"{tag}{kind}")
-        per_team = {team: reference_client(kind, f"xoxb-bench-{team}", world.slack.api_url, counters[kind])
-                    for team in teams}
+        per_team = {
+            team: reference_client(kind, f"xoxb-bench-{team}", world.slack.api_url, counters[kind]) for team in teams
+        }
         clients.extend(per_team.values())
         run.started_at = time.monotonic()
         for k, answer_id in enumerate(ids):
@@ -294,7 +350,9 @@ async def run_references(world: World, scenario: Scenario, tag: str) -> list[Run
                 await asyncio.sleep(k * world.options.ramp / scenario.answers)
                 run.sent_at[answer_id] = time.monotonic()
                 thread_ts = f"{1_700_000_000 + next(_ts)}.000100"
-                await run_reference_answer(kind, client, claude, channel, thread_ts, question_for(answer_id), counters[kind])
+                await run_reference_answer(
+                    kind, client, claude, channel, thread_ts, question_for(answer_id), counters[kind]
+                )
 
             tasks.append(asyncio.get_running_loop().create_task(one()))
     done, pending = await asyncio.wait(tasks, timeout=world.options.time_limit)

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    grant = commands.add_parser("grant", parents=[output], help="add credits to a workspace (a negative amount takes them away)")
+    grant = commands.add_parser(
+        "grant", parents=[output], help="add credits to a workspace (a negative amount takes them away)"
+    )
     grant.add_argument("team_id", metavar="TEAM_ID")
     grant.add_argument("amount", metavar="AMOUNT", type=int)
     grant.add_argument("--reason", required=True, help="why; kept in the ledger")
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[output], help="every answer of a period as CSV (times in UTC)")
     export.add_argument("team_id", metavar="TEAM_ID")
     export.add_argument("--since", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD", help="first day")
-    export.add_argument("--until", type=date.fromisoformat, metavar="YYYY-MM-DD", help="the day after the last (default: now)")
+    export.add_argument(
+        "--until", type=date.fromisoformat, metavar="YYYY-MM-DD", help="the day after the last (default: now)"
+    )
 
     commands.add_parser("verify", parents=[output], help="check every balance against the ledger and reservations")
     commands.add_parser("sweep", parents=[output], help="release reservations past their expiry")
@@ -78,8 +82,10 @@ async def _run(args: argparse.Namespace, settings: BillingSettings) -> int:
         missing = await database_missing(settings.database_url)
         if missing:
             # Reading must not create what it reads: a mistyped DATABASE_URL would look like an empty ledger.
-            print(f"no database: {missing} ({make_url(settings.database_url).render_as_string(hide_password=True)})",
-                  file=sys.stderr)
+            print(
+                f"no database: {missing} ({make_url(settings.database_url).render_as_string(hide_password=True)})",
+                file=sys.stderr,
+            )
             return 2
     engine = create_engine(settings.database_url)
     try:
@@ -98,38 +104,89 @@ async def _grant(credits: Credits, args: argparse.Namespace) -> int:
     kind = "grant" if args.amount > 0 else "adjustment"
     external_id = args.key if args.key is not None else str(uuid.uuid4())
     try:
-        result = await credits.grant(args.team_id, args.amount, kind=kind, source="cli", external_id=external_id,
-                                     memo=args.reason, allow_negative=args.allow_negative)
+        result = await credits.grant(
+            args.team_id,
+            args.amount,
+            kind=kind,
+            source="cli",
+            external_id=external_id,
+            memo=args.reason,
+            allow_negative=args.allow_negative,
+        )
     except NegativeBalanceError as error:
         message = f"{error}; nothing changed (pass --allow-negative to take it below zero)"
-        _emit(args, {"team_id": args.team_id, "applied": False, "error": "negative_balance",
-                     "balance_after": error.balance_after, "message": message}, message)
+        _emit(
+            args,
+            {
+                "team_id": args.team_id,
+                "applied": False,
+                "error": "negative_balance",
+                "balance_after": error.balance_after,
+                "message": message,
+            },
+            message,
+        )
         return 1
     balance = await credits.balance(args.team_id)
     if result.applied:
-        text = (f"{args.team_id}: {kind} of {args.amount:+,} credits; "
-                f"balance {balance.balance:,}, available {balance.available:,}")
+        text = (
+            f"{args.team_id}: {kind} of {args.amount:+,} credits; "
+            f"balance {balance.balance:,}, available {balance.available:,}"
+        )
     else:
-        text = (f"{args.team_id}: key {args.key!r} was granted before; nothing granted this time; "
-                f"balance {balance.balance:,}, available {balance.available:,}")
-    _emit(args, {"team_id": args.team_id, "applied": result.applied, "kind": kind, "amount": args.amount, "key": args.key,
-                 "balance": balance.balance, "reserved": balance.reserved, "available": balance.available}, text)
+        text = (
+            f"{args.team_id}: key {args.key!r} was granted before; nothing granted this time; "
+            f"balance {balance.balance:,}, available {balance.available:,}"
+        )
+    _emit(
+        args,
+        {
+            "team_id": args.team_id,
+            "applied": result.applied,
+            "kind": kind,
+            "amount": args.amount,
+            "key": args.key,
+            "balance": balance.balance,
+            "reserved": balance.reserved,
+            "available": balance.available,
+        },
+        text,
+    )
     return 0
 
 
 async def _balance(credits: Credits, args: argparse.Namespace) -> int:
     balance = await credits.balance(args.team_id)
-    _emit(args, {"team_id": balance.team_id, "balance": balance.balance, "reserved": balance.reserved, "available": balance.available},
-          f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, "
-          f"available {balance.available:,}")
+    _emit(
+        args,
+        {
+            "team_id": balance.team_id,
+            "balance": balance.balance,
+            "reserved": balance.reserved,
+            "available": balance.available,
+        },
+        f"{balance.team_id}: balance {balance.balance:,}, reserved {balance.reserved:,}, "
+        f"available {balance.available:,}",
+    )
     return 0
 
 
 async def _history(credits: Credits, args: argparse.Namespace) -> int:
     entries = await credits.history(args.team_id, limit=args.limit)
-    data = [{"id": e.id, "created_at": e.created_at.isoformat(), "kind": e.kind, "amount": e.amount,
-             "balance_after": e.balance_after, "user_id": e.user_id, "source": e.source, "external_id": e.external_id,
-             "memo": e.memo} for e in entries]
+    data = [
+        {
+            "id": e.id,
+            "created_at": e.created_at.isoformat(),
+            "kind": e.kind,
+            "amount": e.amount,
+            "balance_after": e.balance_after,
+            "user_id": e.user_id,
+            "source": e.source,
+            "external_id": e.external_id,
+            "memo": e.memo,
+        }
+        for e in entries
+    ]
     _emit(args, data, format_table(entries) if entries else f"{args.team_id}: no ledger entries")
     return 0
 
@@ -147,8 +204,13 @@ async def _export(credits: Credits, args: argparse.Namespace) -> int:
 
 async def _verify(credits: Credits, args: argparse.Namespace) -> int:
     differences = await credits.verify()
-    text = "OK" if not differences else "\n".join(
-        [f"{len(differences)} difference(s) between balances and the ledger:", *(f"  {d}" for d in differences)])
+    text = (
+        "OK"
+        if not differences
+        else "\n".join(
+            [f"{len(differences)} difference(s) between balances and the ledger:", *(f"  {d}" for d in differences)]
+        )
+    )
     _emit(args, {"ok": not differences, "differences": differences}, text)
     return 1 if differences else 0
 
@@ -159,7 +221,14 @@ async def _sweep(credits: Credits, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"grant": _grant, "balance": _balance, "history": _history, "export": _export, "verify": _verify, "sweep": _sweep}
+COMMANDS = {
+    "grant": _grant,
+    "balance": _balance,
+    "history": _history,
+    "export": _export,
+    "verify": _verify,
+    "sweep": _sweep,
+}
 
 
 def format_table(entries: list[LedgerEntry]) -> str:
@@ -183,6 +252,8 @@ def format_table(entries: list[LedgerEntry]) -> str:
     right_aligned = {0, 3, 4}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right_aligned else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)])

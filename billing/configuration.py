@@ -30,8 +30,11 @@ def billing_problems(settings: BillingSettings) -> list[str]:
 
 def stripe_off_reason(settings: BillingSettings) -> str | None:
     """Why top-ups are off (None when they are on): Stripe needs its key, its webhook secret and PUBLIC_URL."""
-    needed = {"STRIPE_SECRET_KEY": settings.stripe_secret_key, "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret,
-              "PUBLIC_URL": settings.public_url}
+    needed = {
+        "STRIPE_SECRET_KEY": settings.stripe_secret_key,
+        "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret,
+        "PUBLIC_URL": settings.public_url,
+    }
     missing = [name for name, value in needed.items() if not value]
     if not missing:
         return None

@@ -66,7 +66,9 @@ class Credits:
         self._accounts_seen: set[str] = set()  # accounts found opened (and granted) by an earlier transaction
 
     @classmethod
-    def from_settings(cls, engine: AsyncEngine, settings: BillingSettings, clock: Callable[[], datetime] = utc_now) -> Credits:
+    def from_settings(
+        cls, engine: AsyncEngine, settings: BillingSettings, clock: Callable[[], datetime] = utc_now
+    ) -> Credits:
         return cls(
             engine,
             free_credits=settings.free_credits,
@@ -91,8 +93,15 @@ class Credits:
     # --- answers -------------------------------------------------------------------------------
 
     async def reserve(
-        self, team_id: str, user_id: str | None, amount: int, reservation_id: str, *, connection: AsyncConnection | None = None,
-        new: bool = False, channel_id: str | None = None,
+        self,
+        team_id: str,
+        user_id: str | None,
+        amount: int,
+        reservation_id: str,
+        *,
+        connection: AsyncConnection | None = None,
+        new: bool = False,
+        channel_id: str | None = None,
     ) -> Reservation | Insufficient | OverLimit:
         """Hold `amount` credits for one answer, only if that many are available and no spending limit of the
         user, the workspace's default or the channel would be exceeded (billing/limits.py).
@@ -163,14 +172,24 @@ class Credits:
         if not created and granted is None:
             self._accounts_seen.add(team_id)
 
-    async def _hold(self, connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None,
-                    amount: int, reservation_id: str, now: datetime) -> Reservation | Insufficient | OverLimit:
-        held = (await connection.execute(
-            sa.update(accounts)
-            .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
-            .values(reserved=accounts.c.reserved + amount)
-            .returning(accounts.c.team_id)
-        )).first()
+    async def _hold(
+        self,
+        connection: AsyncConnection,
+        team_id: str,
+        user_id: str | None,
+        channel_id: str | None,
+        amount: int,
+        reservation_id: str,
+        now: datetime,
+    ) -> Reservation | Insufficient | OverLimit:
+        held = (
+            await connection.execute(
+                sa.update(accounts)
+                .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
+                .values(reserved=accounts.c.reserved + amount)
+                .returning(accounts.c.team_id)
+            )
+        ).first()
         if held is None:
             balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
@@ -178,12 +197,21 @@ class Credits:
         over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
         if over is not None:
             await connection.execute(
-                sa.update(accounts).where(accounts.c.team_id == team_id).values(reserved=accounts.c.reserved - amount))
+                sa.update(accounts).where(accounts.c.team_id == team_id).values(reserved=accounts.c.reserved - amount)
+            )
             return over
-        await connection.execute(sa.insert(reservations).values(
-            id=reservation_id, team_id=team_id, user_id=user_id, channel_id=channel_id, amount=amount, status="held", created_at=now,
-            expires_at=now + self.reservation_ttl,
-        ))
+        await connection.execute(
+            sa.insert(reservations).values(
+                id=reservation_id,
+                team_id=team_id,
+                user_id=user_id,
+                channel_id=channel_id,
+                amount=amount,
+                status="held",
+                created_at=now,
+                expires_at=now + self.reservation_ttl,
+            )
+        )
         return Reservation(id=reservation_id, team_id=team_id, amount=amount)
 
     async def extend(self, reservation_id: str, extra: int) -> Reservation | Insufficient | OverLimit:
@@ -194,31 +222,46 @@ class Credits:
             raise ValueError(f"cannot extend a hold by a negative amount ({extra})")
         now = self._now()
         async with self.engine.begin() as connection:
-            row = (await connection.execute(
-                sa.select(reservations.c.team_id, reservations.c.user_id, reservations.c.channel_id, reservations.c.amount)
-                .where(reservations.c.id == reservation_id, reservations.c.status == "held")
-            )).first()
+            row = (
+                await connection.execute(
+                    sa.select(
+                        reservations.c.team_id, reservations.c.user_id, reservations.c.channel_id, reservations.c.amount
+                    ).where(reservations.c.id == reservation_id, reservations.c.status == "held")
+                )
+            ).first()
             if row is None:
                 raise UnknownReservationError(reservation_id)
             if extra == 0:
                 return Reservation(id=reservation_id, team_id=row.team_id, amount=row.amount)
-            held = (await connection.execute(
-                sa.update(accounts)
-                .where(accounts.c.team_id == row.team_id, accounts.c.balance - accounts.c.reserved >= extra)
-                .values(reserved=accounts.c.reserved + extra)
-                .returning(accounts.c.team_id)
-            )).first()
+            held = (
+                await connection.execute(
+                    sa.update(accounts)
+                    .where(accounts.c.team_id == row.team_id, accounts.c.balance - accounts.c.reserved >= extra)
+                    .values(reserved=accounts.c.reserved + extra)
+                    .returning(accounts.c.team_id)
+                )
+            ).first()
             if held is None:
-                balance, reserved = await read_balance(connection, row.team_id)
-                return Insufficient(team_id=row.team_id, balance=balance, available=balance - reserved + row.amount,
-                                    needed=row.amount + extra)
+                balance, reserved = await read_existing_balance(connection, row.team_id)
+                return Insufficient(
+                    team_id=row.team_id,
+                    balance=balance,
+                    available=balance - reserved + row.amount,
+                    needed=row.amount + extra,
+                )
             over = await limits.check(connection, row.team_id, row.user_id, row.channel_id, extra, now)
             if over is not None:
                 await connection.execute(
-                    sa.update(accounts).where(accounts.c.team_id == row.team_id).values(reserved=accounts.c.reserved - extra))
+                    sa.update(accounts)
+                    .where(accounts.c.team_id == row.team_id)
+                    .values(reserved=accounts.c.reserved - extra)
+                )
                 return over
-            await connection.execute(sa.update(reservations).where(reservations.c.id == reservation_id)
-                                     .values(amount=reservations.c.amount + extra))
+            await connection.execute(
+                sa.update(reservations)
+                .where(reservations.c.id == reservation_id)
+                .values(amount=reservations.c.amount + extra)
+            )
             return Reservation(id=reservation_id, team_id=row.team_id, amount=row.amount + extra)
 
     async def grant_free_credits(self, team_id: str) -> GrantResult:
@@ -259,8 +302,14 @@ class Credits:
             CREDITS_GRANTED.labels("trial").inc(self.free_credits)
         return balance
 
-    async def settle(self, reservation_id: str, charge: int, *, connection: AsyncConnection | None = None,
-                     usage: AnswerUsage | None = None) -> Settlement:
+    async def settle(
+        self,
+        reservation_id: str,
+        charge: int,
+        *,
+        connection: AsyncConnection | None = None,
+        usage: AnswerUsage | None = None,
+    ) -> Settlement:
         """Charge for an answer, at most what was reserved; exactly once however often it is called.
 
         After release() it charges nothing (already_settled=True); after the sweeper expired the
@@ -268,7 +317,9 @@ class Credits:
         if charge < 0:
             raise ValueError(f"cannot charge a negative amount ({charge})")
         async with self._transaction(connection) as connection:
-            return await settlement.settle(connection, reservation_id, charge, self._now(), self.low_balance_threshold, usage)
+            return await settlement.settle(
+                connection, reservation_id, charge, self._now(), self.low_balance_threshold, usage
+            )
 
     async def release(self, reservation_id: str, *, connection: AsyncConnection | None = None) -> None:
         """Claude failed before producing anything: return the hold, charge nothing. Idempotent."""
@@ -313,12 +364,16 @@ class Credits:
         now = self._now()
         async with self.engine.begin() as connection:
             due = (
-                await connection.execute(
-                    sa.select(reservations.c.id)
-                    .where(reservations.c.status == "held", reservations.c.expires_at <= now)
-                    .order_by(reservations.c.expires_at)
+                (
+                    await connection.execute(
+                        sa.select(reservations.c.id)
+                        .where(reservations.c.status == "held", reservations.c.expires_at <= now)
+                        .order_by(reservations.c.expires_at)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         swept = 0
         for reservation_id in (r for r in due if r not in keep):
             async with self.engine.begin() as connection:
@@ -329,8 +384,16 @@ class Credits:
     # --- top-ups and corrections ---------------------------------------------------------------
 
     async def grant(
-        self, team_id: str, amount: int, *, kind: str, source: str, external_id: str,
-        user_id: str | None = None, memo: str | None = None, allow_negative: bool = True,
+        self,
+        team_id: str,
+        amount: int,
+        *,
+        kind: str,
+        source: str,
+        external_id: str,
+        user_id: str | None = None,
+        memo: str | None = None,
+        allow_negative: bool = True,
     ) -> GrantResult:
         """Add (or, negative, take) credits once per (source, external_id). May take the balance below
         zero (a refunded purchase is taken back even if it was already spent) unless `allow_negative` is
@@ -341,8 +404,16 @@ class Credits:
         async with self.engine.begin() as connection:
             await open_account(connection, team_id, now)
             balance = await apply_once(
-                connection, team_id=team_id, amount=amount, kind=kind, source=source, external_id=external_id,
-                now=now, low_balance_threshold=self.low_balance_threshold, user_id=user_id, memo=memo,
+                connection,
+                team_id=team_id,
+                amount=amount,
+                kind=kind,
+                source=source,
+                external_id=external_id,
+                now=now,
+                low_balance_threshold=self.low_balance_threshold,
+                user_id=user_id,
+                memo=memo,
             )
             if balance is not None and amount < 0 and balance < 0 and not allow_negative:
                 raise NegativeBalanceError(team_id, amount, balance)  # the transaction undoes the change
@@ -372,17 +443,22 @@ class Credits:
         now = self._now()
         async with self.engine.connect() as connection:
             found = await limits.all_limits(connection, team_id)
-            return [(limit, None if limit.scope == "default" else await limits.used(connection, team_id, limit, now))
-                    for limit in found]
+            return [
+                (limit, None if limit.scope == "default" else await limits.used(connection, team_id, limit, now))
+                for limit in found
+            ]
 
     async def billing_contacts(self, team_id: str) -> list[str]:
         """People who bought credits for the workspace or set its limits: whom a low balance concerns."""
         async with self.engine.connect() as connection:
             buyers = sa.select(checkout_sessions.c.user_id).where(
-                checkout_sessions.c.team_id == team_id, checkout_sessions.c.granted_at.is_not(None),
-                checkout_sessions.c.user_id.is_not(None))
+                checkout_sessions.c.team_id == team_id,
+                checkout_sessions.c.granted_at.is_not(None),
+                checkout_sessions.c.user_id.is_not(None),
+            )
             setters = sa.select(spending_limits.c.set_by).where(
-                spending_limits.c.team_id == team_id, spending_limits.c.set_by.is_not(None))
+                spending_limits.c.team_id == team_id, spending_limits.c.set_by.is_not(None)
+            )
             return sorted(set((await connection.execute(sa.union(buyers, setters))).scalars()))
 
     # --- reading -------------------------------------------------------------------------------
@@ -434,7 +510,9 @@ class NegativeBalanceError(ValueError):
 async def _find_reservation(connection: AsyncConnection, reservation_id: str) -> Reservation | None:
     row = (
         await connection.execute(
-            sa.select(reservations.c.id, reservations.c.team_id, reservations.c.amount).where(reservations.c.id == reservation_id)
+            sa.select(reservations.c.id, reservations.c.team_id, reservations.c.amount).where(
+                reservations.c.id == reservation_id
+            )
         )
     ).first()
     return None if row is None else Reservation(id=row.id, team_id=row.team_id, amount=row.amount)

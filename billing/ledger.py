@@ -141,7 +141,9 @@ async def flag_low_balance(connection: AsyncConnection, team_id: str, threshold:
 async def read_balance(connection: AsyncConnection, team_id: str) -> tuple[int, int] | None:
     """(balance, reserved), or None for a team without an account."""
     row = (
-        await connection.execute(sa.select(accounts.c.balance, accounts.c.reserved).where(accounts.c.team_id == team_id))
+        await connection.execute(
+            sa.select(accounts.c.balance, accounts.c.reserved).where(accounts.c.team_id == team_id)
+        )
     ).first()
     return None if row is None else (row.balance, row.reserved)
 

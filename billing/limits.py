@@ -59,26 +59,36 @@ def period_end(period: str, now: datetime) -> datetime:
 
 
 def _spent():
-    held_or_charged = sa.case((reservations.c.status == "held", reservations.c.amount),
-                              else_=sa.func.coalesce(reservations.c.charged, 0))
+    held_or_charged = sa.case(
+        (reservations.c.status == "held", reservations.c.amount), else_=sa.func.coalesce(reservations.c.charged, 0)
+    )
     return sa.func.coalesce(sa.func.sum(held_or_charged), 0)
 
 
-async def used(connection: AsyncConnection, team_id: str, limit: SpendingLimit, now: datetime,
-               *, user_id: str | None = None) -> int:
+async def used(
+    connection: AsyncConnection, team_id: str, limit: SpendingLimit, now: datetime, *, user_id: str | None = None
+) -> int:
     """What the limit's subject (or `user_id`, for the default) has spent and holds in the current period."""
     whose = reservations.c.channel_id if limit.scope == "channel" else reservations.c.user_id
     subject = user_id if limit.scope == "default" else limit.subject
     if subject is None:
         return 0
-    return int((await connection.execute(
-        sa.select(_spent()).where(reservations.c.team_id == team_id, whose == subject,
-                                  reservations.c.created_at >= period_start(limit.period, now))
-    )).scalar_one())
+    return int(
+        (
+            await connection.execute(
+                sa.select(_spent()).where(
+                    reservations.c.team_id == team_id,
+                    whose == subject,
+                    reservations.c.created_at >= period_start(limit.period, now),
+                )
+            )
+        ).scalar_one()
+    )
 
 
-async def check(connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None, amount: int,
-                now: datetime) -> OverLimit | None:
+async def check(
+    connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None, amount: int, now: datetime
+) -> OverLimit | None:
     """The first limit that holding `amount` more would exceed, or None."""
     found = await applicable(connection, team_id, user_id, channel_id)
     for limit in found:
@@ -88,15 +98,19 @@ async def check(connection: AsyncConnection, team_id: str, user_id: str | None, 
     return None
 
 
-async def applicable(connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None) -> list[SpendingLimit]:
+async def applicable(
+    connection: AsyncConnection, team_id: str, user_id: str | None, channel_id: str | None
+) -> list[SpendingLimit]:
     subjects = [sa.and_(spending_limits.c.scope == "default")]
     if user_id:
         subjects.append(sa.and_(spending_limits.c.scope == "user", spending_limits.c.subject == user_id))
     if channel_id:
         subjects.append(sa.and_(spending_limits.c.scope == "channel", spending_limits.c.subject == channel_id))
-    rows = (await connection.execute(
-        sa.select(spending_limits).where(spending_limits.c.team_id == team_id, sa.or_(*subjects))
-    )).all()
+    rows = (
+        await connection.execute(
+            sa.select(spending_limits).where(spending_limits.c.team_id == team_id, sa.or_(*subjects))
+        )
+    ).all()
     limits = {row.scope: _from_row(row) for row in rows}
     if "user" in limits:
         limits.pop("default", None)  # a user's own limit replaces the default
@@ -106,24 +120,40 @@ async def applicable(connection: AsyncConnection, team_id: str, user_id: str | N
 async def set_limit(connection: AsyncConnection, team_id: str, limit: SpendingLimit, now: datetime) -> None:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     values = {"credits": limit.credits, "period": limit.period, "set_by": limit.set_by, "updated_at": utc(now)}
-    statement = dialect.insert(spending_limits).values(team_id=team_id, scope=limit.scope, subject=limit.subject, **values)
-    await connection.execute(statement.on_conflict_do_update(index_elements=["team_id", "scope", "subject"], set_=values))
+    statement = dialect.insert(spending_limits).values(
+        team_id=team_id, scope=limit.scope, subject=limit.subject, **values
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=["team_id", "scope", "subject"], set_=values)
+    )
 
 
 async def remove_limit(connection: AsyncConnection, team_id: str, scope: str, subject: str) -> bool:
-    result = await connection.execute(sa.delete(spending_limits).where(
-        spending_limits.c.team_id == team_id, spending_limits.c.scope == scope, spending_limits.c.subject == subject))
+    result = await connection.execute(
+        sa.delete(spending_limits).where(
+            spending_limits.c.team_id == team_id, spending_limits.c.scope == scope, spending_limits.c.subject == subject
+        )
+    )
     return result.rowcount > 0
 
 
 async def all_limits(connection: AsyncConnection, team_id: str) -> list[SpendingLimit]:
-    rows = (await connection.execute(
-        sa.select(spending_limits).where(spending_limits.c.team_id == team_id)
-        .order_by(spending_limits.c.scope, spending_limits.c.subject)
-    )).all()
+    rows = (
+        await connection.execute(
+            sa.select(spending_limits)
+            .where(spending_limits.c.team_id == team_id)
+            .order_by(spending_limits.c.scope, spending_limits.c.subject)
+        )
+    ).all()
     return [_from_row(row) for row in rows]
 
 
 def _from_row(row) -> SpendingLimit:
-    return SpendingLimit(scope=row.scope, subject=row.subject, credits=row.credits, period=row.period,
-                         set_by=row.set_by, updated_at=utc(row.updated_at))
+    return SpendingLimit(
+        scope=row.scope,
+        subject=row.subject,
+        credits=row.credits,
+        period=row.period,
+        set_by=row.set_by,
+        updated_at=utc(row.updated_at),
+    )

@@ -70,7 +70,9 @@ def to_minor_units(price: str, currency: str) -> int:
         raise ValueError(f"price {price} has more decimals than {currency.upper()} allows ({decimals})")
     amount = int(minor)
     if decimals == 3 and amount % 10:
-        raise ValueError(f"price {price} {currency.upper()} must end in 0 (Stripe rounds three-decimal currencies to 0.01)")
+        raise ValueError(
+            f"price {price} {currency.upper()} must end in 0 (Stripe rounds three-decimal currencies to 0.01)"
+        )
     if currency.lower() in WHOLE_UNITS_ONLY_CURRENCIES and amount % 100:
         raise ValueError(f"price {price} {currency.upper()} must be a whole number")
     if amount <= 0:

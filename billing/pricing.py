@@ -73,7 +73,9 @@ class Pricing(Protocol):
 class UsagePricing:
     """Charges each token kind at the model's USD price, converted at credits_per_usd plus markup."""
 
-    def __init__(self, prices: ModelPrices, *, credits_per_usd: int = 100, markup_percent: int = 0, max_output_tokens: int = 1024):
+    def __init__(
+        self, prices: ModelPrices, *, credits_per_usd: int = 100, markup_percent: int = 0, max_output_tokens: int = 1024
+    ):
         if credits_per_usd <= 0 or markup_percent < 0:
             raise ValueError("credits_per_usd must be positive and markup_percent not negative")
         self.prices = prices
@@ -105,13 +107,22 @@ class UsagePricing:
         # How the prompt will be billed (fresh, cache write or cache read) is only known afterwards,
         # so reserve as if all of it were the dearest kind.
         dearest_input = max(self.prices.input, self.prices.cache_write, self.prices.cache_read)
-        cost = (estimated_input_tokens * Fraction(dearest_input) + max_output_tokens * Fraction(self.prices.output)
-                + searches * WEB_SEARCH_USD_PER_SEARCH * 1_000_000)
+        cost = (
+            estimated_input_tokens * Fraction(dearest_input)
+            + max_output_tokens * Fraction(self.prices.output)
+            + searches * WEB_SEARCH_USD_PER_SEARCH * 1_000_000
+        )
         return self._credits(cost)
 
     def describe(self) -> str:
-        low = self.charge(TokenUsage(input_tokens=SHORT_ANSWER_INPUT_TOKENS, output_tokens=SHORT_ANSWER_OUTPUT_TOKENS), produced_output=True)
-        high = self.charge(TokenUsage(input_tokens=LONG_ANSWER_INPUT_TOKENS, output_tokens=self.max_output_tokens), produced_output=True)
+        low = self.charge(
+            TokenUsage(input_tokens=SHORT_ANSWER_INPUT_TOKENS, output_tokens=SHORT_ANSWER_OUTPUT_TOKENS),
+            produced_output=True,
+        )
+        high = self.charge(
+            TokenUsage(input_tokens=LONG_ANSWER_INPUT_TOKENS, output_tokens=self.max_output_tokens),
+            produced_output=True,
+        )
         amount = f"{low:,}" if low == high else f"{low:,}–{high:,}"
         return f"about {amount} credit{'' if high == 1 else 's'} per answer (priced by tokens used)"
 
@@ -171,7 +182,9 @@ def load_prices(path: Path | None = None) -> dict[str, ModelPrices]:
         for model, entry in _read_models(source).items():
             unknown = set(entry) - set(names)
             if unknown:
-                raise ConfigError(f"prices file {source}: model {model} has unknown keys {sorted(unknown)}; expected {names}")
+                raise ConfigError(
+                    f"prices file {source}: model {model} has unknown keys {sorted(unknown)}; expected {names}"
+                )
             merged[model] = {**merged.get(model, {}), **entry}
 
     prices: dict[str, ModelPrices] = {}

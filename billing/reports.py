@@ -48,18 +48,34 @@ async def breakdown(connection: AsyncConnection, team_id: str, *, since: datetim
     where = [answer_usage.c.team_id == team_id, answer_usage.c.created_at >= utc(since)]
 
     async def grouped(column) -> list[tuple[str | None, int, int]]:
-        rows = (await connection.execute(
-            sa.select(column, credits.label("credits"), answers.label("answers")).where(*where).group_by(column)
-        )).all()
+        rows = (
+            await connection.execute(
+                sa.select(column, credits.label("credits"), answers.label("answers")).where(*where).group_by(column)
+            )
+        ).all()
         return sorted(((row[0], int(row.credits), int(row.answers)) for row in rows), key=lambda r: (-r[1], r[0] or ""))
 
     by_user = await grouped(answer_usage.c.user_id)
-    return UsageBreakdown(since=since, total=sum(r[1] for r in by_user), answers=sum(r[2] for r in by_user),
-                          by_user=by_user, by_channel=await grouped(answer_usage.c.channel_id))
+    return UsageBreakdown(
+        since=since,
+        total=sum(r[1] for r in by_user),
+        answers=sum(r[2] for r in by_user),
+        by_user=by_user,
+        by_channel=await grouped(answer_usage.c.channel_id),
+    )
 
 
-EXPORT_COLUMNS = ("time", "user", "channel", "model", "input_tokens", "cache_creation_input_tokens",
-                  "cache_read_input_tokens", "output_tokens", "credits")
+EXPORT_COLUMNS = (
+    "time",
+    "user",
+    "channel",
+    "model",
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "credits",
+)
 
 
 async def answers_csv(connection: AsyncConnection, team_id: str, *, since: datetime, until: datetime | None) -> str:
@@ -72,9 +88,17 @@ async def answers_csv(connection: AsyncConnection, team_id: str, *, since: datet
         where.append(answered < utc(until))
     rows = (
         await connection.execute(
-            sa.select(answered.label("answered_at"), ledger.c.user_id, ledger.c.amount, answer_usage.c.channel_id,
-                      answer_usage.c.model, answer_usage.c.input_tokens, answer_usage.c.cache_creation_input_tokens,
-                      answer_usage.c.cache_read_input_tokens, answer_usage.c.output_tokens)
+            sa.select(
+                answered.label("answered_at"),
+                ledger.c.user_id,
+                ledger.c.amount,
+                answer_usage.c.channel_id,
+                answer_usage.c.model,
+                answer_usage.c.input_tokens,
+                answer_usage.c.cache_creation_input_tokens,
+                answer_usage.c.cache_read_input_tokens,
+                answer_usage.c.output_tokens,
+            )
             .select_from(ledger.outerjoin(answer_usage, answer_usage.c.reservation_id == ledger.c.external_id))
             .where(*where)
             .order_by(answered, ledger.c.id)
@@ -85,10 +109,16 @@ async def answers_csv(connection: AsyncConnection, team_id: str, *, since: datet
     writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         tokens = [row.input_tokens, row.cache_creation_input_tokens, row.cache_read_input_tokens, row.output_tokens]
-        writer.writerow([
-            utc(row.answered_at).strftime("%Y-%m-%dT%H:%M:%SZ"), row.user_id or "", row.channel_id or "", row.model or "",
-            *("" if count is None else count for count in tokens), -row.amount,
-        ])
+        writer.writerow(
+            [
+                utc(row.answered_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                row.user_id or "",
+                row.channel_id or "",
+                row.model or "",
+                *("" if count is None else count for count in tokens),
+                -row.amount,
+            ]
+        )
     return out.getvalue()
 
 
@@ -119,7 +149,11 @@ async def history(connection: AsyncConnection, team_id: str, *, limit: int) -> l
 async def verify(connection: AsyncConnection) -> list[str]:
     """Differences between the accounts and what the ledger and reservations say they should be."""
     ledger_sums = dict(
-        (await connection.execute(sa.select(ledger.c.team_id, sa.func.sum(ledger.c.amount)).group_by(ledger.c.team_id))).all()
+        (
+            await connection.execute(
+                sa.select(ledger.c.team_id, sa.func.sum(ledger.c.amount)).group_by(ledger.c.team_id)
+            )
+        ).all()
     )
     held_sums = dict(
         (
@@ -140,7 +174,9 @@ async def verify(connection: AsyncConnection) -> list[str]:
             differences.append(f"{team_id}: balance is {balance} but its ledger entries add up to {expected_balance}")
         expected_reserved = int(held_sums.get(team_id) or 0)
         if reserved != expected_reserved:
-            differences.append(f"{team_id}: reserved is {reserved} but its held reservations add up to {expected_reserved}")
+            differences.append(
+                f"{team_id}: reserved is {reserved} but its held reservations add up to {expected_reserved}"
+            )
     differences.extend(await _running_balance_differences(connection))
     return differences
 
@@ -151,7 +187,9 @@ async def _running_balance_differences(connection: AsyncConnection) -> list[str]
     wrong: dict[str, int] = defaultdict(int)
     differences: list[str] = []
     rows = await connection.stream(
-        sa.select(ledger.c.id, ledger.c.team_id, ledger.c.amount, ledger.c.balance_after).order_by(ledger.c.team_id, ledger.c.id)
+        sa.select(ledger.c.id, ledger.c.team_id, ledger.c.amount, ledger.c.balance_after).order_by(
+            ledger.c.team_id, ledger.c.id
+        )
     )
     async for entry_id, team_id, amount, balance_after in rows:
         running[team_id] += amount
@@ -164,5 +202,7 @@ async def _running_balance_differences(connection: AsyncConnection) -> list[str]
                 )
     for team_id, count in wrong.items():
         if count > MAX_ROW_DIFFERENCES_PER_TEAM:
-            differences.append(f"{team_id}: and {count - MAX_ROW_DIFFERENCES_PER_TEAM} more ledger entries with a wrong balance")
+            differences.append(
+                f"{team_id}: and {count - MAX_ROW_DIFFERENCES_PER_TEAM} more ledger entries with a wrong balance"
+            )
     return differences

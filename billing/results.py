@@ -52,9 +52,14 @@ class AnswerUsage:
     @classmethod
     def of(cls, model: str, channel_id: str | None, tokens) -> AnswerUsage:
         """From a TokenUsage (what Claude reported, or the record's estimate)."""
-        return cls(model=model, channel_id=channel_id, input_tokens=tokens.input_tokens,
-                   cache_creation_input_tokens=tokens.cache_creation_input_tokens,
-                   cache_read_input_tokens=tokens.cache_read_input_tokens, output_tokens=tokens.output_tokens)
+        return cls(
+            model=model,
+            channel_id=channel_id,
+            input_tokens=tokens.input_tokens,
+            cache_creation_input_tokens=tokens.cache_creation_input_tokens,
+            cache_read_input_tokens=tokens.cache_read_input_tokens,
+            output_tokens=tokens.output_tokens,
+        )
 
 
 @dataclass(frozen=True)

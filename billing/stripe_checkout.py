@@ -84,14 +84,17 @@ class Checkout:
         self._public_url = public_url.rstrip("/")
         self._clock = clock
 
-    async def create_session(self, team_id: str, user_id: str | None, pack: CreditPack, *, request_key: str,
-                             save_card_for: str | None = None) -> CheckoutLink:
+    async def create_session(
+        self, team_id: str, user_id: str | None, pack: CreditPack, *, request_key: str, save_card_for: str | None = None
+    ) -> CheckoutLink:
         """A Checkout page for `pack`. The same `request_key` (one button press) within a few minutes
         gives the same session, so a double click cannot open two payments. `save_card_for`: the workspace's
         Stripe Customer, when the payment should also save the card for auto-reload."""
         if pack not in self.packs:
             # A button rendered before the operator changed CREDIT_PACKS.
-            raise CheckoutError("That credit pack is no longer offered. Please open the buy menu again.", temporary=False)
+            raise CheckoutError(
+                "That credit pack is no longer offered. Please open the buy menu again.", temporary=False
+            )
 
         try:
             return await self._create_session(team_id, user_id, pack, request_key, save_card_for)
@@ -101,8 +104,9 @@ class Checkout:
                 "I couldn't open a checkout right now. Please try again in a minute.", temporary=True
             ) from None
 
-    async def _create_session(self, team_id: str, user_id: str | None, pack: CreditPack, request_key: str,
-                              save_card_for: str | None) -> CheckoutLink:
+    async def _create_session(
+        self, team_id: str, user_id: str | None, pack: CreditPack, request_key: str, save_card_for: str | None
+    ) -> CheckoutLink:
         request_digest, idempotency_key, expires_at = await self._pin_request(team_id, user_id, pack, request_key)
         params = self._session_params(team_id, user_id, pack, expires_at)
         if save_card_for:
@@ -163,9 +167,13 @@ class Checkout:
             "created_at": now,
         }
         where = checkout_requests.c.request_key == digest
-        select = sa.select(checkout_requests.c.idempotency_key, checkout_requests.c.created_at, checkout_requests.c.expires_at)
+        select = sa.select(
+            checkout_requests.c.idempotency_key, checkout_requests.c.created_at, checkout_requests.c.expires_at
+        )
         async with self._engine.begin() as conn:
-            await conn.execute(insert_or_ignore(self._engine.dialect.name, checkout_requests, request_key=digest, **fresh))
+            await conn.execute(
+                insert_or_ignore(self._engine.dialect.name, checkout_requests, request_key=digest, **fresh)
+            )
             pinned = (await conn.execute(select.where(where))).one()
             if as_utc(pinned.created_at) <= now - SAME_PURCHASE_WINDOW:
                 # Conditional on the old key: of two concurrent late presses only one renews it.
@@ -222,7 +230,12 @@ def _checkout_error(exc: stripe.StripeError, team_id: str) -> CheckoutError:
     # Stripe's own message goes to the log only: it can name parameters or a (masked) key.
     log.error(
         "Stripe refused to create a checkout session for team %s: %s (status=%s code=%s request_id=%s): %s",
-        team_id, type(exc).__name__, exc.http_status, exc.code, exc.request_id, exc.user_message,
+        team_id,
+        type(exc).__name__,
+        exc.http_status,
+        exc.code,
+        exc.request_id,
+        exc.user_message,
     )
     temporary = (
         isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError))

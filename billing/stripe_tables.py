@@ -78,17 +78,21 @@ def insert_or_ignore(dialect_name: str, table: sa.Table, **values):
     return dialect.insert(table).values(**values).on_conflict_do_nothing()
 
 
-async def merge_refund(conn: AsyncConnection, payment_intent: str, *, amount: int, amount_refunded: int,
-                       now: datetime) -> None:
+async def merge_refund(
+    conn: AsyncConnection, payment_intent: str, *, amount: int, amount_refunded: int, now: datetime
+) -> None:
     """Record a charge's refunded total. It only grows: an older event delivered late changes nothing. The
     charge's amount is noted once, for the record; refunds are reckoned against the purchase's own amount."""
     await _ensure_payment(conn, payment_intent, now)
     current = payments.c.amount_refunded
     await conn.execute(
-        sa.update(payments).where(payments.c.payment_intent == payment_intent)
-        .values(amount=sa.func.coalesce(payments.c.amount, amount),
-                amount_refunded=sa.case((current < amount_refunded, amount_refunded), else_=current),
-                updated_at=now)
+        sa.update(payments)
+        .where(payments.c.payment_intent == payment_intent)
+        .values(
+            amount=sa.func.coalesce(payments.c.amount, amount),
+            amount_refunded=sa.case((current < amount_refunded, amount_refunded), else_=current),
+            updated_at=now,
+        )
     )
 
 
@@ -98,13 +102,17 @@ async def merge_dispute(conn: AsyncConnection, payment_intent: str, status: str,
     replaceable: sa.ColumnElement[bool] = payments.c.dispute_status.is_(None)
     if status != DISPUTE_OPEN:
         replaceable = replaceable | (payments.c.dispute_status == DISPUTE_OPEN)
-    await conn.execute(sa.update(payments).where(payments.c.payment_intent == payment_intent, replaceable)
-                       .values(dispute_status=status, updated_at=now))
+    await conn.execute(
+        sa.update(payments)
+        .where(payments.c.payment_intent == payment_intent, replaceable)
+        .values(dispute_status=status, updated_at=now)
+    )
 
 
 async def _ensure_payment(conn: AsyncConnection, payment_intent: str, now: datetime) -> None:
-    await conn.execute(insert_or_ignore(conn.dialect.name, payments, payment_intent=payment_intent, amount_refunded=0,
-                                        updated_at=now))
+    await conn.execute(
+        insert_or_ignore(conn.dialect.name, payments, payment_intent=payment_intent, amount_refunded=0, updated_at=now)
+    )
 
 
 def utc_now() -> datetime:
@@ -114,6 +122,7 @@ def utc_now() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a timezone; they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
 
 auto_reload_settings = sa.Table(  # storage/migrations/versions/0008_auto_reload.py
     "auto_reload_settings",

@@ -62,8 +62,9 @@ CLOSED_DISPUTE = {"lost": DISPUTE_LOST, "won": DISPUTE_WON, "warning_closed": DI
 class PurchaseNotifier(Protocol):
     """Implemented by the bot (Slack DMs). Called after the change is committed; errors are only logged."""
 
-    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int,
-                               receipt_url: str | None = None) -> None: ...
+    async def purchase_granted(
+        self, team_id: str, user_id: str | None, credits: int, balance: int, receipt_url: str | None = None
+    ) -> None: ...
 
     async def payment_failed(self, team_id: str, user_id: str | None) -> None: ...
 
@@ -92,9 +93,18 @@ Notification = Callable[[], Awaitable[None]]
 
 
 class StripeWebhook:
-    def __init__(self, engine: AsyncEngine, credits, *, webhook_secret: str, notify: PurchaseNotifier,
-                 clock: Callable[[], datetime] = utc_now, tolerance_seconds: int = stripe.Webhook.DEFAULT_TOLERANCE,
-                 client: stripe.StripeClient | None = None, reloads: AutoReload | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        credits,
+        *,
+        webhook_secret: str,
+        notify: PurchaseNotifier,
+        clock: Callable[[], datetime] = utc_now,
+        tolerance_seconds: int = stripe.Webhook.DEFAULT_TOLERANCE,
+        client: stripe.StripeClient | None = None,
+        reloads: AutoReload | None = None,
+    ):
         self._engine = engine
         self._client = client  # reads the receipt of a purchase for its DM, and the card it saved
         self._reloads = reloads
@@ -123,7 +133,9 @@ class StripeWebhook:
 
     async def _handle(self, payload: bytes, signature: str | None) -> tuple[int, str, str, str]:
         try:
-            event = stripe.Webhook.construct_event(payload, signature, self._secret, tolerance=self._tolerance).to_dict()
+            event = stripe.Webhook.construct_event(
+                payload, signature, self._secret, tolerance=self._tolerance
+            ).to_dict()
         except stripe.SignatureVerificationError as error:
             log.warning("Rejected a Stripe webhook: %s", str(error).split(". ")[0])
             return 400, "invalid signature", "unverified", "rejected"
@@ -177,8 +189,13 @@ class StripeWebhook:
         if isinstance(row, str):
             return row, []
         result = await self._credits.grant(
-            row.team_id, row.credits, kind="purchase", source=LEDGER_SOURCE, external_id=session_id,
-            user_id=row.user_id, memo=f"Stripe Checkout {session_id}: {row.amount_total} {row.currency}",
+            row.team_id,
+            row.credits,
+            kind="purchase",
+            source=LEDGER_SOURCE,
+            external_id=session_id,
+            user_id=row.user_id,
+            memo=f"Stripe Checkout {session_id}: {row.amount_total} {row.currency}",
         )
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -207,7 +224,12 @@ class StripeWebhook:
         try:
             intent = await self._client.v1.payment_intents.retrieve_async(payment_intent)
         except stripe.StripeError as error:
-            log.warning("could not read the card of %s (%s, request %s)", payment_intent, error.__class__.__name__, error.request_id)
+            log.warning(
+                "could not read the card of %s (%s, request %s)",
+                payment_intent,
+                error.__class__.__name__,
+                error.request_id,
+            )
             return
         method = intent.payment_method
         method_id = method if isinstance(method, str) else getattr(method, "id", None)
@@ -219,8 +241,15 @@ class StripeWebhook:
             return "ignored", []
 
         async def grant(team_id: str, payment_intent: str, credits: int, memo: str, user_id: str | None) -> GrantResult:
-            result = await self._credits.grant(team_id, credits, kind="purchase", source=LEDGER_SOURCE,
-                                               external_id=payment_intent, user_id=user_id, memo=memo)
+            result = await self._credits.grant(
+                team_id,
+                credits,
+                kind="purchase",
+                source=LEDGER_SOURCE,
+                external_id=payment_intent,
+                user_id=user_id,
+                memo=memo,
+            )
             await self._reconcile(payment_intent)  # its purchase record's id is the PaymentIntent's
             return result
 
@@ -248,9 +277,13 @@ class StripeWebhook:
         if self._client is None or not payment_intent:
             return None
         try:
-            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent, params={"expand": ["latest_charge"]})
+            intent = await self._client.v1.payment_intents.retrieve_async(
+                payment_intent, params={"expand": ["latest_charge"]}
+            )
         except stripe.StripeError as error:
-            log.warning("no receipt for %s (%s, request %s)", payment_intent, error.__class__.__name__, error.request_id)
+            log.warning(
+                "no receipt for %s (%s, request %s)", payment_intent, error.__class__.__name__, error.request_id
+            )
             return None
         charge = intent.latest_charge
         return getattr(charge, "receipt_url", None) if charge is not None and not isinstance(charge, str) else None
@@ -268,18 +301,29 @@ class StripeWebhook:
             if amount_total != row.amount_total or currency != row.currency.lower():
                 log.error(
                     "Checkout Session %s paid %r %r but was opened for %r %r (team %s): no credits granted",
-                    session_id, amount_total, currency, row.amount_total, row.currency, row.team_id,
+                    session_id,
+                    amount_total,
+                    currency,
+                    row.amount_total,
+                    row.currency,
+                    row.team_id,
                 )
-                await conn.execute(sa.update(checkout_sessions).where(*where)
-                                   .values(status=MISMATCH, payment_intent=payment_intent))
+                await conn.execute(
+                    sa.update(checkout_sessions).where(*where).values(status=MISMATCH, payment_intent=payment_intent)
+                )
                 return "amount mismatch"
-            await conn.execute(sa.update(checkout_sessions).where(*where)
-                               .values(status=PAID, paid_at=self._clock(), payment_intent=payment_intent))
+            await conn.execute(
+                sa.update(checkout_sessions)
+                .where(*where)
+                .values(status=PAID, paid_at=self._clock(), payment_intent=payment_intent)
+            )
         return row
 
     async def _payment_failed(self, session: dict[str, Any]) -> tuple[str, list[Notification]]:
         session_id = _required(session, "id")
-        row = await self._set_status(session_id, FAILED, _optional_id(session, "payment_intent"), only_from=(OPEN, UNPAID))
+        row = await self._set_status(
+            session_id, FAILED, _optional_id(session, "payment_intent"), only_from=(OPEN, UNPAID)
+        )
         if row is None:  # unknown, paid, or already failed: tell the buyer at most once
             return "nothing to do", []
 
@@ -292,19 +336,26 @@ class StripeWebhook:
         await self._set_status(_required(session, "id"), EXPIRED, None, only_from=(OPEN,))
         return "expired", []
 
-    async def _set_status(self, session_id: str, status: str, payment_intent: str | None, *, only_from: tuple[str, ...]):
+    async def _set_status(
+        self, session_id: str, status: str, payment_intent: str | None, *, only_from: tuple[str, ...]
+    ):
         """Move an unpaid session to `status`; the row if this call changed it, else None."""
         values: dict[str, Any] = {"status": status}
         if payment_intent:
             values["payment_intent"] = payment_intent
         async with self._engine.begin() as conn:
-            return (await conn.execute(
-                sa.update(checkout_sessions)
-                .where(checkout_sessions.c.id == session_id, checkout_sessions.c.paid_at.is_(None),
-                       checkout_sessions.c.status.in_(only_from))
-                .values(**values)
-                .returning(checkout_sessions.c.team_id, checkout_sessions.c.user_id)
-            )).first()
+            return (
+                await conn.execute(
+                    sa.update(checkout_sessions)
+                    .where(
+                        checkout_sessions.c.id == session_id,
+                        checkout_sessions.c.paid_at.is_(None),
+                        checkout_sessions.c.status.in_(only_from),
+                    )
+                    .values(**values)
+                    .returning(checkout_sessions.c.team_id, checkout_sessions.c.user_id)
+                )
+            ).first()
 
     # --- refunds and disputes -------------------------------------------------------------------------
     async def _charge_refunded(self, charge: dict[str, Any]) -> tuple[str, list[Notification]]:
@@ -326,9 +377,11 @@ class StripeWebhook:
 
     async def _reconcile_payment(self, payment_intent: str, fact: str) -> tuple[str, list[Notification]]:
         async with self._engine.connect() as conn:
-            session_id = (await conn.execute(
-                sa.select(checkout_sessions.c.id).where(checkout_sessions.c.payment_intent == payment_intent)
-            )).scalar()
+            session_id = (
+                await conn.execute(
+                    sa.select(checkout_sessions.c.id).where(checkout_sessions.c.payment_intent == payment_intent)
+                )
+            ).scalar()
         if session_id is None:
             # Not (yet) a purchase we know: the fact is kept and applied when its checkout event arrives.
             return f"{fact}; no purchase known for {payment_intent}", []
@@ -344,18 +397,25 @@ class StripeWebhook:
         """
         for _ in range(MAX_RECONCILE_STEPS):
             async with self._engine.begin() as conn:
-                row = (await conn.execute(
-                    sa.select(checkout_sessions, payments.c.amount_refunded, payments.c.dispute_status)
-                    .select_from(checkout_sessions.outerjoin(
-                        payments, payments.c.payment_intent == checkout_sessions.c.payment_intent))
-                    .where(checkout_sessions.c.id == session_id)
-                )).first()
+                row = (
+                    await conn.execute(
+                        sa.select(checkout_sessions, payments.c.amount_refunded, payments.c.dispute_status)
+                        .select_from(
+                            checkout_sessions.outerjoin(
+                                payments, payments.c.payment_intent == checkout_sessions.c.payment_intent
+                            )
+                        )
+                        .where(checkout_sessions.c.id == session_id)
+                    )
+                ).first()
                 if row is None or row.paid_at is None:
                     return  # nothing was bought, so nothing can be taken back
                 if row.pending_adjustment:
                     step = (row.adjustment_seq, row.pending_adjustment, row.pending_kind)
                 else:
-                    target = reversal_target(row.credits, row.amount_total, row.amount_refunded or 0, row.dispute_status)
+                    target = reversal_target(
+                        row.credits, row.amount_total, row.amount_refunded or 0, row.dispute_status
+                    )
                     change = target - row.credits_reversed
                     if change == 0:
                         return
@@ -364,11 +424,17 @@ class StripeWebhook:
                     step = (row.adjustment_seq + 1, -change, kind)
                     claimed = await conn.execute(
                         sa.update(checkout_sessions)
-                        .where(checkout_sessions.c.id == session_id,
-                               checkout_sessions.c.adjustment_seq == row.adjustment_seq,
-                               checkout_sessions.c.pending_adjustment == 0)
-                        .values(credits_reversed=target, adjustment_seq=step[0], pending_adjustment=step[1],
-                                pending_kind=kind)
+                        .where(
+                            checkout_sessions.c.id == session_id,
+                            checkout_sessions.c.adjustment_seq == row.adjustment_seq,
+                            checkout_sessions.c.pending_adjustment == 0,
+                        )
+                        .values(
+                            credits_reversed=target,
+                            adjustment_seq=step[0],
+                            pending_adjustment=step[1],
+                            pending_kind=kind,
+                        )
                     )
                     if claimed.rowcount != 1:
                         continue  # another delivery moved first; look again
@@ -377,8 +443,13 @@ class StripeWebhook:
 
     async def _apply_step(self, row, seq: int, amount: int, kind: str) -> None:
         await self._credits.grant(
-            row.team_id, amount, kind=kind, source=LEDGER_SOURCE, external_id=f"{row.id}/adjustment/{seq}",
-            user_id=row.user_id, memo=f"Stripe {kind} for Checkout Session {row.id}",
+            row.team_id,
+            amount,
+            kind=kind,
+            source=LEDGER_SOURCE,
+            external_id=f"{row.id}/adjustment/{seq}",
+            user_id=row.user_id,
+            memo=f"Stripe {kind} for Checkout Session {row.id}",
         )
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -395,8 +466,11 @@ class StripeWebhook:
 
     async def _record_processed(self, event_id: str, event_type: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(insert_or_ignore(self._engine.dialect.name, events, id=event_id, type=event_type,
-                                                received_at=self._clock()))
+            await conn.execute(
+                insert_or_ignore(
+                    self._engine.dialect.name, events, id=event_id, type=event_type, received_at=self._clock()
+                )
+            )
 
     async def _send(self, notification: Notification) -> None:
         try:

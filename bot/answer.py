@@ -53,7 +53,9 @@ class Outcome(enum.Enum):
     NOT_RECORDED = "not recorded"  # a repeated delivery, or the claim itself failed: there is no record of ours
 
 
-async def answer_question(question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None) -> None:
+async def answer_question(
+    question: Question, client: AsyncWebClient, services: Services, *, bot_user_id: str | None
+) -> None:
     journal = services.journal
     if not journal.start(question.reservation_id):
         log.info("event %s is being answered already; ignoring Slack's retry", question.event_id)
@@ -82,38 +84,64 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
     async with services.engine.begin() as connection:
         if not await services.events.claim(connection, question.event_id, question.team_id):
             return None
-        choice = services.priced(await services.answer_settings.effective(question.team_id, question.channel_id,
-                                                                          connection=connection))
+        choice = services.priced(
+            await services.answer_settings.effective(question.team_id, question.channel_id, connection=connection)
+        )
         pricing = services.pricing_for(choice.model)
-        needed = pricing.worst_case(allowance(question, choice, services.settings), services.settings.claude_max_tokens,
-                                    searches=services.settings.web_search_max_uses if choice.web_search else 0)
+        needed = pricing.worst_case(
+            allowance(question, choice, services.settings),
+            services.settings.claude_max_tokens,
+            searches=services.settings.web_search_max_uses if choice.web_search else 0,
+        )
         if not question.text and not question.files:
             claimed = Claimed(None, say.HELP.format(bot=f"<@{bot_user_id}>" if bot_user_id else "@bot"), "help")
         else:
             hold = await services.credits.reserve(  # new: the event claimed just now is this id's only user
-                question.team_id, question.user_id, needed, question.reservation_id, connection=connection, new=True,
+                question.team_id,
+                question.user_id,
+                needed,
+                question.reservation_id,
+                connection=connection,
+                new=True,
                 channel_id=question.channel_id,
             )
             if isinstance(hold, OverLimit):
-                log.info("team %s: event %s is over the %s limit of %s", question.team_id, question.event_id,
-                         hold.limit.scope, hold.limit.subject or "everyone")
+                log.info(
+                    "team %s: event %s is over the %s limit of %s",
+                    question.team_id,
+                    question.event_id,
+                    hold.limit.scope,
+                    hold.limit.subject or "everyone",
+                )
                 claimed = Claimed(None, say.over_limit(hold), "over_limit")
             elif isinstance(hold, Insufficient):
-                log.info("team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed)
+                log.info(
+                    "team %s has %d credits available, an answer needs %d", question.team_id, hold.available, needed
+                )
                 claimed = Claimed(None, say.insufficient_credits(hold.available, pricing.describe()), "no_credits")
             else:
                 claimed = Claimed(hold, choice=choice)
         reservation = claimed.hold.id if claimed.hold else None
         annotate(reservation_id=reservation)
-        await services.journal.open(connection, question, reservation, outcome_text=claimed.outcome,
-                                    model=None if choice.model == services.settings.claude_model else choice.model)
+        await services.journal.open(
+            connection,
+            question,
+            reservation,
+            outcome_text=claimed.outcome,
+            model=None if choice.model == services.settings.claude_model else choice.model,
+        )
     return claimed
 
 
 def allowance(question: Question, choice: AnswerChoice, settings: Settings) -> int:
     """The most input tokens the question can take before its files are read (see input_allowance)."""
-    return input_allowance(settings, question.text, with_history=question.may_continue_a_conversation,
-                           system_prompt=choice.system_prompt, web_search=choice.web_search)
+    return input_allowance(
+        settings,
+        question.text,
+        with_history=question.may_continue_a_conversation,
+        system_prompt=choice.system_prompt,
+        web_search=choice.web_search,
+    )
 
 
 async def _answer(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Outcome:
@@ -138,17 +166,27 @@ async def _answer(question: Question, client: AsyncWebClient, services: Services
         await tell(scheduler, client, question, claimed.outcome or say.UNEXPECTED, after=status)
         return Outcome.FINAL
     assert claimed.choice is not None
-    return await answer_with(question, claimed.hold, claimed.choice, client, scheduler, services, bot_user_id, status=status)
+    return await answer_with(
+        question, claimed.hold, claimed.choice, client, scheduler, services, bot_user_id, status=status
+    )
 
 
-async def tell(scheduler: SlackScheduler, client: AsyncWebClient, question: Question, markdown: str, *,
-               after: asyncio.Task | None = None) -> None:
+async def tell(
+    scheduler: SlackScheduler,
+    client: AsyncWebClient,
+    question: Question,
+    markdown: str,
+    *,
+    after: asyncio.Task | None = None,
+) -> None:
     """A one-message outcome in the question's thread (waiting for the channel's turn, however long), posted
     `after` the loading status, which it then clears."""
     if after is not None:
         await asyncio.wait({after}, timeout=STATUS_WAIT)
     try:
-        await scheduler.post_markdown(client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=markdown)
+        await scheduler.post_markdown(
+            client, channel=question.channel_id, thread_ts=question.reply_thread_ts, markdown=markdown
+        )
     except Exception:
         log.exception("could not post the reply to event %s", question.event_id)
 
@@ -180,14 +218,27 @@ class Stopper:
 
 
 async def answer_with(
-    question: Question, hold: Reservation, choice: AnswerChoice, client: AsyncWebClient, scheduler: SlackScheduler,
-    services: Services, bot_user_id: str | None, *, status: asyncio.Task | None = None,
+    question: Question,
+    hold: Reservation,
+    choice: AnswerChoice,
+    client: AsyncWebClient,
+    scheduler: SlackScheduler,
+    services: Services,
+    bot_user_id: str | None,
+    *,
+    status: asyncio.Task | None = None,
 ) -> Outcome:
     settings = services.settings
     stopper = Stopper()
-    checkpoints = Checkpoints(services.journal, question.reservation_id, on_stop_requested=stopper.stop, on_lost=stopper.lose)
+    checkpoints = Checkpoints(
+        services.journal, question.reservation_id, on_stop_requested=stopper.stop, on_lost=stopper.lose
+    )
     reply = SlackReply(
-        client, scheduler, channel=question.channel_id, thread_ts=question.reply_thread_ts, mode=settings.slack_streaming,
+        client,
+        scheduler,
+        channel=question.channel_id,
+        thread_ts=question.reply_thread_ts,
+        mode=settings.slack_streaming,
         recipient=Recipient(question.team_id, question.user_id) if question.user_id else None,
         journal=FirstWordsTimer(checkpoints, question.ts),
         live_blocks=[stop_block(question.reservation_id)],
@@ -196,20 +247,36 @@ async def answer_with(
     # The first sign shows while the history is read and Claude starts writing: the edit path's placeholder
     # (which, posted when the channel's turn comes, shows whatever Claude has written by then), or Slack's
     # loading status of the thread, the first message then opening with Claude's first words.
-    first_sign = status if status is not None and reply.mode != "edit" else asyncio.get_running_loop().create_task(
-        show_first_sign(reply, scheduler, client, question), name="first sign")
-    services.stops.add(RunningAnswer(question.reservation_id, question.team_id, question.channel_id,
-                                     question.reply_thread_ts, question.user_id, stopper.stop))
+    first_sign = (
+        status
+        if status is not None and reply.mode != "edit"
+        else asyncio.get_running_loop().create_task(
+            show_first_sign(reply, scheduler, client, question), name="first sign"
+        )
+    )
+    services.stops.add(
+        RunningAnswer(
+            question.reservation_id,
+            question.team_id,
+            question.channel_id,
+            question.reply_thread_ts,
+            question.user_id,
+            stopper.stop,
+        )
+    )
     try:
-        return await _write_answer(question, hold, choice, reply, first_sign, stopper, checkpoints, client, scheduler,
-                                   services, bot_user_id)
+        return await _write_answer(
+            question, hold, choice, reply, first_sign, stopper, checkpoints, client, scheduler, services, bot_user_id
+        )
     finally:
         services.stops.discard(question.reservation_id)
         if not first_sign.done():
             first_sign.cancel()
 
 
-async def show_first_sign(reply: SlackReply, scheduler: SlackScheduler, client: AsyncWebClient, question: Question) -> None:
+async def show_first_sign(
+    reply: SlackReply, scheduler: SlackScheduler, client: AsyncWebClient, question: Question
+) -> None:
     if reply.mode == "edit":
         await reply.start(say.THINKING)
     else:
@@ -218,21 +285,35 @@ async def show_first_sign(reply: SlackReply, scheduler: SlackScheduler, client: 
 
 async def show_loading_status(scheduler: SlackScheduler, client: AsyncWebClient, question: Question) -> None:
     try:
-        await scheduler.call(client, "assistant.threads.setStatus", channel_id=question.channel_id,
-                             thread_ts=question.reply_thread_ts, status=say.LOADING_STATUS,
-                             loading_messages=say.LOADING_MESSAGES)
+        await scheduler.call(
+            client,
+            "assistant.threads.setStatus",
+            channel_id=question.channel_id,
+            thread_ts=question.reply_thread_ts,
+            status=say.LOADING_STATUS,
+            loading_messages=say.LOADING_MESSAGES,
+        )
     except Exception as error:  # the answer's first words show soon anyway
         log.info("no loading status for event %s (%s)", question.event_id, error.__class__.__name__)
 
 
 async def _write_answer(
-    question: Question, hold: Reservation, choice: AnswerChoice, reply: SlackReply, first_sign: asyncio.Task, stopper: Stopper,
-    checkpoints: Checkpoints, client: AsyncWebClient, scheduler: SlackScheduler, services: Services,
+    question: Question,
+    hold: Reservation,
+    choice: AnswerChoice,
+    reply: SlackReply,
+    first_sign: asyncio.Task,
+    stopper: Stopper,
+    checkpoints: Checkpoints,
+    client: AsyncWebClient,
+    scheduler: SlackScheduler,
+    services: Services,
     bot_user_id: str | None,
 ) -> Outcome:
     context = await conversation_so_far(question, client, services, bot_user_id)
-    files = await read_conversation_files(question.files, [record for turn in context.prior for record in turn.files],
-                                          client, services.http)
+    files = await read_conversation_files(
+        question.files, [record for turn in context.prior for record in turn.files], client, services.http
+    )
     stream = ClaudeStream(
         services.claude,
         build_claude_request(services.settings, context.prior, question.text, files, choice),
@@ -261,8 +342,12 @@ async def _write_answer(
     except Exception as error:
         # Slack refused the first message (the bot is not in the channel, …): nothing could be shown, so
         # nothing is charged; what Claude consumed meanwhile is the operator's.
-        log.warning("no message for event %s (%s); releasing its credits (request %s)",
-                    question.event_id, error.__class__.__name__, stream.request_id)
+        log.warning(
+            "no message for event %s (%s); releasing its credits (request %s)",
+            question.event_id,
+            error.__class__.__name__,
+            stream.request_id,
+        )
         await services.credits.release(hold.id)
         ANSWERS.labels("not_shown").inc()
         return Outcome.FINAL
@@ -276,7 +361,9 @@ async def _write_answer(
         notices = say.with_notices(
             context.notice,
             say.files_not_read([(u.file.name, u.reason) for u in files.unreadable]) if files.unreadable else None,
-            say.cut_at_length_limit(services.settings.claude_max_tokens) if stream.stop_reason == "max_tokens" else None,
+            say.cut_at_length_limit(services.settings.claude_max_tokens)
+            if stream.stop_reason == "max_tokens"
+            else None,
             say.REFUSED if stream.stop_reason == "refusal" else None,
             say.sources(stream.sources) if stream.sources else None,
             say.stopped_by(stopper.by) if stopper.stopped else None,
@@ -287,8 +374,18 @@ async def _write_answer(
 
     await reply.quiesce()  # a continuation being posted: the record then names every message
     try:
-        settlement = await settle(services, question, hold, choice.model, stream, reply, deleted=deleted or stopper.stopped,
-                                  learned=learned, tail=tail, deadline=SHUTDOWN_SETTLE_TIMEOUT if shutting_down else None)
+        settlement = await settle(
+            services,
+            question,
+            hold,
+            choice.model,
+            stream,
+            reply,
+            deleted=deleted or stopper.stopped,
+            learned=learned,
+            tail=tail,
+            deadline=SHUTDOWN_SETTLE_TIMEOUT if shutting_down else None,
+        )
     except (NotOurs, TimeoutError) as error:
         log.warning("leaving event %s to be finished by recovery (%s)", question.event_id, error.__class__.__name__)
         return Outcome.UNFINISHED
@@ -299,12 +396,16 @@ async def _write_answer(
     if settlement and settlement.charged and services.reloads is not None:
         services.tasks.spawn(reload_if_low(services, question.team_id), name=f"auto-reload {question.team_id}")
     if settlement and settlement.low_balance:
-        services.tasks.spawn(tell_billing_admins(services, client, question.team_id, settlement.balance_after),
-                             name=f"low balance {question.team_id}")
+        services.tasks.spawn(
+            tell_billing_admins(services, client, question.team_id, settlement.balance_after),
+            name=f"low balance {question.team_id}",
+        )
     if deleted:
         log.info("reply to event %s is gone; generation stopped (request %s)", question.event_id, stream.request_id)
         if settlement and settlement.low_balance:
-            await tell(scheduler, client, question, say.low_balance(settlement.balance_after))  # shown once: not lost with the reply
+            await tell(
+                scheduler, client, question, say.low_balance(settlement.balance_after)
+            )  # shown once: not lost with the reply
         await session.end()
         ANSWERS.labels("deleted").inc()
         return Outcome.FINAL
@@ -313,7 +414,9 @@ async def _write_answer(
         try:
             shown = await asyncio.wait_for(finishing, SHUTDOWN_FINISH_TIMEOUT)
         except TimeoutError:
-            log.warning("stopping before the final text of event %s reached Slack; recovery will show it", question.event_id)
+            log.warning(
+                "stopping before the final text of event %s reached Slack; recovery will show it", question.event_id
+            )
             return Outcome.UNFINISHED
     else:
         shown = await finishing
@@ -321,8 +424,14 @@ async def _write_answer(
         log.error("the final text of event %s could not be shown in Slack", question.event_id)
     outcome = "not_shown" if not shown else "failed" if failure_notice else "stopped" if stopper.stopped else "answered"
     ANSWERS.labels(outcome).inc()
-    log.info("event %s %s: %d input and %d output tokens, %d credits", question.event_id, outcome.replace("_", " "),
-             stream.usage.input_tokens, stream.usage.output_tokens, settlement.charged if settlement else 0)
+    log.info(
+        "event %s %s: %d input and %d output tokens, %d credits",
+        question.event_id,
+        outcome.replace("_", " "),
+        stream.usage.input_tokens,
+        stream.usage.output_tokens,
+        settlement.charged if settlement else 0,
+    )
     await session.end()
     return Outcome.FINAL
 
@@ -340,8 +449,9 @@ class FirstWordsTimer:
         await self._journal.shown(messages, text)
 
 
-async def files_refused(question: Question, hold: Reservation, choice: AnswerChoice, files: ConversationFiles,
-                        services: Services) -> str | None:
+async def files_refused(
+    question: Question, hold: Reservation, choice: AnswerChoice, files: ConversationFiles, services: Services
+) -> str | None:
     """Hold the credits the files may cost on top of the question (known only once they are read); what to say
     instead of asking Claude when they cannot be paid, or when nothing readable is left to ask about."""
     if not question.text and not files.question.readable:
@@ -350,16 +460,22 @@ async def files_refused(question: Question, hold: Reservation, choice: AnswerCho
         return None
     settings, pricing = services.settings, services.pricing_for(choice.model)
     claimed = allowance(question, choice, settings)
-    extra = (pricing.worst_case(claimed + files.extra_tokens, settings.claude_max_tokens)
-             - pricing.worst_case(claimed, settings.claude_max_tokens))
+    extra = pricing.worst_case(claimed + files.extra_tokens, settings.claude_max_tokens) - pricing.worst_case(
+        claimed, settings.claude_max_tokens
+    )
     try:
         held = await services.credits.extend(hold.id, extra)
     except Exception:
         log.exception("could not hold the credits of event %s's files", question.event_id)
         return say.UNEXPECTED
     if isinstance(held, Insufficient):
-        log.info("team %s: event %s's files need %d credits, %d available", question.team_id, question.event_id,
-                 held.needed, held.available)
+        log.info(
+            "team %s: event %s's files need %d credits, %d available",
+            question.team_id,
+            question.event_id,
+            held.needed,
+            held.available,
+        )
         return say.files_cost_too_much(held.available, held.needed, pricing.describe())
     if isinstance(held, OverLimit):
         return say.over_limit(held)
@@ -370,7 +486,9 @@ def final_blocks(question: Question, settlement: Settlement | None, show_cost: b
     """Under a finished answer: what it cost and the balance it left (SHOW_COST), then the feedback buttons."""
     blocks = []
     if show_cost and settlement is not None:
-        blocks.append(cost_block(question.reservation_id, say.answer_cost(settlement.charged, settlement.balance_after)))
+        blocks.append(
+            cost_block(question.reservation_id, say.answer_cost(settlement.charged, settlement.balance_after))
+        )
     return [*blocks, feedback_block(question.reservation_id)]
 
 
@@ -385,11 +503,17 @@ class AgentSession:
     async def _set(self, status: str) -> None:
         try:
             await self._scheduler.call(
-                self._client, "agents.sessions.setStatus", channel_id=self._question.channel_id,
-                thread_ts=self._question.reply_thread_ts, status=status, initiator_user_id=self._question.user_id or None,
+                self._client,
+                "agents.sessions.setStatus",
+                channel_id=self._question.channel_id,
+                thread_ts=self._question.reply_thread_ts,
+                status=status,
+                initiator_user_id=self._question.user_id or None,
             )
         except Exception as error:
-            log.info("agent session of event %s not set %s (%s)", self._question.event_id, status, error.__class__.__name__)
+            log.info(
+                "agent session of event %s not set %s (%s)", self._question.event_id, status, error.__class__.__name__
+            )
 
     def start(self) -> None:
         if not self._started:
@@ -401,7 +525,9 @@ class AgentSession:
             await self._set("active")
 
 
-async def stream_into(reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None]) -> None:
+async def stream_into(
+    reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None]
+) -> None:
     """Pour Claude's text into the reply; stop Claude at once if the reply is deleted or someone stops it."""
 
     async def pump() -> None:
@@ -427,8 +553,17 @@ def _current_task_cancelling() -> bool:
 
 
 async def settle(
-    services: Services, question: Question, hold: Reservation, model: str, stream: ClaudeStream, reply: SlackReply, *,
-    deleted: bool, learned: list[Turn], tail: Callable[[Settlement | None], str], deadline: float | None = None,
+    services: Services,
+    question: Question,
+    hold: Reservation,
+    model: str,
+    stream: ClaudeStream,
+    reply: SlackReply,
+    *,
+    deleted: bool,
+    learned: list[Turn],
+    tail: Callable[[Settlement | None], str],
+    deadline: float | None = None,
 ) -> Settlement | None:
     """Charge what Claude consumed (or give the whole hold back when it produced nothing), remember the turn
     and mark the record settled, in one transaction; tried again until the database answers (or, when the
@@ -440,7 +575,9 @@ async def settle(
         return await _settle_until_done(services, question, hold, model, stream, reply, consumed, charge, learned, tail)
 
 
-async def _settle_until_done(services, question, hold, model, stream, reply, consumed, charge, learned, tail) -> Settlement | None:
+async def _settle_until_done(
+    services, question, hold, model, stream, reply, consumed, charge, learned, tail
+) -> Settlement | None:
     wait = SETTLE_FIRST_WAIT
     while True:
         try:
@@ -452,13 +589,20 @@ async def _settle_until_done(services, question, hold, model, stream, reply, con
                 else:
                     await services.credits.release(hold.id, connection=connection)
                 await services.history.append(connection, question.conversation, learned)
-                await services.journal.settled(connection, question.reservation_id, reply.messages, reply.current_text + tail(settlement))
+                await services.journal.settled(
+                    connection, question.reservation_id, reply.messages, reply.current_text + tail(settlement)
+                )
             return settlement
         except Exception as error:
             if not is_transient(error):
                 raise
             # The hold stays ours meanwhile: the sweeper leaves the holds of answers in progress alone.
-            log.warning("settling reservation %s failed (%s); trying again in %.1fs (request %s)",
-                        hold.id, error.__class__.__name__, wait, stream.request_id)
+            log.warning(
+                "settling reservation %s failed (%s); trying again in %.1fs (request %s)",
+                hold.id,
+                error.__class__.__name__,
+                wait,
+                stream.request_id,
+            )
             await asyncio.sleep(wait)
             wait = min(wait * 2, SETTLE_MAX_WAIT)

@@ -46,10 +46,13 @@ class AnswerSettings:
     async def effective(self, team_id: str, channel_id: str, *, connection: AsyncConnection) -> AnswerChoice:
         """Read inside the caller's transaction (the question's claim): one query."""
         c = answer_settings.c
-        rows = (await connection.execute(
-            sa.select(c.channel_id, c.model, c.system_prompt, c.web_search)
-            .where(c.team_id == team_id, c.channel_id.in_([WORKSPACE, channel_id]))
-        )).all()
+        rows = (
+            await connection.execute(
+                sa.select(c.channel_id, c.model, c.system_prompt, c.web_search).where(
+                    c.team_id == team_id, c.channel_id.in_([WORKSPACE, channel_id])
+                )
+            )
+        ).all()
         by_scope = {row.channel_id: row for row in rows}
         chosen = {}
         for setting in SETTINGS:
@@ -58,11 +61,15 @@ class AnswerSettings:
                 if value is not None:
                     chosen[setting] = value
                     break
-        return AnswerChoice(chosen.get("model", self.defaults.model), chosen.get("system_prompt", self.defaults.system_prompt),
-                            bool(chosen.get("web_search", self.defaults.web_search)))
+        return AnswerChoice(
+            chosen.get("model", self.defaults.model),
+            chosen.get("system_prompt", self.defaults.system_prompt),
+            bool(chosen.get("web_search", self.defaults.web_search)),
+        )
 
-    async def change(self, team_id: str, channel_id: str | None, setting: str, value: str | bool | None, *,
-                     by: str) -> Change | None:
+    async def change(
+        self, team_id: str, channel_id: str | None, setting: str, value: str | bool | None, *, by: str
+    ) -> Change | None:
         """Set (or, with None, reset to what applies above) one setting; None when it already was so."""
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}")
@@ -70,9 +77,11 @@ class AnswerSettings:
         now = self._clock()
         c = answer_settings.c
         async with self._engine.begin() as connection:
-            row = (await connection.execute(
-                sa.select(answer_settings).where(c.team_id == team_id, c.channel_id == scope).with_for_update()
-            )).first()
+            row = (
+                await connection.execute(
+                    sa.select(answer_settings).where(c.team_id == team_id, c.channel_id == scope).with_for_update()
+                )
+            ).first()
             old = getattr(row, setting) if row is not None else None
             if old == value:
                 return None
@@ -80,31 +89,52 @@ class AnswerSettings:
             if row is None:
                 await connection.execute(sa.insert(answer_settings).values(team_id=team_id, channel_id=scope, **values))
             else:
-                await connection.execute(sa.update(answer_settings).where(c.team_id == team_id, c.channel_id == scope)
-                                         .values(**values))
+                await connection.execute(
+                    sa.update(answer_settings).where(c.team_id == team_id, c.channel_id == scope).values(**values)
+                )
             change = Change(scope, setting, _text(old), _text(value), by, now)
-            await connection.execute(sa.insert(answer_settings_audit).values(
-                team_id=team_id, channel_id=scope, setting=setting, old_value=change.old_value,
-                new_value=change.new_value, changed_by=by, changed_at=now))
+            await connection.execute(
+                sa.insert(answer_settings_audit).values(
+                    team_id=team_id,
+                    channel_id=scope,
+                    setting=setting,
+                    old_value=change.old_value,
+                    new_value=change.new_value,
+                    changed_by=by,
+                    changed_at=now,
+                )
+            )
         return change
 
     async def overview(self, team_id: str) -> dict[str, dict[str, str | bool]]:
         """What is set, by scope ("" for the workspace, then channels): only the settings chosen there."""
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(
-                sa.select(answer_settings).where(answer_settings.c.team_id == team_id).order_by(answer_settings.c.channel_id)
-            )).all()
-        return {row.channel_id: {setting: getattr(row, setting) for setting in SETTINGS if getattr(row, setting) is not None}
-                for row in rows}
+            rows = (
+                await connection.execute(
+                    sa.select(answer_settings)
+                    .where(answer_settings.c.team_id == team_id)
+                    .order_by(answer_settings.c.channel_id)
+                )
+            ).all()
+        return {
+            row.channel_id: {
+                setting: getattr(row, setting) for setting in SETTINGS if getattr(row, setting) is not None
+            }
+            for row in rows
+        }
 
     async def history(self, team_id: str, *, limit: int = 10) -> list[Change]:
         c = answer_settings_audit.c
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(
-                sa.select(answer_settings_audit).where(c.team_id == team_id).order_by(c.id.desc()).limit(limit)
-            )).all()
-        return [Change(row.channel_id, row.setting, row.old_value, row.new_value, row.changed_by, row.changed_at)
-                for row in rows]
+            rows = (
+                await connection.execute(
+                    sa.select(answer_settings_audit).where(c.team_id == team_id).order_by(c.id.desc()).limit(limit)
+                )
+            ).all()
+        return [
+            Change(row.channel_id, row.setting, row.old_value, row.new_value, row.changed_by, row.changed_at)
+            for row in rows
+        ]
 
 
 def _text(value: str | bool | None) -> str | None:

@@ -41,8 +41,11 @@ def build_bolt_app(services: Services) -> AsyncApp:
     with _without_bolt_environment():
         # Requests are verified before Bolt sees them (bot/inbound.py), on the very bytes Slack signed.
         app = AsyncApp(
-            signing_secret=settings.slack_signing_secret, client=client, process_before_response=False,
-            request_verification_enabled=False, **oauth,
+            signing_secret=settings.slack_signing_secret,
+            client=client,
+            process_before_response=False,
+            request_verification_enabled=False,
+            **oauth,
         )
 
     strangers = OtherWorkspaces()

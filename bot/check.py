@@ -66,24 +66,36 @@ async def check_slack(settings: Settings) -> Finding:
     who = f"workspace {identity.get('team_id')} ({identity.get('team')}) as {identity.get('user_id')}"
     missing = [scope for scope in BOT_SCOPES if scope not in granted]
     if missing:
-        return Finding("slack", PROBLEM, f"{who}: the token lacks {', '.join(missing)}; reinstall the app from manifest.yml")
+        return Finding(
+            "slack", PROBLEM, f"{who}: the token lacks {', '.join(missing)}; reinstall the app from manifest.yml"
+        )
     return Finding("slack", OK, f"{who}, with every scope manifest.yml asks for")
 
 
 async def check_anthropic(settings: Settings) -> Finding:
-    client = anthropic.AsyncAnthropic(api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url,
-                                      max_retries=0, timeout=CALL_TIMEOUT)
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url, max_retries=0, timeout=CALL_TIMEOUT
+    )
     try:
-        counted = await client.messages.count_tokens(model=settings.claude_model,
-                                                     messages=[{"role": "user", "content": "ping"}])
+        counted = await client.messages.count_tokens(
+            model=settings.claude_model, messages=[{"role": "user", "content": "ping"}]
+        )
     except anthropic.AuthenticationError as error:
         return Finding("anthropic", PROBLEM, f"ANTHROPIC_API_KEY refused ({_anthropic_reason(error)})")
     except anthropic.NotFoundError as error:
-        return Finding("anthropic", PROBLEM, f"CLAUDE_MODEL {settings.claude_model} unknown to the API ({_anthropic_reason(error)})")
+        return Finding(
+            "anthropic",
+            PROBLEM,
+            f"CLAUDE_MODEL {settings.claude_model} unknown to the API ({_anthropic_reason(error)})",
+        )
     except anthropic.APIStatusError as error:
         return Finding("anthropic", PROBLEM, f"the API answered {_anthropic_reason(error)}")
     except anthropic.APIConnectionError as error:
-        return Finding("anthropic", PROBLEM, f"Anthropic unreachable at {client.base_url}: {failure_reason(error.__cause__ or error)}")
+        return Finding(
+            "anthropic",
+            PROBLEM,
+            f"Anthropic unreachable at {client.base_url}: {failure_reason(error.__cause__ or error)}",
+        )
     finally:
         await client.close()
     return Finding("anthropic", OK, f"key accepted; {settings.claude_model} counted {counted.input_tokens} tokens")
@@ -112,7 +124,9 @@ async def check_stripe(settings: Settings) -> Finding:
         except stripe.StripeError as error:
             return Finding("stripe", PROBLEM, f"Stripe answered {error.http_status}: {error.user_message or error}")
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            return Finding("stripe", PROBLEM, f"Stripe unreachable at {settings.stripe_api_base}: {failure_reason(error)}")
+            return Finding(
+                "stripe", PROBLEM, f"Stripe unreachable at {settings.stripe_api_base}: {failure_reason(error)}"
+            )
     mode = "live" if balance.livemode else "test"
     return Finding("stripe", OK, f"key accepted ({mode} mode); webhooks at {settings.public_url}{WEBHOOK_PATH}")
 

@@ -35,15 +35,25 @@ def _content(text: str, file_blocks: list[dict]) -> str | list[dict]:
     return [*file_blocks, {"type": "text", "text": text}] if text else list(file_blocks)
 
 
-def build_claude_request(settings: Settings, prior: list[Turn], question: str,
-                         files: ConversationFiles | None = None, choice: AnswerChoice | None = None) -> dict:
+def build_claude_request(
+    settings: Settings,
+    prior: list[Turn],
+    question: str,
+    files: ConversationFiles | None = None,
+    choice: AnswerChoice | None = None,
+) -> dict:
     """Breakpoints on the system prompt, the end of the earlier conversation and the new question, so
     that a follow-up reads everything before it from Anthropic's cache instead of paying for it again.
     Files go first in the turn that shared them, each named."""
     files = files or ConversationFiles()
     messages: list[dict[str, Any]] = []
     for turn in prior:
-        blocks = [block for record in turn.files if (found := files.earlier.get(record.get("id", ""))) for block in found.blocks]
+        blocks = [
+            block
+            for record in turn.files
+            if (found := files.earlier.get(record.get("id", "")))
+            for block in found.blocks
+        ]
         messages.append({"role": turn.role, "content": _content(turn.content, blocks)})
     if messages:
         messages[-1]["content"] = _cached(messages[-1]["content"])
@@ -55,12 +65,15 @@ def build_claude_request(settings: Settings, prior: list[Turn], question: str,
         "messages": messages,
     }
     if choice is not None and choice.web_search:
-        request["tools"] = [{"type": "web_search_20250305", "name": "web_search", "max_uses": settings.web_search_max_uses}]
+        request["tools"] = [
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": settings.web_search_max_uses}
+        ]
     return request
 
 
-def input_allowance(settings: Settings, question: str, *, with_history: bool, system_prompt: str | None = None,
-                    web_search: bool = False) -> int:
+def input_allowance(
+    settings: Settings, question: str, *, with_history: bool, system_prompt: str | None = None, web_search: bool = False
+) -> int:
     """The most input tokens the request can have, known before the history is read: the system prompt,
     the question and, for a conversation that may have earlier turns, the whole history budget (which
     the history is trimmed to, at CHARS_PER_TOKEN characters a token)."""

@@ -136,7 +136,9 @@ class ClaudeStream:
                     raise self._interrupted(error) from None
                 await self._maybe_retry(attempt, error)
         if not self.completed:
-            raise ClaudeError(Failure.INTERRUPTED, request_id=self.request_id, detail="stream ended without message_stop")
+            raise ClaudeError(
+                Failure.INTERRUPTED, request_id=self.request_id, detail="stream ended without message_stop"
+            )
 
     def _record(self, event) -> str | None:
         if event.type == "message_start":
@@ -161,7 +163,8 @@ class ClaudeStream:
             if event.usage.input_tokens is not None:  # final input counts: web search results are read as input
                 self._input = TokenUsage(
                     input_tokens=event.usage.input_tokens,
-                    cache_creation_input_tokens=event.usage.cache_creation_input_tokens or self._input.cache_creation_input_tokens,
+                    cache_creation_input_tokens=event.usage.cache_creation_input_tokens
+                    or self._input.cache_creation_input_tokens,
                     cache_read_input_tokens=event.usage.cache_read_input_tokens or self._input.cache_read_input_tokens,
                 )
             server_tools = getattr(event.usage, "server_tool_use", None)
@@ -190,5 +193,7 @@ class ClaudeStream:
         if not retryable or attempt >= self._max_retries or wait > self._retry_max_wait:
             log.warning("Claude request failed (%s, request %s); not retrying", detail, self.request_id)
             raise ClaudeError(failure, request_id=self.request_id, detail=detail) from None
-        log.info("Claude request failed (%s, request %s); retry %d in %.1fs", detail, self.request_id, attempt + 1, wait)
+        log.info(
+            "Claude request failed (%s, request %s); retry %d in %.1fs", detail, self.request_id, attempt + 1, wait
+        )
         await self._sleep(wait)

@@ -23,7 +23,9 @@ class Context:
     notice: str | None
 
 
-async def conversation_so_far(question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None) -> Context:
+async def conversation_so_far(
+    question: Question, client: AsyncWebClient, services: Services, bot_user_id: str | None
+) -> Context:
     """The earlier turns: from the bot's own history, or read once from Slack for a thread it just joined."""
     if not question.may_continue_a_conversation:
         return Context([], [], None)

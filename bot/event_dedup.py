@@ -30,5 +30,7 @@ class EventLog:
     async def forget_older_than(self, age: timedelta) -> int:
         """Slack stops retrying after minutes; old claims only take space."""
         async with self._engine.begin() as connection:
-            result = await connection.execute(delete(slack_events).where(slack_events.c.received_at < self._clock() - age))
+            result = await connection.execute(
+                delete(slack_events).where(slack_events.c.received_at < self._clock() - age)
+            )
         return result.rowcount

@@ -127,7 +127,9 @@ class ConversationHistory:
     async def purge_older_than(self, age: timedelta) -> int:
         cutoff = self._clock() - age
         async with self._engine.begin() as connection:
-            result = await connection.execute(delete(conversation_turns).where(conversation_turns.c.created_at < cutoff))
+            result = await connection.execute(
+                delete(conversation_turns).where(conversation_turns.c.created_at < cutoff)
+            )
         return result.rowcount
 
 

@@ -32,13 +32,49 @@ MAX_TIMESTAMP_DIGITS = 12
 # objects are checked: the rest of a payload (attachments, blocks, metadata) is Slack's business, and
 # carries numbers where these carry strings (an attachment's `"id": 1`).
 STRING_KEYS = {
-    "type", "subtype", "ts", "thread_ts", "event_ts", "message_ts", "text", "value", "action_id", "block_id", "id",
-    "team_id", "user_id", "channel_id", "enterprise_id", "api_app_id", "event_id", "trigger_id", "response_url",
-    "user_team", "context_team_id", "context_enterprise_id", "app_installed_team_id", "function_execution_id",
-    "execution_id", "bot_access_token", "bot_id", "command", "channel_type", "tab", "hash",
+    "type",
+    "subtype",
+    "ts",
+    "thread_ts",
+    "event_ts",
+    "message_ts",
+    "text",
+    "value",
+    "action_id",
+    "block_id",
+    "id",
+    "team_id",
+    "user_id",
+    "channel_id",
+    "enterprise_id",
+    "api_app_id",
+    "event_id",
+    "trigger_id",
+    "response_url",
+    "user_team",
+    "context_team_id",
+    "context_enterprise_id",
+    "app_installed_team_id",
+    "function_execution_id",
+    "execution_id",
+    "bot_access_token",
+    "bot_id",
+    "command",
+    "channel_type",
+    "tab",
+    "hash",
 }
 ID_OR_OBJECT_KEYS = {"team", "user", "channel", "enterprise"}  # a string in events, an object in payloads
-CHILD_OBJECTS = {"event", "item", "assistant_thread", "message", "previous_message", "view", "container", "function_data"}
+CHILD_OBJECTS = {
+    "event",
+    "item",
+    "assistant_thread",
+    "message",
+    "previous_message",
+    "view",
+    "container",
+    "function_data",
+}
 CHILD_LISTS = {"authorizations", "actions", "response_urls"}
 MAX_DEPTH = 4
 # Interactivity payloads, where the user, team and channel are objects.
@@ -65,8 +101,9 @@ class SlackRequestGate:
             raw = await request.read()
         except (ConnectionError, web.HTTPException):
             raise Refused(400, "incomplete_body") from None
-        if not self._signed(raw, request.headers.get("X-Slack-Request-Timestamp", ""),
-                            request.headers.get("X-Slack-Signature", "")):
+        if not self._signed(
+            raw, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
+        ):
             raise Refused(401, "invalid_signature")
         payload = parse_payload(raw.decode("utf-8"), request.content_type)
         try:  # a lone surrogate ("\udcff") is valid JSON but no text: it could be neither logged nor stored
@@ -75,7 +112,9 @@ class SlackRequestGate:
         except UnicodeEncodeError:
             raise Refused(400, "invalid_text") from None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-type", "content-length")}
-        return AsyncBoltRequest(body=body, query=request.query_string, headers={**headers, "Content-Type": "application/json"})
+        return AsyncBoltRequest(
+            body=body, query=request.query_string, headers={**headers, "Content-Type": "application/json"}
+        )
 
     def _signed(self, raw: bytes, timestamp: str, signature: str) -> bool:
         if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
@@ -109,7 +148,9 @@ def parse_payload(text: str, content_type: str) -> dict:
         payload.get("actions") and all(isinstance(action.get("action_id"), str) for action in payload["actions"])
     ):
         raise Refused(400, "invalid_actions")
-    if kind in INTERACTIVE and not all(isinstance(payload.get(key), dict | None) for key in ("user", "team", "channel")):
+    if kind in INTERACTIVE and not all(
+        isinstance(payload.get(key), dict | None) for key in ("user", "team", "channel")
+    ):
         raise Refused(400, "invalid_payload")
     if "command" in payload and not all(isinstance(value, str) for value in payload.values()):
         raise Refused(400, "invalid_command")  # a slash command is a form: strings only

@@ -58,11 +58,20 @@ class InFlight:
 
 def _from_row(row) -> InFlight:
     return InFlight(
-        id=row.id, team_id=row.team_id, channel_id=row.channel_id, thread_ts=row.thread_ts, user_id=row.user_id,
-        reservation_id=row.reservation_id, owner=row.owner, messages=json.loads(row.messages), text=row.shown_text,
+        id=row.id,
+        team_id=row.team_id,
+        channel_id=row.channel_id,
+        thread_ts=row.thread_ts,
+        user_id=row.user_id,
+        reservation_id=row.reservation_id,
+        owner=row.owner,
+        messages=json.loads(row.messages),
+        text=row.shown_text,
         usage=TokenUsage(
-            input_tokens=row.input_tokens, cache_creation_input_tokens=row.cache_creation_input_tokens,
-            cache_read_input_tokens=row.cache_read_input_tokens, output_tokens=row.output_tokens,
+            input_tokens=row.input_tokens,
+            cache_creation_input_tokens=row.cache_creation_input_tokens,
+            cache_read_input_tokens=row.cache_read_input_tokens,
+            output_tokens=row.output_tokens,
         ),
         settled=row.settled,
         outcome_text=row.outcome_text,
@@ -100,18 +109,35 @@ class AnswerJournal:
         self.running[record_id] = None
         return True
 
-    async def open(self, connection: AsyncConnection, question: Question, reservation_id: str | None,
-                   outcome_text: str | None = None, model: str | None = None) -> None:
+    async def open(
+        self,
+        connection: AsyncConnection,
+        question: Question,
+        reservation_id: str | None,
+        outcome_text: str | None = None,
+        model: str | None = None,
+    ) -> None:
         """Inside the transaction that claims the question. `outcome_text`: the one message the question gets
         (help, no credits), posted by recovery if this process dies before it could post it."""
         now = self._clock()
         self.running[question.reservation_id] = reservation_id
         await connection.execute(
             insert(records).values(
-                id=question.reservation_id, team_id=question.team_id, channel_id=question.channel_id,
-                thread_ts=question.reply_thread_ts, user_id=question.user_id or None, reservation_id=reservation_id,
-                owner=self.owner, messages="[]", shown_text="", settled=False, created_at=now, updated_at=now,
-                outcome_text=outcome_text, model=model, **_usage_values(TokenUsage()),
+                id=question.reservation_id,
+                team_id=question.team_id,
+                channel_id=question.channel_id,
+                thread_ts=question.reply_thread_ts,
+                user_id=question.user_id or None,
+                reservation_id=reservation_id,
+                owner=self.owner,
+                messages="[]",
+                shown_text="",
+                settled=False,
+                created_at=now,
+                updated_at=now,
+                outcome_text=outcome_text,
+                model=model,
+                **_usage_values(TokenUsage()),
             )
         )
 
@@ -123,8 +149,12 @@ class AnswerJournal:
         The checkpoints of every answer of this process are written together, one transaction at a time: a
         burst of answers costs a few transactions a second, not one per edit (on SQLite every transaction
         waits for the single writer, and the questions arriving meanwhile would wait behind them)."""
-        values = {"b_messages": json.dumps(messages), "b_text": text, "b_now": self._clock(),
-                  **{f"b_{key}": value for key, value in _usage_values(usage).items()}}
+        values = {
+            "b_messages": json.dumps(messages),
+            "b_text": text,
+            "b_now": self._clock(),
+            **{f"b_{key}": value for key, value in _usage_values(usage).items()},
+        }
         future = asyncio.get_running_loop().create_future()
         _, waiting = self._checkpoints.get(record_id, (None, []))
         self._checkpoints[record_id] = (values, [*waiting, future])
@@ -158,18 +188,27 @@ class AnswerJournal:
         statement = (
             update(records)
             .where(records.c.id == bindparam("b_id"), records.c.owner == self.owner)
-            .values(messages=bindparam("b_messages"), shown_text=bindparam("b_text"), updated_at=bindparam("b_now"),
-                    **{key: bindparam(f"b_{key}") for key in _usage_values(TokenUsage())})
+            .values(
+                messages=bindparam("b_messages"),
+                shown_text=bindparam("b_text"),
+                updated_at=bindparam("b_now"),
+                **{key: bindparam(f"b_{key}") for key in _usage_values(TokenUsage())},
+            )
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement, [{"b_id": record_id, **values} for record_id, values in batch.items()])
-            rows = (await connection.execute(
-                select(records.c.id, records.c.owner, records.c.stop_requested_by).where(records.c.id.in_(list(batch)))
-            )).all()
+            rows = (
+                await connection.execute(
+                    select(records.c.id, records.c.owner, records.c.stop_requested_by).where(
+                        records.c.id.in_(list(batch))
+                    )
+                )
+            ).all()
         return {row.id: (row.owner, row.stop_requested_by) for row in rows}
 
-    async def request_stop(self, *, by: str, record_id: str | None = None,
-                           thread: tuple[str, str, str] | None = None) -> int:
+    async def request_stop(
+        self, *, by: str, record_id: str | None = None, thread: tuple[str, str, str] | None = None
+    ) -> int:
         """Ask whichever process writes the answer (`record_id`) or the answers of a thread (team, channel,
         thread_ts) to stop; how many answers were asked."""
         where: list[sa.ColumnElement[bool]] = [records.c.stop_requested_by.is_(None), records.c.settled.is_(False)]
@@ -177,7 +216,11 @@ class AnswerJournal:
             where.append(records.c.id == record_id)
         if thread is not None:
             team_id, channel_id, thread_ts = thread
-            where += [records.c.team_id == team_id, records.c.channel_id == channel_id, records.c.thread_ts == thread_ts]
+            where += [
+                records.c.team_id == team_id,
+                records.c.channel_id == channel_id,
+                records.c.thread_ts == thread_ts,
+            ]
         async with self._engine.begin() as connection:
             return (await connection.execute(update(records).where(*where).values(stop_requested_by=by))).rowcount
 
@@ -279,8 +322,14 @@ class Checkpoints:
     CHECKPOINT_WAIT, so a slow database delays an edit a little and a dead one not at all (the write is
     never cancelled half-way: it finishes in the background)."""
 
-    def __init__(self, journal: AnswerJournal, record_id: str, *, on_stop_requested: Callable[[str], None] | None = None,
-                 on_lost: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        journal: AnswerJournal,
+        record_id: str,
+        *,
+        on_stop_requested: Callable[[str], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ):
         self._journal = journal
         self._record_id = record_id
         self._on_stop_requested = on_stop_requested

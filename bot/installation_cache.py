@@ -29,8 +29,16 @@ Key = tuple[str | None, str | None, bool]
 
 
 class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
-    def __init__(self, *args: Any, reader: AsyncEngine | None = None, ttl: float = TTL_SECONDS, refresh_minutes: int = 120,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        reader: AsyncEngine | None = None,
+        ttl: float = TTL_SECONDS,
+        refresh_minutes: int = 120,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         # Lookups through the reader (storage.create_reader), when there is one: they don't wait for writers.
         self._reader = reader
@@ -43,8 +51,9 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
         self._finding: dict[Key, asyncio.Future] = {}
         self._generation = 0  # changed by every change of ours: a lookup begun before it is not kept
 
-    async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
-                             is_enterprise_install: bool | None = False) -> Bot | None:
+    async def async_find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> Bot | None:
         if is_enterprise_install or team_id is None:
             team_id = None  # as the stock store reads it: an org-wide install has no workspace
         key = (enterprise_id, team_id, bool(is_enterprise_install))
@@ -60,7 +69,9 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
         finding = self._finding.get(key)
         if finding is None:
             finding = self._finding[key] = asyncio.ensure_future(self._find(key))
-            finding.add_done_callback(lambda done: self._finding.pop(key, None) if self._finding.get(key) is done else None)
+            finding.add_done_callback(
+                lambda done: self._finding.pop(key, None) if self._finding.get(key) is done else None
+            )
             finding.add_done_callback(_log_failure)
         return finding
 
@@ -68,14 +79,22 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
         """Keeps the newest bots of up to `limit` installs, read in one query (at start: the first burst of
         questions then waits for no lookup)."""
         c = self.bots.c
-        query = (select(self.bots).where(c.client_id == self.client_id, c.bot_token.is_not(None))
-                 .order_by(c.installed_at.desc()).limit(limit))
+        query = (
+            select(self.bots)
+            .where(c.client_id == self.client_id, c.bot_token.is_not(None))
+            .order_by(c.installed_at.desc())
+            .limit(limit)
+        )
         async with (self._reader or self.engine).connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         now = self._clock()
         for row in reversed(rows):  # the newest last: it wins
             bot = SQLAlchemyInstallationStore.build_bot_entity(row)
-            key = (bot.enterprise_id, None if bot.is_enterprise_install else bot.team_id, bool(bot.is_enterprise_install))
+            key = (
+                bot.enterprise_id,
+                None if bot.is_enterprise_install else bot.team_id,
+                bool(bot.is_enterprise_install),
+            )
             if self._may_keep(bot):
                 self._bots[key] = (bot, now)
         return len(self._bots)
@@ -102,8 +121,11 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
     def forget(self, enterprise_id: str | None = None, team_id: str | None = None) -> None:
         self._generation += 1
         self._finding.clear()
-        for key in [k for k in self._bots if (enterprise_id is None or k[0] == enterprise_id)
-                    and (team_id is None or k[1] == team_id)]:
+        for key in [
+            k
+            for k in self._bots
+            if (enterprise_id is None or k[0] == enterprise_id) and (team_id is None or k[1] == team_id)
+        ]:
             del self._bots[key]
 
     async def async_save(self, installation: Installation) -> None:
@@ -118,8 +140,9 @@ class CachedInstallationStore(AsyncSQLAlchemyInstallationStore):
         self.forget(enterprise_id, team_id)
         await super().async_delete_bot(enterprise_id=enterprise_id, team_id=team_id)
 
-    async def async_delete_installation(self, *, enterprise_id: str | None, team_id: str | None,
-                                        user_id: str | None = None) -> None:
+    async def async_delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
+    ) -> None:
         self.forget(enterprise_id, team_id)
         await super().async_delete_installation(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
 

@@ -37,8 +37,18 @@ INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 # Keep in step with manifest.yml.
 BOT_SCOPES = [
-    "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
-    "files:read", "files:write", "im:history", "im:read", "im:write", "mpim:history",
+    "app_mentions:read",
+    "assistant:write",
+    "channels:history",
+    "groups:history",
+    "chat:write",
+    "commands",
+    "files:read",
+    "files:write",
+    "im:history",
+    "im:read",
+    "im:write",
+    "mpim:history",
     "users:read",
 ]
 STATE_TTL_SECONDS = 600
@@ -60,7 +70,9 @@ class OneTimeStateStore(AsyncSQLAlchemyOAuthStateStore):
         c = self.oauth_states.c
         now = normalize_datetime_for_db(_utc_now())
         async with self.engine.begin() as connection:
-            deleted = await connection.execute(self.oauth_states.delete().where(c.state == state).returning(c.expire_at))
+            deleted = await connection.execute(
+                self.oauth_states.delete().where(c.state == state).returning(c.expire_at)
+            )
             return any(expire_at > now for (expire_at,) in deleted.all())
 
     async def purge_expired(self) -> int:
@@ -71,18 +83,32 @@ class OneTimeStateStore(AsyncSQLAlchemyOAuthStateStore):
 
 
 class Installs:
-    def __init__(self, settings: Settings, engine: AsyncEngine, client: AsyncWebClient, *,
-                 reader: AsyncEngine | None = None, clock: Callable[[], datetime] = _utc_now):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        client: AsyncWebClient,
+        *,
+        reader: AsyncEngine | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ):
         self.client_id = settings.slack_client_id
         self.client_secret = settings.slack_client_secret
         self.client = client  # tokenless: OAuth exchanges and token refreshes
-        self.store = CachedInstallationStore(client_id=self.client_id, engine=engine, logger=log, reader=reader,
-                                             refresh_minutes=REFRESH_MINUTES_BEFORE_EXPIRY)
+        self.store = CachedInstallationStore(
+            client_id=self.client_id,
+            engine=engine,
+            logger=log,
+            reader=reader,
+            refresh_minutes=REFRESH_MINUTES_BEFORE_EXPIRY,
+        )
         self.states = OneTimeStateStore(expiration_seconds=STATE_TTL_SECONDS, engine=engine, logger=log)
         self._engine = engine
         self._clock = clock
         assert self.client_id and self.client_secret  # OAuth mode (settings.oauth_enabled) has both
-        self._rotator = AsyncTokenRotator(client_id=self.client_id, client_secret=self.client_secret, client=self.client)
+        self._rotator = AsyncTokenRotator(
+            client_id=self.client_id, client_secret=self.client_secret, client=self.client
+        )
         self._known_org_workspaces: set[tuple[str, str]] = set()
         # GovSlack and the test fake serve the authorize page next to their Web API.
         self._authorization_url = settings.slack_api_url.removesuffix("api/") + "oauth/v2/authorize"
@@ -201,7 +227,9 @@ class Installs:
         await self.store.async_delete_all(enterprise_id=enterprise_id, team_id=None)
         c = org_workspaces.c
         async with self._engine.begin() as connection:
-            teams = (await connection.execute(sa.select(c.team_id).where(c.enterprise_id == enterprise_id))).scalars().all()
+            teams = (
+                (await connection.execute(sa.select(c.team_id).where(c.enterprise_id == enterprise_id))).scalars().all()
+            )
             await connection.execute(sa.delete(org_workspaces).where(c.enterprise_id == enterprise_id))
         self._known_org_workspaces = {known for known in self._known_org_workspaces if known[1] != enterprise_id}
         return list(teams)

@@ -21,23 +21,34 @@ from prometheus_client.registry import Collector
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
 
 ANSWERS = Counter("slackbot_answers", "Questions by outcome", ["outcome"])
-FIRST_TEXT = Histogram("slackbot_first_text_seconds",
-                       "From the question (its Slack ts) to Claude's first words sent to Slack", buckets=SECONDS)
-VISIBLE_LAG = Histogram("slackbot_visible_lag_seconds",
-                        "How long Claude's text waited before a Slack write showed it", buckets=SECONDS)
+FIRST_TEXT = Histogram(
+    "slackbot_first_text_seconds",
+    "From the question (its Slack ts) to Claude's first words sent to Slack",
+    buckets=SECONDS,
+)
+VISIBLE_LAG = Histogram(
+    "slackbot_visible_lag_seconds", "How long Claude's text waited before a Slack write showed it", buckets=SECONDS
+)
 SLACK_CALLS = Counter("slackbot_slack_calls", "Slack Web API calls by method", ["method"])
 SLACK_RATE_LIMITED = Counter("slackbot_slack_rate_limited", "Slack Web API calls answered 429, by method", ["method"])
 CLAUDE_TOKENS = Counter("slackbot_claude_tokens", "Tokens of Claude's answers, by kind", ["kind"])
 CREDITS_CHARGED = Counter("slackbot_credits_charged", "Credits charged for answers")
-LOOP_LAG = Histogram("slackbot_event_loop_lag_seconds", "How late the event loop ran a timer (sampled every 0.5 s)",
-                     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+LOOP_LAG = Histogram(
+    "slackbot_event_loop_lag_seconds",
+    "How late the event loop ran a timer (sampled every 0.5 s)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 LOOP_SAMPLE_EVERY = 0.5
 
 
 def count_tokens(usage) -> None:
     """Claude's usage (billing.TokenUsage) of one answer."""
-    for kind, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                         ("cache_read", usage.cache_read_input_tokens), ("cache_write", usage.cache_creation_input_tokens)):
+    for kind, tokens in (
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_read", usage.cache_read_input_tokens),
+        ("cache_write", usage.cache_creation_input_tokens),
+    ):
         if tokens:
             CLAUDE_TOKENS.labels(kind).inc(tokens)
 

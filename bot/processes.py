@@ -57,7 +57,11 @@ class ProcessRegistry:
                 if updated.rowcount == 0:
                     await connection.execute(
                         bot_processes.insert().values(
-                            id=self.process_id, host=socket.gethostname()[:255], pid=os.getpid(), started_at=now, heartbeat_at=now
+                            id=self.process_id,
+                            host=socket.gethostname()[:255],
+                            pid=os.getpid(),
+                            started_at=now,
+                            heartbeat_at=now,
                         )
                     )
         except Exception as error:

@@ -73,7 +73,6 @@ def question_from_event(
     )
 
 
-
 # A person's message that shares files comes as `file_share`; every other subtype (edits, deletions, joins, bots'
 # messages, …) is not a question.
 QUESTION_SUBTYPES = {None, "file_share"}
@@ -81,8 +80,12 @@ QUESTION_SUBTYPES = {None, "file_share"}
 
 def is_user_message(event: dict) -> bool:
     """A person wrote it: not a bot (the bot itself included), not an edit, deletion, join or other subtype."""
-    return (event.get("subtype") or None) in QUESTION_SUBTYPES and not event.get("bot_id") \
-        and isinstance(event.get("user"), str) and bool(event["user"])
+    return (
+        (event.get("subtype") or None) in QUESTION_SUBTYPES
+        and not event.get("bot_id")
+        and isinstance(event.get("user"), str)
+        and bool(event["user"])
+    )
 
 
 def workspace_id(context_team_id: str | None, body: dict) -> str:
@@ -92,5 +95,12 @@ def workspace_id(context_team_id: str | None, body: dict) -> str:
     team = body["team"] if isinstance(body.get("team"), dict) else {}
     user = body["user"] if isinstance(body.get("user"), dict) else {}
     view = event["view"] if isinstance(event.get("view"), dict) else {}
-    candidates = (context_team_id, body.get("team_id"), team.get("id"), user.get("team_id"), view.get("team_id"), event.get("team"))
+    candidates = (
+        context_team_id,
+        body.get("team_id"),
+        team.get("id"),
+        user.get("team_id"),
+        view.get("team_id"),
+        event.get("team"),
+    )
     return next((c for c in candidates if isinstance(c, str) and c), "")

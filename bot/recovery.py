@@ -62,10 +62,15 @@ async def finish_record(services: Services, record: InFlight) -> None:
     try:
         await show_final(services, record, final_text(record))
     except Exception as error:
-        transient = is_transient_slack_error(error) if isinstance(error, SlackApiError) else isinstance(error, NETWORK_ERRORS)
+        transient = (
+            is_transient_slack_error(error) if isinstance(error, SlackApiError) else isinstance(error, NETWORK_ERRORS)
+        )
         if transient:
-            log.warning("could not show the end of interrupted answer %s (%s); trying again later",
-                        record.id, error.__class__.__name__)
+            log.warning(
+                "could not show the end of interrupted answer %s (%s); trying again later",
+                record.id,
+                error.__class__.__name__,
+            )
             journal.abandon(record.id)  # settled already: the next round only puts the text in place
             return
         log.exception("could not show the end of interrupted answer %s in Slack", record.id)
@@ -83,7 +88,9 @@ async def settle_record(services: Services, record: InFlight) -> None:
             model = record.model or services.settings.claude_model
             charge = services.pricing_for(model).charge(record.usage, produced_output=True)
             usage = AnswerUsage.of(model, record.channel_id, record.usage)
-            settlement = await services.credits.settle(record.reservation_id, charge, connection=connection, usage=usage)
+            settlement = await services.credits.settle(
+                record.reservation_id, charge, connection=connection, usage=usage
+            )
             log.info("interrupted answer %s charged %d credits", record.id, settlement.charged)
         else:
             await services.credits.release(record.reservation_id, connection=connection)
@@ -93,13 +100,17 @@ async def settle_record(services: Services, record: InFlight) -> None:
 async def show_final(services: Services, record: InFlight, text: str) -> None:
     client = await services.slack_client_for_team(record.team_id)
     if client is None:
-        log.info("team %s has no installation any more; interrupted answer %s stays as it is", record.team_id, record.id)
+        log.info(
+            "team %s has no installation any more; interrupted answer %s stays as it is", record.team_id, record.id
+        )
         return
     scheduler = services.slack.for_team(record.team_id)
     pieces = split_markdown(text, MESSAGE_LIMIT)
     if not record.messages:
         for piece in pieces:
-            await scheduler.post_markdown(client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT)
+            await scheduler.post_markdown(
+                client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT
+            )
         return
     if not await edit_to(client, scheduler, record.channel_id, record.messages[-1], pieces[0]):
         # A native stream the dead process left open cannot be edited: end it, then put the text in place.
@@ -107,7 +118,9 @@ async def show_final(services: Services, record: InFlight, text: str) -> None:
             await scheduler.call(client, "chat.stopStream", channel=record.channel_id, ts=record.messages[-1])
         await edit_to(client, scheduler, record.channel_id, record.messages[-1], pieces[0])
     for piece in pieces[1:]:
-        await scheduler.post_markdown(client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT)
+        await scheduler.post_markdown(
+            client, channel=record.channel_id, thread_ts=record.thread_ts, markdown=piece, priority=URGENT
+        )
 
 
 async def edit_to(client, scheduler, channel: str, ts: str, text: str) -> bool:

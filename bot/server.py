@@ -45,7 +45,10 @@ class MalformedHttpFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            record.msg, record.args = "refused a malformed HTTP request (%s)", (error.message or error.__class__.__name__,)
+            record.msg, record.args = (
+                "refused a malformed HTTP request (%s)",
+                (error.message or error.__class__.__name__,),
+            )
             record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
         return True
 
@@ -137,8 +140,11 @@ async def upkeep(services: Services) -> None:
         try:
             await tidy(services)
         except Exception as error:
-            log.warning("periodic upkeep failed (%s); trying again later", error.__class__.__name__,
-                        exc_info=not is_transient(error))
+            log.warning(
+                "periodic upkeep failed (%s); trying again later",
+                error.__class__.__name__,
+                exc_info=not is_transient(error),
+            )
         await asyncio.sleep(services.settings.sweep_interval_seconds)
 
 
@@ -150,8 +156,11 @@ async def heartbeat(services: Services) -> None:
                 await services.credits.renew(services.journal.held())
                 await recover(services)
             except Exception as error:
-                log.warning("recovering interrupted answers failed (%s); trying again later", error.__class__.__name__,
-                            exc_info=not is_transient(error))
+                log.warning(
+                    "recovering interrupted answers failed (%s); trying again later",
+                    error.__class__.__name__,
+                    exc_info=not is_transient(error),
+                )
         services.slack.prune()
         await asyncio.sleep(services.processes.heartbeat_every)
 
@@ -178,8 +187,10 @@ class RunningBot:
         try:
             await self.services.processes.leave()  # what is left unfinished is for the next process to finish
         except Exception as error:
-            log.warning("could not sign off this process (%s); its answers are finished once its lease ends",
-                        error.__class__.__name__)
+            log.warning(
+                "could not sign off this process (%s); its answers are finished once its lease ends",
+                error.__class__.__name__,
+            )
         await self.runner.cleanup()
         await self.services.close()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
-import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -45,7 +45,6 @@ from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
 from storage import create_reader
 
-
 log = logging.getLogger(__name__)
 
 SLACK_TIMEOUT = aiohttp.ClientTimeout(total=30)  # slack_sdk's default, which it applies only to sessions it opens
@@ -59,8 +58,9 @@ def utc_now() -> datetime:
 def open_slack_http() -> aiohttp.ClientSession:
     """One connection pool for all Slack calls: without it slack_sdk opens a session, and a TCP connection,
     for every call."""
-    return aiohttp.ClientSession(timeout=SLACK_TIMEOUT, connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS),
-                                 trace_configs=[slack_trace()])
+    return aiohttp.ClientSession(
+        timeout=SLACK_TIMEOUT, connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS), trace_configs=[slack_trace()]
+    )
 
 
 def slack_web_client(settings: Settings, session: aiohttp.ClientSession, token: str | None) -> AsyncWebClient:
@@ -134,8 +134,9 @@ class Services:
         if pack is None:
             return None
         save_card_for = await self.reloads.customer_to_save_card(team_id, even_if_off=True) if self.reloads else None
-        link = await self.checkout.create_session(team_id, user_id, pack, request_key=f"reload-failed:{uuid.uuid4().hex}",
-                                                  save_card_for=save_card_for)
+        link = await self.checkout.create_session(
+            team_id, user_id, pack, request_key=f"reload-failed:{uuid.uuid4().hex}", save_card_for=save_card_for
+        )
         return link.url
 
     async def refresh_home(self, team_id: str, user_id: str) -> None:
@@ -165,8 +166,15 @@ def _credit_packs(settings: Settings) -> list[CreditPack]:
         raise ConfigError(f"CREDIT_PACKS is invalid: {error}") from None
 
 
-def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, packs: list[CreditPack], http: aiohttp.ClientSession,
-            clock, notices):
+def _stripe(
+    settings: Settings,
+    engine: AsyncEngine,
+    credits: Credits,
+    packs: list[CreditPack],
+    http: aiohttp.ClientSession,
+    clock,
+    notices,
+):
     if not settings.stripe_enabled:
         return None, None, None
     assert settings.public_url and settings.stripe_webhook_secret  # both are part of stripe_enabled
@@ -180,8 +188,15 @@ def _stripe(settings: Settings, engine: AsyncEngine, credits: Credits, packs: li
         clock=clock,
     )
     reloads = AutoReload(engine, client, packs=packs, currency=settings.stripe_currency, notify=notices, clock=clock)
-    webhook = StripeWebhook(engine, credits, webhook_secret=settings.stripe_webhook_secret, notify=notices, clock=clock,
-                            client=client, reloads=reloads)
+    webhook = StripeWebhook(
+        engine,
+        credits,
+        webhook_secret=settings.stripe_webhook_secret,
+        notify=notices,
+        clock=clock,
+        client=client,
+        reloads=reloads,
+    )
     return checkout, webhook, reloads
 
 
@@ -195,7 +210,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     http = aiohttp.ClientSession()
     slack_http = open_slack_http()
     process_id = uuid.uuid4().hex
-    processes = ProcessRegistry(engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock)
+    processes = ProcessRegistry(
+        engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock
+    )
     budgets, redis_budgets = budget_maker(settings, process_id)
     journal = AnswerJournal(engine, processes, clock=clock)
     reader = create_reader(settings.database_url) if settings.oauth_enabled else None
@@ -221,8 +238,9 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         processes=processes,
         journal=journal,
         stops=AnswerStops(journal),
-        answer_settings=AnswerSettings(engine, default_model=settings.claude_model, default_prompt=settings.system_prompt,
-                                       clock=clock),
+        answer_settings=AnswerSettings(
+            engine, default_model=settings.claude_model, default_prompt=settings.system_prompt, clock=clock
+        ),
         feedback=FeedbackStore(engine, clock),
         tasks=BackgroundTasks(),
         clock=clock,
@@ -231,11 +249,19 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         checkout=None,
         stripe_webhook=None,
         reloads=None,
-        installs=Installs(settings, engine, slack_web_client(settings, slack_http, None), reader=reader, clock=clock) if settings.oauth_enabled else None,
+        installs=Installs(settings, engine, slack_web_client(settings, slack_http, None), reader=reader, clock=clock)
+        if settings.oauth_enabled
+        else None,
     )
-    notices = SlackPurchaseNotices(services.slack_client_for_team, services.slack, refresh_home=services.refresh_home,
-                                   checkout_link=services.checkout_link)
-    services.checkout, services.stripe_webhook, services.reloads = _stripe(settings, engine, credits, packs, http, clock, notices)
+    notices = SlackPurchaseNotices(
+        services.slack_client_for_team,
+        services.slack,
+        refresh_home=services.refresh_home,
+        checkout_link=services.checkout_link,
+    )
+    services.checkout, services.stripe_webhook, services.reloads = _stripe(
+        settings, engine, credits, packs, http, clock, notices
+    )
     return services
 
 

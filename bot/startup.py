@@ -86,13 +86,17 @@ async def reach_database(settings: StorageSettings, *, upgrade: bool = True) -> 
                 async with engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
         except Exception as error:
-            await asyncio.sleep(0.1)  # aiosqlite's worker thread reports its own stop to the loop: let it, before the loop closes
+            await asyncio.sleep(
+                0.1
+            )  # aiosqlite's worker thread reports its own stop to the loop: let it, before the loop closes
             raise StartupError(f"database unreachable: {where}: {failure_reason(error)}") from None
         if upgrade:
             try:
                 await migrate(engine)
             except Exception as error:
-                raise StartupError(f"database {where}: could not bring the schema up to date: {failure_reason(error)}") from None
+                raise StartupError(
+                    f"database {where}: could not bring the schema up to date: {failure_reason(error)}"
+                ) from None
     except BaseException:
         await engine.dispose()
         raise
@@ -110,7 +114,9 @@ async def confirm_slack_token(settings: Settings, client: AsyncWebClient) -> Asy
     except SlackApiError as error:
         code = error.response.get("error") if error.response is not None else None
         if code not in SLACK_TROUBLE and (error.response is None or error.response.status_code < 500):
-            raise StartupError(f"SLACK_BOT_TOKEN refused by Slack ({settings.slack_api_url}auth.test): {code}") from None
+            raise StartupError(
+                f"SLACK_BOT_TOKEN refused by Slack ({settings.slack_api_url}auth.test): {code}"
+            ) from None
         reason = code or f"HTTP {error.response.status_code}"
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         reason = failure_reason(error) if not isinstance(error, TimeoutError) else "no answer"

@@ -57,7 +57,11 @@ class AnswerStops:
 
     async def stop_thread(self, team_id: str, channel_id: str, thread_ts: str, *, by: str) -> int:
         """Stop the answers being written in a thread (Slack's Stop stops an agent session, which is a thread)."""
-        here = [a for a in self._running.values() if (a.team_id, a.channel_id, a.thread_ts) == (team_id, channel_id, thread_ts)]
+        here = [
+            a
+            for a in self._running.values()
+            if (a.team_id, a.channel_id, a.thread_ts) == (team_id, channel_id, thread_ts)
+        ]
         for answer in here:
             answer.stop(by)
         elsewhere = await self._journal.request_stop(thread=(team_id, channel_id, thread_ts), by=by)

@@ -107,13 +107,17 @@ THIS_PERIOD = {"day": "today", "month": "this month"}
 
 
 def limit_subject(scope: str, subject: str) -> str:
-    return {"user": f"<@{subject}>", "channel": f"<#{subject}>", "default": "everyone without a limit of their own"}[scope]
+    return {"user": f"<@{subject}>", "channel": f"<#{subject}>", "default": "everyone without a limit of their own"}[
+        scope
+    ]
 
 
 def over_limit(over) -> str:
     """`over`: billing.OverLimit. Names the limit, what was used, and when it resets."""
     limit = over.limit
-    whose = {"user": "your limit", "default": "this workspace's limit per person", "channel": "this channel's limit"}[limit.scope]
+    whose = {"user": "your limit", "default": "this workspace's limit per person", "channel": "this channel's limit"}[
+        limit.scope
+    ]
     return (
         f"This question would go over {whose} of *{limit.credits:,}* credits {PER_PERIOD[limit.period]}: "
         f"{over.used:,} used {THIS_PERIOD[limit.period]}, and an answer can cost up to {over.needed:,}. "
@@ -132,8 +136,10 @@ def low_balance(balance: int) -> str:
 
 
 def low_balance_dm(balance: int, threshold: int) -> str:
-    return (f"💳 This workspace's Claude credits are running low: {balance:,} left (below {threshold:,}). "
-            "Use `/credits` to top up before answers stop.")
+    return (
+        f"💳 This workspace's Claude credits are running low: {balance:,} left (below {threshold:,}). "
+        "Use `/credits` to top up before answers stop."
+    )
 
 
 def with_notices(*notices: str | None) -> str:

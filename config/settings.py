@@ -49,7 +49,7 @@ class StorageSettings(BaseSettings):
             ("sqlite://", "sqlite+aiosqlite://"),
         ):
             if url.startswith(prefix):
-                url = driver + url[len(prefix):]
+                url = driver + url[len(prefix) :]
                 break
         if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
@@ -172,7 +172,9 @@ class Settings(BillingSettings):
 
     def problems(self) -> list[str]:
         if not self.slack_bot_token and not (self.slack_client_id and self.slack_client_secret):
-            return ["SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"]
+            return [
+                "SLACK_BOT_TOKEN is required (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install in many workspaces)"
+            ]
         return []
 
     @property

@@ -4,4 +4,12 @@ from storage.engine import create_engine, create_reader, database_missing, descr
 from storage.errors import is_transient
 from storage.migrate import migrate, schema_revisions
 
-__all__ = ["create_engine", "create_reader", "database_missing", "describe_database", "is_transient", "migrate", "schema_revisions"]
+__all__ = [
+    "create_engine",
+    "create_reader",
+    "database_missing",
+    "describe_database",
+    "is_transient",
+    "migrate",
+    "schema_revisions",
+]

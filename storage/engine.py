@@ -33,8 +33,9 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     # (with many answers at once the file sits idle while every connection sleeps).
     kwargs.setdefault("pool_size", 1)
     kwargs.setdefault("max_overflow", 0)
-    return _sqlite_engine(url, kwargs, pragmas=("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"),
-                          begin="BEGIN IMMEDIATE")
+    return _sqlite_engine(
+        url, kwargs, pragmas=("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"), begin="BEGIN IMMEDIATE"
+    )
 
 
 def create_reader(url: str, **kwargs) -> AsyncEngine | None:

@@ -42,7 +42,9 @@ def new_ts() -> str:
     return f"{1_700_000_000 + next(_ts)}.000100"
 
 
-def test_settings(database_url: str, slack: FakeSlack, claude: FakeAnthropic, stripe: FakeStripe, **overrides) -> Settings:
+def test_settings(
+    database_url: str, slack: FakeSlack, claude: FakeAnthropic, stripe: FakeStripe, **overrides
+) -> Settings:
     values = {
         "stripe_secret_key": STRIPE_SECRET_KEY,
         "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
@@ -98,21 +100,39 @@ class BotHarness:
 
     def signed_headers(self, body: str, *, timestamp: int | None = None, secret: str | None = None) -> dict:
         timestamp = int(time.time()) if timestamp is None else timestamp
-        signature = SignatureVerifier(secret or self.signing_secret).generate_signature(timestamp=str(timestamp), body=body)
+        signature = SignatureVerifier(secret or self.signing_secret).generate_signature(
+            timestamp=str(timestamp), body=body
+        )
         return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": signature}
 
-    async def post_signed(self, body: str, content_type: str, *, headers: dict | None = None, **sign) -> tuple[int, str]:
+    async def post_signed(
+        self, body: str, content_type: str, *, headers: dict | None = None, **sign
+    ) -> tuple[int, str]:
         all_headers = {"Content-Type": content_type, **self.signed_headers(body, **sign), **(headers or {})}
         async with self.http.post(f"{self.url}/slack/events", data=body.encode(), headers=all_headers) as response:
             return response.status, await response.text()
 
-    async def send_event(self, event: dict, *, team: str = TEAM, event_id: str | None = None, headers: dict | None = None,
-                         enterprise_id: str | None = None, org_wide: bool = False, **sign) -> Sent:
+    async def send_event(
+        self,
+        event: dict,
+        *,
+        team: str = TEAM,
+        event_id: str | None = None,
+        headers: dict | None = None,
+        enterprise_id: str | None = None,
+        org_wide: bool = False,
+        **sign,
+    ) -> Sent:
         """An Events API delivery; `org_wide` as Slack sends it for an org-wide install on Enterprise Grid
         (the authorization names the org, not the workspace)."""
         event_id = event_id or f"Ev{next(_ids):08d}"
-        authorization = {"team_id": None if org_wide else team, "user_id": BOT_USER, "is_bot": True,
-                         "enterprise_id": enterprise_id, "is_enterprise_install": org_wide}
+        authorization = {
+            "team_id": None if org_wide else team,
+            "user_id": BOT_USER,
+            "is_bot": True,
+            "enterprise_id": enterprise_id,
+            "is_enterprise_install": org_wide,
+        }
         envelope = {
             "token": "legacy",
             "team_id": team,
@@ -130,31 +150,77 @@ class BotHarness:
         self.sent.append(sent)
         return sent
 
-    async def mention(self, text: str, *, channel: str = "C0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM,
-                      files: list[dict] | None = None, **kwargs) -> Sent:
+    async def mention(
+        self,
+        text: str,
+        *,
+        channel: str = "C0001",
+        user: str = "U0001",
+        thread_ts: str | None = None,
+        team: str = TEAM,
+        files: list[dict] | None = None,
+        **kwargs,
+    ) -> Sent:
         ts = new_ts()
-        event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}".rstrip(), "ts": ts, "channel": channel, "event_ts": ts, "team": team}
+        event = {
+            "type": "app_mention",
+            "user": user,
+            "text": f"<@{BOT_USER}> {text}".rstrip(),
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+            "team": team,
+        }
         if thread_ts:
             event["thread_ts"] = thread_ts
         if files:
             event["files"], event["upload"] = files, True
         return await self.send_event(event, team=team, **kwargs)
 
-    async def dm(self, text: str, *, channel: str = "D0001", user: str = "U0001", thread_ts: str | None = None, team: str = TEAM,
-                 files: list[dict] | None = None, **kwargs) -> Sent:
+    async def dm(
+        self,
+        text: str,
+        *,
+        channel: str = "D0001",
+        user: str = "U0001",
+        thread_ts: str | None = None,
+        team: str = TEAM,
+        files: list[dict] | None = None,
+        **kwargs,
+    ) -> Sent:
         ts = new_ts()
-        event = {"type": "message", "channel_type": "im", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": team}
+        event = {
+            "type": "message",
+            "channel_type": "im",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+            "team": team,
+        }
         if thread_ts:
             event["thread_ts"] = thread_ts
         if files:  # Slack sends a message that shares files as a file_share
             event["files"], event["upload"], event["subtype"] = files, True, "file_share"
         return await self.send_event(event, team=team, **kwargs)
 
-    async def command(self, command: str, text: str = "", *, user: str = "U0001", team: str = TEAM, channel: str = "C0001") -> tuple[int, dict | str]:
+    async def command(
+        self, command: str, text: str = "", *, user: str = "U0001", team: str = TEAM, channel: str = "C0001"
+    ) -> tuple[int, dict | str]:
         form = {
-            "token": "legacy", "team_id": team, "team_domain": "acme", "channel_id": channel, "channel_name": "general",
-            "user_id": user, "user_name": "someone", "command": command, "text": text, "api_app_id": "A0001",
-            "response_url": self.response_url(), "trigger_id": f"trig{next(_ids)}",
+            "token": "legacy",
+            "team_id": team,
+            "team_domain": "acme",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": "someone",
+            "command": command,
+            "text": text,
+            "api_app_id": "A0001",
+            "response_url": self.response_url(),
+            "trigger_id": f"trig{next(_ids)}",
         }
         status, body = await self.post_signed(urlencode(form), "application/x-www-form-urlencoded")
         try:
@@ -162,8 +228,9 @@ class BotHarness:
         except ValueError:
             return status, body
 
-    async def click_in_home(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM,
-                            block_id: str = "buy_credits") -> tuple[int, str]:
+    async def click_in_home(
+        self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM, block_id: str = "buy_credits"
+    ) -> tuple[int, str]:
         """Press a button of the Home tab the bot last published for the user: no response_url, a view container."""
         view = self.slack.home_views[(team, user)]
         payload = {
@@ -175,7 +242,15 @@ class BotHarness:
             "container": {"type": "view", "view_id": view["id"]},
             "trigger_id": f"trig{next(_ids)}",
             "view": view,
-            "actions": [{"action_id": action_id, "block_id": block_id, "type": "button", "value": value, "action_ts": str(time.time())}],
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "type": "button",
+                    "value": value,
+                    "action_ts": str(time.time()),
+                }
+            ],
         }
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
@@ -196,10 +271,18 @@ class BotHarness:
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
     async def open_home(self, *, user: str = "U0001", team: str = TEAM, **kwargs) -> Sent:
-        event = {"type": "app_home_opened", "user": user, "channel": f"D{user[1:]}", "tab": "home", "event_ts": new_ts()}
+        event = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": f"D{user[1:]}",
+            "tab": "home",
+            "event_ts": new_ts(),
+        }
         return await self.send_event(event, team=team, **kwargs)
 
-    async def home(self, *, user: str = "U0001", team: str = TEAM, newer_than: dict | None = None, timeout: float = 10.0) -> dict:
+    async def home(
+        self, *, user: str = "U0001", team: str = TEAM, newer_than: dict | None = None, timeout: float = 10.0
+    ) -> dict:
         """The Home tab the bot published for the user, once there is one (newer than `newer_than`)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -227,10 +310,14 @@ class BotHarness:
         cookie_state = state if cookie_state is None else cookie_state
         headers = {"Cookie": f"{STATE_COOKIE}={cookie_state}"} if cookie_state else {}
         query = urlencode({"code": code, **({"state": state} if state else {})})
-        async with self.http.get(f"{self.url}/slack/oauth_redirect?{query}", headers=headers, allow_redirects=False) as response:
+        async with self.http.get(
+            f"{self.url}/slack/oauth_redirect?{query}", headers=headers, allow_redirects=False
+        ) as response:
             return response.status, await response.text()
 
-    async def install(self, team: str = TEAM, *, user: str = "U0001", code: str | None = None, **payload) -> tuple[int, str]:
+    async def install(
+        self, team: str = TEAM, *, user: str = "U0001", code: str | None = None, **payload
+    ) -> tuple[int, str]:
         """A whole install of the app into `team` by `user`, as a browser does it."""
         code = code or f"code-{team}-{next(_ids)}"
         status, _, state = await self.start_install()
@@ -243,7 +330,15 @@ class BotHarness:
         self.slack.remove_workspace(team)
         return await self.send_event({"type": "app_uninstalled", "event_ts": new_ts()}, team=team, **kwargs)
 
-    async def click(self, action_id: str, value: str, *, user: str = "U0001", team: str = TEAM, message_ts: str = "1700000000.000001") -> tuple[int, str]:
+    async def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = "U0001",
+        team: str = TEAM,
+        message_ts: str = "1700000000.000001",
+    ) -> tuple[int, str]:
         """Press a button of an ephemeral message, as Slack's block_actions payload says it."""
         payload = {
             "type": "block_actions",
@@ -255,7 +350,15 @@ class BotHarness:
             "trigger_id": f"trig{next(_ids)}",
             "channel": {"id": "C0001", "name": "general"},
             "response_url": self.response_url(),
-            "actions": [{"action_id": action_id, "block_id": "buy_credits", "type": "button", "value": value, "action_ts": str(time.time())}],
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "buy_credits",
+                    "type": "button",
+                    "value": value,
+                    "action_ts": str(time.time()),
+                }
+            ],
         }
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
@@ -271,8 +374,13 @@ class BotHarness:
                     value = element["positive_button" if chosen == "good" else "negative_button"]["value"]
                 else:
                     value = element.get("value", "")
-                action = {"action_id": action_id, "block_id": block.get("block_id"), "type": element["type"],
-                          "value": value, "action_ts": str(time.time())}
+                action = {
+                    "action_id": action_id,
+                    "block_id": block.get("block_id"),
+                    "type": element["type"],
+                    "value": value,
+                    "action_ts": str(time.time()),
+                }
                 break
             else:
                 continue
@@ -280,16 +388,28 @@ class BotHarness:
         else:
             raise AssertionError(f"no {action_id} in the message's blocks: {message.blocks}")
         payload = {
-            "type": "block_actions", "team": {"id": team, "domain": "acme"},
-            "user": {"id": user, "team_id": team, "name": "someone"}, "api_app_id": "A0001", "token": "legacy",
-            "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel, "is_ephemeral": False},
-            "trigger_id": f"trig{next(_ids)}", "channel": {"id": message.channel, "name": "general"},
+            "type": "block_actions",
+            "team": {"id": team, "domain": "acme"},
+            "user": {"id": user, "team_id": team, "name": "someone"},
+            "api_app_id": "A0001",
+            "token": "legacy",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"trig{next(_ids)}",
+            "channel": {"id": message.channel, "name": "general"},
             "message": {"type": "message", "ts": message.ts, "text": message.text},
-            "response_url": self.response_url(), "actions": [action],
+            "response_url": self.response_url(),
+            "actions": [action],
         }
         return await self.post_signed(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
-    async def stripe_delivery(self, event: dict, *, secret: str = STRIPE_WEBHOOK_SECRET, signature: str | None = None) -> tuple[int, str]:
+    async def stripe_delivery(
+        self, event: dict, *, secret: str = STRIPE_WEBHOOK_SECRET, signature: str | None = None
+    ) -> tuple[int, str]:
         payload = json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}
         signature = signature if signature is not None else self.stripe.sign(payload, secret)

@@ -35,9 +35,21 @@ class RedisServer:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--enable-debug-command", "yes"],  # DEBUG SLEEP: a Redis that answers slowly
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ],  # DEBUG SLEEP: a Redis that answers slowly
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -64,5 +76,7 @@ def redis_binary() -> str:
         message = "redis-server is not installed"
         if REDIS_REQUIRED:
             pytest.fail(message + " and REQUIRE_REDIS=1")
-        pytest.skip(message + "; install it (apt install redis-server) to run the tests that share budgets through Redis")
+        pytest.skip(
+            message + "; install it (apt install redis-server) to run the tests that share budgets through Redis"
+        )
     return binary

@@ -131,7 +131,13 @@ async def test_slack_retries_and_restarts_never_produce_a_second_answer(start_bo
     h = await start_bot_on_sqlite()
     sent = await h.mention("once please")
     retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-    event = {"type": "app_mention", "user": "U0001", "text": f"<@{BOT_USER}> once please", "ts": sent.ts, "channel": "C0001"}
+    event = {
+        "type": "app_mention",
+        "user": "U0001",
+        "text": f"<@{BOT_USER}> once please",
+        "ts": sent.ts,
+        "channel": "C0001",
+    }
     again = await h.send_event(event, event_id=sent.event_id, headers=retry)
     assert again.status == 200
     await h.idle()

@@ -41,7 +41,9 @@ def checkout_url(view: dict) -> str | None:
 
 async def test_the_home_tab_of_a_workspace_with_credits(start_bot_on_each_database):
     h = await start_bot_on_each_database(free_credits=1000, low_balance_threshold=0)
-    await asyncio.gather(h.mention("one", user="U0001"), h.mention("two", user="U0001"), h.mention("three", user="U0002"))
+    await asyncio.gather(
+        h.mention("one", user="U0001"), h.mention("two", user="U0001"), h.mention("three", user="U0002")
+    )
     await h.idle()
 
     await h.open_home(user="U0001")
@@ -52,7 +54,10 @@ async def test_the_home_tab_of_a_workspace_with_credits(start_bot_on_each_databa
     usage = block(view, "usage")["text"]["text"]
     assert "*3 credits* over 3 answers" in usage
     assert usage.index("<@U0001>: 2") < usage.index("<@U0002>: 1")
-    assert [(b["action_id"], b["value"]) for b in buy_buttons(view)] == [("buy_credits_500", "500"), ("buy_credits_2000", "2000")]
+    assert [(b["action_id"], b["value"]) for b in buy_buttons(view)] == [
+        ("buy_credits_500", "500"),
+        ("buy_credits_2000", "2000"),
+    ]
     assert block(view, "no_credits") is None
     assert "mention me" in block(view, "how_to")["text"]["text"] and "/credits" in text
 
@@ -69,7 +74,9 @@ async def test_the_home_tab_of_a_workspace_without_credits(start_bot_on_each_dat
 
 async def test_the_messages_tab_publishes_nothing_and_without_stripe_there_are_no_buttons(start_bot_on_sqlite):
     h = await start_bot_on_sqlite(stripe_secret_key=None)
-    await h.send_event({"type": "app_home_opened", "user": "U0001", "channel": "D0001", "tab": "messages", "event_ts": "1"})
+    await h.send_event(
+        {"type": "app_home_opened", "user": "U0001", "channel": "D0001", "tab": "messages", "event_ts": "1"}
+    )
     await asyncio.sleep(0.3)
     assert h.slack.home_views == {}
     await h.open_home()
@@ -106,10 +113,20 @@ async def test_conversations_older_than_the_retention_are_purged(start_bot_on_sq
     old, recent = ThreadKey(TEAM, "C0001", "1.0"), ThreadKey(TEAM, "C0001", "2.0")
     long_ago = datetime.now(UTC) - timedelta(days=31)
     async with h.services.engine.begin() as connection:
-        await connection.execute(sa.insert(conversation_turns), [
-            {"team_id": TEAM, "channel_id": "C0001", "thread_ts": "1.0", "role": role, "content": "long ago", "created_at": long_ago}
-            for role in ("user", "assistant")
-        ])
+        await connection.execute(
+            sa.insert(conversation_turns),
+            [
+                {
+                    "team_id": TEAM,
+                    "channel_id": "C0001",
+                    "thread_ts": "1.0",
+                    "role": role,
+                    "content": "long ago",
+                    "created_at": long_ago,
+                }
+                for role in ("user", "assistant")
+            ],
+        )
     async with h.services.engine.begin() as connection:
         await h.services.history.append(connection, recent, [Turn("user", "today"), Turn("assistant", "yes")])
     await tidy(h.services)  # what the upkeep loop runs at start and every SWEEP_INTERVAL_SECONDS

@@ -15,7 +15,9 @@ def png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    )
 
 
 def jpeg(width: int, height: int) -> bytes:
@@ -29,12 +31,19 @@ def gif(width: int, height: int) -> bytes:
 
 
 def webp_vp8x(width: int, height: int) -> bytes:
-    body = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = (
+        b"VP8X"
+        + struct.pack("<I", 10)
+        + b"\0\0\0\0"
+        + (width - 1).to_bytes(3, "little")
+        + (height - 1).to_bytes(3, "little")
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
 
 
-@pytest.mark.parametrize("make, media_type", [(png, "image/png"), (jpeg, "image/jpeg"), (gif, "image/gif"),
-                                              (webp_vp8x, "image/webp")])
+@pytest.mark.parametrize(
+    "make, media_type", [(png, "image/png"), (jpeg, "image/jpeg"), (gif, "image/gif"), (webp_vp8x, "image/webp")]
+)
 def test_an_images_type_and_size_come_from_its_header(make, media_type):
     data = make(1234, 567)
     assert kinds.image_type(data) == media_type
@@ -54,16 +63,27 @@ def test_image_tokens_follow_anthropics_estimate():
 
 
 def test_pdf_pages_count_page_objects_not_the_page_tree():
-    pdf = b"%PDF-1.4\n1 0 obj << /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>\n2 0 obj << /Type /Page >>\n3 0 obj <</Type/Page>>"
+    pdf = (
+        b"%PDF-1.4\n1 0 obj << /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>\n"
+        b"2 0 obj << /Type /Page >>\n3 0 obj <</Type/Page>>"
+    )
     assert kinds.pdf_pages(pdf) == 2
     assert kinds.pdf_tokens(2) == 2 * kinds.PDF_TOKENS_PER_PAGE
     assert kinds.pdf_pages(b"%PDF-1.5 compressed" + b"\0" * 65_000) == 3  # no visible page objects: by size
 
 
-@pytest.mark.parametrize("mimetype, filetype, kind", [
-    ("image/png", "png", "image"), ("image/heic", "heic", None), ("application/pdf", "pdf", "pdf"),
-    ("text/csv", "csv", "text"), ("application/json", "json", "text"), ("application/octet-stream", "python", "text"),
-    ("application/zip", "zip", None), ("video/mp4", "mp4", None),
-])
+@pytest.mark.parametrize(
+    "mimetype, filetype, kind",
+    [
+        ("image/png", "png", "image"),
+        ("image/heic", "heic", None),
+        ("application/pdf", "pdf", "pdf"),
+        ("text/csv", "csv", "text"),
+        ("application/json", "json", "text"),
+        ("application/octet-stream", "python", "text"),
+        ("application/zip", "zip", None),
+        ("video/mp4", "mp4", None),
+    ],
+)
 def test_kinds_by_what_slack_says(mimetype, filetype, kind):
     assert kinds.kind_of(mimetype, filetype) == kind

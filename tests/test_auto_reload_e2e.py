@@ -67,7 +67,9 @@ async def balance(h) -> int:
     return (await h.services.credits.balance(TEAM)).balance
 
 
-async def test_the_first_purchase_saves_the_card_and_a_low_balance_buys_the_pack_once_per_webhook(start_bot_on_each_database):
+async def test_the_first_purchase_saves_the_card_and_a_low_balance_buys_the_pack_once_per_webhook(
+    start_bot_on_each_database,
+):
     h = await start(start_bot_on_each_database)
     assert "Only workspace admins" in await command(h, "autoreload below 300 buy 500 max 2", user=MEMBER)
     assert "There is no 700-credit pack" in await command(h, "autoreload below 300 buy 700")
@@ -75,7 +77,9 @@ async def test_the_first_purchase_saves_the_card_and_a_low_balance_buys_the_pack
     assert "fewer than *300*" in reply and "*500*" in reply and "No card is saved yet" in reply
 
     session = await buy(h)
-    assert session["customer"].startswith("cus_") and h.stripe.customers[session["customer"]]["metadata"] == {"team_id": TEAM}
+    assert session["customer"].startswith("cus_") and h.stripe.customers[session["customer"]]["metadata"] == {
+        "team_id": TEAM
+    }
     [created] = [r for r in h.stripe.requests if r.path == "/v1/checkout/sessions"]
     assert created.params["payment_intent_data"]["setup_future_usage"] == "off_session"
     assert "No card is saved" not in await command(h, "autoreload")
@@ -122,7 +126,9 @@ async def test_concurrent_settlements_start_one_reload(start_bot_on_each_databas
     assert await balance(h) == 500 - 400 + 500
 
 
-@pytest.mark.parametrize("outcome, why", [("card_declined", "declined"), ("authentication_required", "confirm the payment")])
+@pytest.mark.parametrize(
+    "outcome, why", [("card_declined", "declined"), ("authentication_required", "confirm the payment")]
+)
 async def test_a_failed_reload_turns_auto_reload_off_and_tells_the_admin_once(start_bot_on_each_database, outcome, why):
     h = await start(start_bot_on_each_database)
     await command(h, "autoreload below 450 buy 500")

@@ -22,7 +22,10 @@ def run_cli(database_url, tmp_path):
 
     async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "billing", *args,
+            sys.executable,
+            "-m",
+            "billing",
+            *args,
             cwd=tmp_path,
             env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url, **(env or {})},
             stdout=asyncio.subprocess.PIPE,
@@ -65,7 +68,9 @@ async def test_grant_balance_history_and_verify(run_cli):
 async def test_verify_fails_with_the_team_when_a_balance_is_tampered_with(run_cli, engine):
     assert (await run_cli("grant", TEAM, "100", "--reason", "test"))[0] == 0
     async with engine.begin() as connection:
-        await connection.execute(sa.text("UPDATE credit_accounts SET balance = 1000 WHERE team_id = :team"), {"team": TEAM})
+        await connection.execute(
+            sa.text("UPDATE credit_accounts SET balance = 1000 WHERE team_id = :team"), {"team": TEAM}
+        )
     code, out, _ = await run_cli("verify")
     assert code == 1
     assert f"{TEAM}: balance is 1000 but its ledger entries add up to 100" in out
@@ -94,8 +99,16 @@ async def test_a_grant_with_a_key_is_applied_once_and_the_second_says_so(run_cli
     first = await run_cli("grant", TEAM, "250", "--reason", "contract 42", "--key", "contract-42", "--json")
     again = await run_cli("grant", TEAM, "250", "--reason", "contract 42", "--key", "contract-42")
     assert first[0] == again[0] == 0, (first, again)
-    assert json.loads(first[1]) == {"team_id": TEAM, "applied": True, "kind": "grant", "amount": 250, "key": "contract-42",
-                                    "balance": 250, "reserved": 0, "available": 250}
+    assert json.loads(first[1]) == {
+        "team_id": TEAM,
+        "applied": True,
+        "kind": "grant",
+        "amount": 250,
+        "key": "contract-42",
+        "balance": 250,
+        "reserved": 0,
+        "available": 250,
+    }
     assert "'contract-42' was granted before; nothing granted" in again[1] and "balance 250" in again[1]
     _code, out, _ = await run_cli("history", TEAM, "--json")
     assert [(entry["amount"], entry["external_id"]) for entry in json.loads(out)] == [(250, "contract-42")]
@@ -106,7 +119,9 @@ async def test_a_deduction_below_zero_needs_allow_negative(run_cli):
     code, out, _ = await run_cli("grant", TEAM, "-150", "--reason", "too much", "--json")
     assert code == 1
     assert json.loads(out)["error"] == "negative_balance" and json.loads(out)["balance_after"] == -50
-    assert json.loads((await run_cli("balance", TEAM, "--json"))[1])["balance"] == 100, "a refused grant changes nothing"
+    assert json.loads((await run_cli("balance", TEAM, "--json"))[1])["balance"] == 100, (
+        "a refused grant changes nothing"
+    )
 
     code, out, _ = await run_cli("grant", TEAM, "-100", "--reason", "down to zero")
     assert code == 0 and "balance 0" in out, "reaching zero needs no flag"
@@ -132,8 +147,12 @@ async def test_every_command_answers_json(run_cli):
     assert parsed["export"] == [] and parsed["sweep"] == {"released": 0} and parsed["verify"]["ok"] is True
 
 
-@pytest.mark.parametrize("command", [["balance", TEAM], ["history", TEAM], ["verify"], ["export", TEAM, "--since", "2026-01-01"]])
-async def test_reading_a_database_that_does_not_exist_says_so_and_creates_nothing(run_cli, database_url, tmp_path, command):
+@pytest.mark.parametrize(
+    "command", [["balance", TEAM], ["history", TEAM], ["verify"], ["export", TEAM, "--since", "2026-01-01"]]
+)
+async def test_reading_a_database_that_does_not_exist_says_so_and_creates_nothing(
+    run_cli, database_url, tmp_path, command
+):
     if database_url.startswith("sqlite"):
         missing_path = tmp_path / "typo.db"
         url = f"sqlite+aiosqlite:///{missing_path}"

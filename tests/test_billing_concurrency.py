@@ -51,7 +51,9 @@ async def test_fifty_concurrent_reservations_against_room_for_ten(engine):
     balance = await credits.balance(TEAM)
     assert (balance.balance, balance.reserved) == (30, 0)
     async with engine.connect() as connection:
-        usage_rows = (await connection.execute(sa.select(sa.func.count()).where(credit_ledger.c.kind == "usage"))).scalar_one()
+        usage_rows = (
+            await connection.execute(sa.select(sa.func.count()).where(credit_ledger.c.kind == "usage"))
+        ).scalar_one()
     assert usage_rows == 10
     assert await credits.verify() == []
 
@@ -72,7 +74,11 @@ async def test_free_credits_are_granted_once_under_concurrent_first_sight(engine
     balance = await credits.balance(TEAM)
     assert (balance.balance, balance.reserved) == (100, 100)
     async with engine.connect() as connection:
-        trials = (await connection.execute(sa.select(credit_ledger.c.amount).where(credit_ledger.c.kind == "trial"))).scalars().all()
+        trials = (
+            (await connection.execute(sa.select(credit_ledger.c.amount).where(credit_ledger.c.kind == "trial")))
+            .scalars()
+            .all()
+        )
     assert trials == [100]
     assert await credits.verify() == []
 

@@ -34,7 +34,11 @@ async def fund(credits: Credits, amount: int, team_id: str = TEAM, ref: str = "i
 
 async def ledger_rows(engine, team_id: str = TEAM) -> list:
     async with engine.connect() as connection:
-        return (await connection.execute(sa.select(credit_ledger).where(credit_ledger.c.team_id == team_id).order_by(credit_ledger.c.id))).all()
+        return (
+            await connection.execute(
+                sa.select(credit_ledger).where(credit_ledger.c.team_id == team_id).order_by(credit_ledger.c.id)
+            )
+        ).all()
 
 
 async def test_reserve_then_settle_charges_what_was_used(credits, engine):
@@ -50,7 +54,12 @@ async def test_reserve_then_settle_charges_what_was_used(credits, engine):
 
     usage = (await ledger_rows(engine))[-1]
     assert (usage.kind, usage.amount, usage.balance_after, usage.source, usage.external_id, usage.user_id) == (
-        "usage", -25, 475, "answer", "r1", "U1",
+        "usage",
+        -25,
+        475,
+        "answer",
+        "r1",
+        "U1",
     )
     assert await credits.verify() == []
 
@@ -224,7 +233,14 @@ async def test_free_credits_granted_at_install_are_not_granted_again_at_the_firs
 
 async def test_usage_sums_answers_per_user_within_the_window(credits, clock):
     await fund(credits, 1000)
-    for ref, user, cost in [("old", "U1", 500), ("a", "U1", 30), ("b", "U2", 50), ("c", "U1", 5), ("d", None, 7), ("e", "U3", 1)]:
+    for ref, user, cost in [
+        ("old", "U1", 500),
+        ("a", "U1", 30),
+        ("b", "U2", 50),
+        ("c", "U1", 5),
+        ("d", None, 7),
+        ("e", "U3", 1),
+    ]:
         await credits.reserve(TEAM, user, cost, ref)
         await credits.settle(ref, cost)
         if ref == "old":
@@ -240,7 +256,10 @@ async def test_history_is_newest_first(credits):
     await credits.reserve(TEAM, "U1", 10, "r1")
     await credits.settle("r1", 4)
     entries = await credits.history(TEAM)
-    assert [(entry.kind, entry.amount, entry.balance_after) for entry in entries] == [("usage", -4, 96), ("grant", 100, 100)]
+    assert [(entry.kind, entry.amount, entry.balance_after) for entry in entries] == [
+        ("usage", -4, 96),
+        ("grant", 100, 100),
+    ]
     assert entries[0].created_at.tzinfo is not None
     assert len(await credits.history(TEAM, limit=1)) == 1
 

@@ -82,9 +82,9 @@ async def test_concurrent_reservations_never_overrun_a_limit(engine, clock):
     workers = [Credits(engine, low_balance_threshold=0, clock=clock) for _ in range(4)]
     await workers[0].grant(TEAM, 100_000, kind="grant", source="test", external_id="initial")
     await workers[0].set_limit(TEAM, SpendingLimit("user", "U1", 50, "day"))
-    results = await asyncio.gather(*(
-        workers[i % 4].reserve(TEAM, "U1", 10, f"c{i}", channel_id="C1") for i in range(20)
-    ), return_exceptions=True)
+    results = await asyncio.gather(
+        *(workers[i % 4].reserve(TEAM, "U1", 10, f"c{i}", channel_id="C1") for i in range(20)), return_exceptions=True
+    )
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert sum(isinstance(r, Reservation) for r in results) == 5
     assert sum(isinstance(r, OverLimit) for r in results) == 15

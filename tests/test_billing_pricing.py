@@ -21,13 +21,22 @@ def settings(**overrides) -> BillingSettings:
 
 
 def sonnet(markup_percent: int = 0, credits_per_usd: int = 100) -> UsagePricing:
-    return UsagePricing(load_prices()["claude-sonnet-4-6"], credits_per_usd=credits_per_usd, markup_percent=markup_percent)
+    return UsagePricing(
+        load_prices()["claude-sonnet-4-6"], credits_per_usd=credits_per_usd, markup_percent=markup_percent
+    )
 
 
 def test_shipped_prices_cover_the_current_models_as_exact_decimals():
     prices = load_prices()
-    for model in ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6", "claude-opus-4-7",
-                  "claude-opus-4-8", "claude-sonnet-5", "claude-sonnet-5-5"):
+    for model in (
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5",
+        "claude-opus-4-6",
+        "claude-opus-4-7",
+        "claude-opus-4-8",
+        "claude-sonnet-5",
+        "claude-sonnet-5-5",
+    ):
         assert model in prices
     assert prices["claude-sonnet-4-6"].cache_read == Decimal("0.30")
     assert prices["claude-haiku-4-5"].cache_write == Decimal("1.25")
@@ -42,8 +51,15 @@ def test_shipped_prices_cover_the_current_models_as_exact_decimals():
         (TokenUsage(cache_creation_input_tokens=MILLION), 375),  # $3.75
         (TokenUsage(cache_read_input_tokens=MILLION), 30),  # $0.30
         (TokenUsage(output_tokens=MILLION), 1500),  # $15
-        (TokenUsage(input_tokens=MILLION, cache_creation_input_tokens=MILLION,
-                    cache_read_input_tokens=MILLION, output_tokens=MILLION), 2205),
+        (
+            TokenUsage(
+                input_tokens=MILLION,
+                cache_creation_input_tokens=MILLION,
+                cache_read_input_tokens=MILLION,
+                output_tokens=MILLION,
+            ),
+            2205,
+        ),
         (TokenUsage(), 0),
     ],
 )
@@ -108,15 +124,24 @@ def test_unknown_model_raises():
     with pytest.raises(UnknownModelError, match="no price for model claude-future-9; add it to PRICES_FILE"):
         build_pricing(settings(claude_model="claude-future-9"))
     # ...but a flat price needs no model price
-    assert build_pricing(settings(claude_model="claude-future-9", ai_credits_per_message=5)).describe() == "5 credits per answer"
+    assert (
+        build_pricing(settings(claude_model="claude-future-9", ai_credits_per_message=5)).describe()
+        == "5 credits per answer"
+    )
 
 
 def test_operator_prices_file_overrides_and_extends(tmp_path):
     prices_file = tmp_path / "prices.json"
-    prices_file.write_text(json.dumps({"models": {
-        "claude-sonnet-4-6": {"input": "6"},  # only what changes
-        "claude-future-9": {"input": "1.5", "cache_write": "1.875", "cache_read": "0.15", "output": "7.5"},
-    }}))
+    prices_file.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "claude-sonnet-4-6": {"input": "6"},  # only what changes
+                    "claude-future-9": {"input": "1.5", "cache_write": "1.875", "cache_read": "0.15", "output": "7.5"},
+                }
+            }
+        )
+    )
     prices = load_prices(prices_file)
     assert prices["claude-sonnet-4-6"].input == Decimal("6")
     assert prices["claude-sonnet-4-6"].output == Decimal("15")  # kept from the shipped file

@@ -35,10 +35,12 @@ async def test_session_is_created_with_the_packs_price_and_the_teams_references(
     assert received.headers["Idempotency-Key"].startswith("topup-")
     params = received.params
     assert params["mode"] == "payment"
-    assert params["line_items"] == [{
-        "price_data": {"currency": "usd", "unit_amount": "1800", "product_data": {"name": "2,000 credits"}},
-        "quantity": "1",
-    }]
+    assert params["line_items"] == [
+        {
+            "price_data": {"currency": "usd", "unit_amount": "1800", "product_data": {"name": "2,000 credits"}},
+            "quantity": "1",
+        }
+    ]
     assert params["client_reference_id"] == TEAM
     assert params["metadata"] == {"team_id": TEAM, "user_id": USER, "credits": "2000"}
     assert params["payment_intent_data"] == {"metadata": {"team_id": TEAM, "user_id": USER, "credits": "2000"}}
@@ -82,8 +84,9 @@ async def test_price_id_packs_send_the_price_and_record_stripes_amount(engine):
     async with FakeStripe(prices={"price_1Pack": (900, "eur")}) as fake, aiohttp.ClientSession() as http:
         settings = billing_settings(fake.api_base, credit_packs="1000:price_1Pack", stripe_currency="eur")
         packs = parse_credit_packs(settings.credit_packs, settings.stripe_currency)
-        checkout = Checkout(engine, build_stripe_client(settings, http), packs=packs, currency="eur",
-                            public_url=PUBLIC_URL + "/")
+        checkout = Checkout(
+            engine, build_stripe_client(settings, http), packs=packs, currency="eur", public_url=PUBLIC_URL + "/"
+        )
         link = await checkout.create_session(TEAM, None, packs[0], request_key="k")
         params = fake.requests[-1].params
         assert params["line_items"] == [{"price": "price_1Pack", "quantity": "1"}]
@@ -91,7 +94,13 @@ async def test_price_id_packs_send_the_price_and_record_stripes_amount(engine):
         assert params["cancel_url"] == f"{PUBLIC_URL}/billing/cancel"  # no double slash
 
     row = await session_row(engine, link.session_id)
-    assert (row.credits, row.amount_total, row.currency, row.price_id, row.user_id) == (1000, 900, "eur", "price_1Pack", None)
+    assert (row.credits, row.amount_total, row.currency, row.price_id, row.user_id) == (
+        1000,
+        900,
+        "eur",
+        "price_1Pack",
+        None,
+    )
 
 
 async def test_stripe_error_is_a_clean_checkout_error_and_a_retry_works(stripe_harness, caplog):
@@ -116,7 +125,9 @@ async def test_invalid_key_is_a_configuration_error(engine):
     async with FakeStripe() as fake, aiohttp.ClientSession() as http:
         settings = billing_settings(fake.api_base, stripe_secret_key="pk_live_not_a_secret_key")
         packs = parse_credit_packs(settings.credit_packs, "usd")
-        checkout = Checkout(engine, build_stripe_client(settings, http), packs=packs, currency="usd", public_url=PUBLIC_URL)
+        checkout = Checkout(
+            engine, build_stripe_client(settings, http), packs=packs, currency="usd", public_url=PUBLIC_URL
+        )
         with pytest.raises(CheckoutError) as raised:
             await checkout.create_session(TEAM, USER, packs[0], request_key="k")
     assert raised.value.temporary is False
@@ -127,7 +138,9 @@ async def test_network_retries_use_the_same_idempotency_key(engine):
     async with FakeStripe() as fake, aiohttp.ClientSession() as http:
         settings = billing_settings(fake.api_base, stripe_max_network_retries=1)
         packs = parse_credit_packs(settings.credit_packs, "usd")
-        checkout = Checkout(engine, build_stripe_client(settings, http), packs=packs, currency="usd", public_url=PUBLIC_URL)
+        checkout = Checkout(
+            engine, build_stripe_client(settings, http), packs=packs, currency="usd", public_url=PUBLIC_URL
+        )
         fake.fail_next(status=503, message="Service unavailable")
         link = await checkout.create_session(TEAM, USER, packs[0], request_key="k")
         assert link.session_id in fake.sessions
@@ -138,7 +151,8 @@ async def test_network_retries_use_the_same_idempotency_key(engine):
 async def test_a_pack_that_is_not_offered_is_refused(stripe_harness):
     with pytest.raises(CheckoutError, match="no longer offered"):
         await stripe_harness.checkout.create_session(
-            TEAM, USER, CreditPack(credits=10**6, unit_amount=1, currency="usd"), request_key="k")
+            TEAM, USER, CreditPack(credits=10**6, unit_amount=1, currency="usd"), request_key="k"
+        )
     assert stripe_harness.fake.requests == []
 
 
@@ -154,8 +168,11 @@ def test_stripe_client_settings():
 
 async def test_key_in_use_by_an_earlier_press_is_temporary_and_keeps_the_key(stripe_harness):
     h = stripe_harness
-    h.fake.fail_next(status=409, type="idempotency_error",
-                     message="There is currently another in-progress request using this Idempotency-Key.")
+    h.fake.fail_next(
+        status=409,
+        type="idempotency_error",
+        message="There is currently another in-progress request using this Idempotency-Key.",
+    )
     with pytest.raises(CheckoutError) as raised:
         await h.buy(500, request_key="press")
     assert raised.value.temporary is True

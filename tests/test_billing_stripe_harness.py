@@ -70,13 +70,21 @@ class StripeHarness:
     http: TestClient
     clock: Clock
 
-    async def buy(self, credits: int = 500, *, request_key: str = "press-1", team: str = TEAM,
-                  user: str = USER) -> CheckoutLink:
-        return await self.checkout.create_session(team, user, find_pack(self.checkout.packs, credits),
-                                                  request_key=request_key)
+    async def buy(
+        self, credits: int = 500, *, request_key: str = "press-1", team: str = TEAM, user: str = USER
+    ) -> CheckoutLink:
+        return await self.checkout.create_session(
+            team, user, find_pack(self.checkout.packs, credits), request_key=request_key
+        )
 
-    async def deliver(self, event: dict | bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
-                      signature: str | bool | None = True) -> tuple[int, str]:
+    async def deliver(
+        self,
+        event: dict | bytes,
+        *,
+        secret: str = WEBHOOK_SECRET,
+        timestamp: int | None = None,
+        signature: str | bool | None = True,
+    ) -> tuple[int, str]:
         """POST an event to /stripe/webhook the way Stripe does; signature=None sends no header."""
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -108,9 +116,15 @@ async def session_row(engine, session_id: str):
 
 
 def billing_settings(api_base: str, **overrides) -> BillingSettings:
-    values = dict(stripe_secret_key=SECRET_KEY, stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_base=api_base,
-                  public_url=PUBLIC_URL, stripe_max_network_retries=0, credit_packs="500:5.00,2000:18.00",
-                  stripe_currency="usd")
+    values = dict(
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=api_base,
+        public_url=PUBLIC_URL,
+        stripe_max_network_retries=0,
+        credit_packs="500:5.00,2000:18.00",
+        stripe_currency="usd",
+    )
     values.update(overrides)
     return BillingSettings(_env_file=None, **values)
 
@@ -126,8 +140,14 @@ async def stripe_harness(engine):
         settings = billing_settings(fake.api_base)
         client = build_stripe_client(settings, session)
         credits = make_credits(engine)
-        checkout = Checkout(engine, client, packs=parse_credit_packs(settings.credit_packs, settings.stripe_currency),
-                            currency=settings.stripe_currency, public_url=settings.public_url, clock=clock)
+        checkout = Checkout(
+            engine,
+            client,
+            packs=parse_credit_packs(settings.credit_packs, settings.stripe_currency),
+            currency=settings.stripe_currency,
+            public_url=settings.public_url,
+            clock=clock,
+        )
         notifier = RecordingNotifier()
         webhook = StripeWebhook(engine, credits, webhook_secret=WEBHOOK_SECRET, notify=notifier, clock=clock)
         app = web.Application()

@@ -46,7 +46,7 @@ async def test_full_refund_takes_the_credits_back_once(stripe_harness):
 async def test_partial_refunds_delivered_out_of_order(stripe_harness):
     h = stripe_harness
     session_id = await paid(h, 2000)  # 18.00 USD
-    first = h.fake.refund_event(session_id, 600)   # 6.00 refunded
+    first = h.fake.refund_event(session_id, 600)  # 6.00 refunded
     second = h.fake.refund_event(session_id, 900)  # 3.00 more: running total 9.00
     assert (await h.deliver(second))[0] == 200
     assert await h.balance() == 1000
@@ -87,7 +87,11 @@ async def test_dispute_lost_then_won(stripe_harness):
     assert await h.balance() == 500
     assert (await h.deliver(h.fake.dispute_event(session_id, "closed", status="won")))[0] == 200
     assert await h.balance() == 500
-    assert [(e.kind, e.amount) for e in await h.ledger()] == [("purchase", 500), ("reversal", -500), ("adjustment", 500)]
+    assert [(e.kind, e.amount) for e in await h.ledger()] == [
+        ("purchase", 500),
+        ("reversal", -500),
+        ("adjustment", 500),
+    ]
 
 
 async def test_dispute_lost_keeps_the_credits_reversed(stripe_harness):

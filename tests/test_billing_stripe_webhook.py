@@ -31,7 +31,12 @@ async def test_completed_and_paid_grants_the_pack_once_and_tells_the_buyer(strip
     assert await h.balance() == 2000
     [entry] = await h.ledger()
     assert (entry.kind, entry.amount, entry.source, entry.external_id, entry.user_id) == (
-        "purchase", 2000, "stripe-checkout", link.session_id, USER)
+        "purchase",
+        2000,
+        "stripe-checkout",
+        link.session_id,
+        USER,
+    )
     assert h.notifier.granted == [(TEAM, USER, 2000, 2000)]
     row = await h.session(link.session_id)
     assert row.status == "paid" and row.paid_at and row.granted_at
@@ -143,8 +148,10 @@ async def test_unverifiable_deliveries_are_rejected_and_change_nothing(stripe_ha
         from tests.fakes.stripe import sign
 
         genuine = json.dumps(event).encode()
-        result = await h.deliver(genuine.replace(b'"amount_total": 500', b'"amount_total": 5'),
-                                 signature=sign(genuine, "whsec_harness_secret"))
+        result = await h.deliver(
+            genuine.replace(b'"amount_total": 500', b'"amount_total": 5'),
+            signature=sign(genuine, "whsec_harness_secret"),
+        )
     else:
         result = await h.deliver(b"{not json")
     assert result[0] == 400

@@ -43,8 +43,20 @@ async def test_sweep_returns_expired_holds_and_records_why(credits, clock):
     balance = await credits.balance(TEAM)
     assert (balance.balance, balance.reserved, balance.available) == (100, 0, 100)
     release = (await credits.history(TEAM))[0]
-    assert (release.kind, release.amount, release.balance_after, release.source, release.external_id, release.user_id) == (
-        "release", 0, 100, "reservation-expired", "r1", "U1",
+    assert (
+        release.kind,
+        release.amount,
+        release.balance_after,
+        release.source,
+        release.external_id,
+        release.user_id,
+    ) == (
+        "release",
+        0,
+        100,
+        "reservation-expired",
+        "r1",
+        "U1",
     )
     assert "40 credits" in release.memo and "not settled" in release.memo
     assert await credits.verify() == []

@@ -44,8 +44,16 @@ def bot_tasks() -> list[asyncio.Task]:
     found = []
     for task in asyncio.all_tasks():
         code = getattr(task.get_coro(), "cr_code", None)
-        if task is not asyncio.current_task() and not task.done() and code and "/tests/" not in code.co_filename \
-                and any(f"/{package}/" in code.co_filename for package in ("bot", "billing", "storage", "slack_sdk", "slack_bolt")):
+        if (
+            task is not asyncio.current_task()
+            and not task.done()
+            and code
+            and "/tests/" not in code.co_filename
+            and any(
+                f"/{package}/" in code.co_filename
+                for package in ("bot", "billing", "storage", "slack_sdk", "slack_bolt")
+            )
+        ):
             found.append(task)
     return found
 

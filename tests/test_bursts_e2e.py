@@ -49,17 +49,25 @@ def outcomes(h: BotHarness, sent: list[tuple[str, str, int]]) -> dict[str, list[
     return found
 
 
-async def test_200_mentions_over_10_channels_with_credits_for_50_get_50_answers_and_150_credit_replies(start_bot_on_each_database):
+async def test_200_mentions_over_10_channels_with_credits_for_50_get_50_answers_and_150_credit_replies(
+    start_bot_on_each_database,
+):
     h = await start(start_bot_on_each_database, free_credits=500, ai_credits_per_message=10)
     channels = [f"CB{k:02d}" for k in range(10)]
     sent = await mention_burst(h, 200, 2.0, channels)
     await h.idle(timeout=150)
     found = outcomes(h, sent)
     assert {kind: len(ns) for kind, ns in found.items()} == {
-        "answered": 50, "no credits": 150, "silent": 0, "several": 0, "other": 0
+        "answered": 50,
+        "no credits": 150,
+        "silent": 0,
+        "several": 0,
+        "other": 0,
     }, found
     posts = h.slack.calls_to("chat.postMessage")
-    assert [c for c in posts if c.status == 429] == [], "the per-channel pace is the bot's own: Slack never had to refuse"
+    assert [c for c in posts if c.status == 429] == [], (
+        "the per-channel pace is the bot's own: Slack never had to refuse"
+    )
     assert await h.services.credits.verify() == []
     balance = await h.services.credits.balance("T0001")
     assert (balance.balance, balance.reserved) == (0, 0)

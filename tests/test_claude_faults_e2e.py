@@ -56,7 +56,9 @@ async def test_a_retry_after_of_an_hour_does_not_hang_the_answer(start_bot_on_sq
 
 async def test_an_error_event_mid_stream_keeps_the_text_already_shown(start_bot_on_sqlite):
     h = await start_bot_on_sqlite()
-    h.claude.enqueue(Script(text="one two three four five six seven eight", delta_chars=4, error_after_deltas=3, delay=0.05))
+    h.claude.enqueue(
+        Script(text="one two three four five six seven eight", delta_chars=4, error_after_deltas=3, delay=0.05)
+    )
     sent = await h.mention("count")
     await h.idle()
     text = h.reply_text("C0001", sent.ts)

@@ -86,13 +86,24 @@ async def ledger_of(database_url: str, reservation_id: str) -> tuple[str, int | 
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
-            reservation = (await connection.execute(
-                sa.select(credit_reservations.c.status, credit_reservations.c.charged, credit_reservations.c.amount)
-                .where(credit_reservations.c.id == reservation_id)
-            )).one()
-            usage = (await connection.execute(
-                sa.select(credit_ledger.c.amount).where(credit_ledger.c.external_id == reservation_id, credit_ledger.c.kind == "usage")
-            )).scalars().all()
+            reservation = (
+                await connection.execute(
+                    sa.select(
+                        credit_reservations.c.status, credit_reservations.c.charged, credit_reservations.c.amount
+                    ).where(credit_reservations.c.id == reservation_id)
+                )
+            ).one()
+            usage = (
+                (
+                    await connection.execute(
+                        sa.select(credit_ledger.c.amount).where(
+                            credit_ledger.c.external_id == reservation_id, credit_ledger.c.kind == "usage"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
         problems = await Credits(engine).verify()
     finally:
         await engine.dispose()
@@ -166,7 +177,8 @@ async def test_killed_while_thinking_the_next_process_says_so_and_charges_nothin
     restarted = time.monotonic()
     final = await wait_for(
         lambda: (m := slack.thread("C0001", sent.ts)) and (t := slack.visible_markdown(m[0])) != say.THINKING and t,
-        SWEEP + 5, "the question to get its reply",
+        SWEEP + 5,
+        "the question to get its reply",
     )
     assert time.monotonic() - restarted <= SWEEP
     assert final == (say.INTERRUPTED_BY_RESTART if streaming == "edit" else say.NOT_ANSWERED_BY_RESTART)

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.billing
 MODEL = "claude-sonnet-4-6"  # the settings' default model
 PRICES = {
     kind: Fraction(price)  # USD per million tokens, exact
-    for kind, price in json.loads((Path(__file__).parents[1] / "billing" / "prices.json").read_text())["models"][MODEL].items()
+    for kind, price in json.loads((Path(__file__).parents[1] / "billing" / "prices.json").read_text())["models"][
+        MODEL
+    ].items()
 }
 TOKEN_KINDS = {  # usage field -> price in prices.json
     "input_tokens": "input",
@@ -198,7 +200,13 @@ async def test_flat_pricing_charges_the_price_per_answer_and_a_slack_retry_once(
     sent = await h.mention("first question")
     await h.claude.wait_for_requests(1)
     retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-    event = {"type": "app_mention", "user": "U0001", "text": "<@UBOT> first question", "ts": sent.ts, "channel": "C0001"}
+    event = {
+        "type": "app_mention",
+        "user": "U0001",
+        "text": "<@UBOT> first question",
+        "ts": sent.ts,
+        "channel": "C0001",
+    }
     during = await h.send_event(event, event_id=sent.event_id, headers=retry)  # while the answer streams
     await h.idle()
     retry["X-Slack-Retry-Num"] = "2"
@@ -234,7 +242,9 @@ async def test_overloaded_before_the_stream_charges_nothing(start_bot_on_each_da
 
 async def test_an_error_event_mid_stream_charges_the_input_and_the_output_so_far(start_bot_on_each_database):
     h = await start_token_priced(start_bot_on_each_database)
-    h.claude.enqueue(Script(text="one two three four five six seven eight nine ten", delta_chars=4, error_after_deltas=4, delay=0.02))
+    h.claude.enqueue(
+        Script(text="one two three four five six seven eight nine ten", delta_chars=4, error_after_deltas=4, delay=0.02)
+    )
     sent = await h.mention("count to ten")
     await h.idle()
 
@@ -284,7 +294,9 @@ async def test_max_tokens_charges_the_full_reported_usage(start_bot_on_each_data
     assert balance.balance == 1_000_000 - charged
 
 
-async def test_deleting_the_reply_mid_stream_stops_claude_and_charges_what_was_consumed_once(start_bot_on_each_database):
+async def test_deleting_the_reply_mid_stream_stops_claude_and_charges_what_was_consumed_once(
+    start_bot_on_each_database,
+):
     h = await start_token_priced(start_bot_on_each_database)
     text = " ".join(f"word{i}" for i in range(200))
     h.claude.enqueue(Script(text=text, delta_chars=10, delay=0.05))  # about ten seconds if nobody stops it
@@ -293,7 +305,8 @@ async def test_deleting_the_reply_mid_stream_stops_claude_and_charges_what_was_c
     def reply_updated() -> bool:
         thread = h.slack.thread("C0001", sent.ts)
         return bool(thread) and any(
-            call.params.get("ts") == thread[0].ts and call.response.get("ok") for call in h.slack.calls_to("chat.update")
+            call.params.get("ts") == thread[0].ts and call.response.get("ok")
+            for call in h.slack.calls_to("chat.update")
         )
 
     await wait_until(reply_updated, what="a chat.update of the reply")
@@ -354,7 +367,9 @@ async def test_the_answer_that_crosses_the_low_balance_threshold_says_so_once(st
 
 
 def context_lines(message) -> list[str]:
-    return [element["text"] for block in message.blocks or [] if block["type"] == "context" for element in block["elements"]]
+    return [
+        element["text"] for block in message.blocks or [] if block["type"] == "context" for element in block["elements"]
+    ]
 
 
 @pytest.mark.parametrize("mode", ["edit", "native"])
@@ -384,8 +399,13 @@ async def test_show_cost_off_leaves_only_the_answer_and_its_feedback_buttons(sta
 
 async def billing_cli(database_url: str, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "billing", *args, env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "billing",
+        *args,
+        env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     return process.returncode, out.decode(), err.decode()
@@ -401,17 +421,22 @@ async def test_the_export_lists_every_answer_with_its_tokens_and_credits(start_b
     code, out, err = await billing_cli(h.services.settings.database_url, "export", TEAM, "--since", "2020-01-01")
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0] == ("time,user,channel,model,input_tokens,cache_creation_input_tokens,"
-                                   "cache_read_input_tokens,output_tokens,credits")
+    assert out.splitlines()[0] == (
+        "time,user,channel,model,input_tokens,cache_creation_input_tokens,cache_read_input_tokens,output_tokens,credits"
+    )
     assert len(rows) == 3
     for row, (user, channel), question, request in zip(rows, asked, sent, h.claude.requests, strict=True):
         assert (row["user"], row["channel"], row["model"]) == (user, channel, MODEL)
-        assert {kind: int(row[kind]) for kind in TOKEN_KINDS} == {kind: request.usage.get(kind, 0) for kind in TOKEN_KINDS}
+        assert {kind: int(row[kind]) for kind in TOKEN_KINDS} == {
+            kind: request.usage.get(kind, 0) for kind in TOKEN_KINDS
+        }
         assert int(row["credits"]) == await charged_for(h, question.event_id) == expected_charge(request.usage)
         assert row["time"].endswith("Z")
     assert [row["time"] for row in rows] == sorted(row["time"] for row in rows)
 
-    code, out, _ = await billing_cli(h.services.settings.database_url, "export", TEAM, "--since", "2020-01-01", "--until", "2020-02-01")
+    code, out, _ = await billing_cli(
+        h.services.settings.database_url, "export", TEAM, "--since", "2020-01-01", "--until", "2020-02-01"
+    )
     assert (code, out.splitlines()[1:]) == (0, []), "a period without answers has only the header"
 
 

@@ -35,8 +35,9 @@ async def postgres_behind_a_switch():
 async def test_settlement_and_history_wait_for_the_database_and_happen_once(postgres_behind_a_switch):
     url, outage = postgres_behind_a_switch
     # A sweeper every second, with holds that expire after two: only "a live owner is still settling" keeps it.
-    h = await start_harness(url, sweep_interval_seconds=1, reservation_ttl_seconds=2, ai_credits_per_message=None,
-                            free_credits=100_000)
+    h = await start_harness(
+        url, sweep_interval_seconds=1, reservation_ttl_seconds=2, ai_credits_per_message=None, free_credits=100_000
+    )
     try:
         h.claude.enqueue(Script(text=ANSWER, delta_chars=10, delay=0.1))
         sent = await h.mention("tell me")
@@ -56,13 +57,17 @@ async def test_settlement_and_history_wait_for_the_database_and_happen_once(post
         (charge,) = await usage_rows(h, sent.event_id)
         assert charge.amount < 0, "charged once, for what Claude consumed"
         ledger = await h.services.credits.history(TEAM, limit=1000)
-        assert [(e.kind, e.source) for e in ledger if e.external_id == charge.external_id] == [("usage", "answer")], \
+        assert [(e.kind, e.source) for e in ledger if e.external_id == charge.external_id] == [("usage", "answer")], (
             "the hold was never swept meanwhile, though it expired during the outage"
+        )
         async with h.services.engine.connect() as connection:
-            turns = (await connection.execute(
-                sa.select(conversation_turns.c.role, conversation_turns.c.content)
-                .where(conversation_turns.c.thread_ts == sent.ts).order_by(conversation_turns.c.id)
-            )).all()
+            turns = (
+                await connection.execute(
+                    sa.select(conversation_turns.c.role, conversation_turns.c.content)
+                    .where(conversation_turns.c.thread_ts == sent.ts)
+                    .order_by(conversation_turns.c.id)
+                )
+            ).all()
         assert [tuple(turn) for turn in turns] == [("user", "tell me"), ("assistant", ANSWER)]
         assert await h.services.credits.verify() == []
         balance = await h.services.credits.balance(TEAM)

@@ -59,7 +59,10 @@ async def client(fake):
 
 async def post(fake: FakeAnthropic, path: str, body: object, headers: dict | None = None) -> tuple[int, dict, str]:
     headers = {"x-api-key": "test", "anthropic-version": "2023-06-01"} if headers is None else headers
-    async with aiohttp.ClientSession() as session, session.post(fake.base_url + path, json=body, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(fake.base_url + path, json=body, headers=headers) as resp,
+    ):
         return resp.status, dict(resp.headers), await resp.text()
 
 
@@ -104,8 +107,9 @@ async def test_default_answer_echoes_the_last_user_message_and_scripts_are_fifo(
 
 
 async def test_wire_format_matches_the_api(fake):
-    status, headers, raw = await post(fake, "/v1/messages", {"model": MODEL, "max_tokens": 50, "stream": True,
-                                                             "messages": QUESTION})
+    status, headers, raw = await post(
+        fake, "/v1/messages", {"model": MODEL, "max_tokens": 50, "stream": True, "messages": QUESTION}
+    )
     assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
     assert headers["request-id"].startswith("req_")
     names = [name for name, _ in sse_events(raw)]
@@ -119,7 +123,8 @@ async def test_wire_format_matches_the_api(fake):
     delta = data["message_delta"]
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"} <= set(
-        delta["usage"])
+        delta["usage"]
+    )
 
 
 async def test_overloaded_before_streaming_raises_overloaded_error_with_request_id(fake, client):
@@ -195,8 +200,12 @@ async def test_second_request_with_the_same_prefix_reads_the_cache(fake, client)
     system = cached_system("You are a helpful assistant in Slack. " * 10)  # ~95 tokens, above 50
     usages = []
     for question in ("first question", "a second, different question"):
-        body = {"model": MODEL, "max_tokens": 100, "system": system,
-                "messages": [{"role": "user", "content": question}]}
+        body = {
+            "model": MODEL,
+            "max_tokens": 100,
+            "system": system,
+            "messages": [{"role": "user", "content": question}],
+        }
         async with client.messages.stream(**body) as stream:
             usages.append((await stream.get_final_message()).usage)
     prefix = usages[0].cache_creation_input_tokens
@@ -207,35 +216,43 @@ async def test_second_request_with_the_same_prefix_reads_the_cache(fake, client)
     assert usages[1].input_tokens == total - prefix > 0
 
     # Another model has its own cache.
-    async with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, system=system,
-                                      messages=QUESTION) as stream:
+    async with client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=100, system=system, messages=QUESTION
+    ) as stream:
         other = (await stream.get_final_message()).usage
     assert other.cache_read_input_tokens == 0 and other.cache_creation_input_tokens == prefix
 
 
 async def test_moved_breakpoint_reads_the_earlier_prefix_and_writes_the_rest(fake, client):
     system = "Background facts about the workspace. " * 10
-    turn1 = [{"role": "user", "content": [{"type": "text", "text": "hello " * 40,
-                                           "cache_control": {"type": "ephemeral"}}]}]
-    turn2 = [{"role": "user", "content": [{"type": "text", "text": "hello " * 40}]},
-             {"role": "assistant", "content": "Hi! How can I help?"},
-             {"role": "user", "content": [{"type": "text", "text": "tell me more " * 10,
-                                           "cache_control": {"type": "ephemeral"}}]}]
+    turn1 = [
+        {"role": "user", "content": [{"type": "text", "text": "hello " * 40, "cache_control": {"type": "ephemeral"}}]}
+    ]
+    turn2 = [
+        {"role": "user", "content": [{"type": "text", "text": "hello " * 40}]},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "tell me more " * 10, "cache_control": {"type": "ephemeral"}}],
+        },
+    ]
     first = await client.messages.create(model=MODEL, max_tokens=50, system=system, messages=turn1)
     second = await client.messages.create(model=MODEL, max_tokens=50, system=system, messages=turn2)
     written = first.usage.cache_creation_input_tokens
     assert written == count_input_tokens({"system": system, "messages": turn1}) and first.usage.input_tokens == 0
     assert second.usage.cache_read_input_tokens == written
-    assert second.usage.cache_creation_input_tokens == count_input_tokens(
-        {"system": system, "messages": turn2}) - written
+    assert (
+        second.usage.cache_creation_input_tokens == count_input_tokens({"system": system, "messages": turn2}) - written
+    )
 
 
 async def test_prefix_below_the_minimum_is_not_cached(client):
     async with FakeAnthropic() as strict:  # default minimum: 1024 tokens
         small = anthropic.AsyncAnthropic(api_key="test", base_url=strict.base_url, max_retries=0)
         for _ in range(2):
-            message = await small.messages.create(model=MODEL, max_tokens=50, system=cached_system("short " * 50),
-                                                  messages=QUESTION)
+            message = await small.messages.create(
+                model=MODEL, max_tokens=50, system=cached_system("short " * 50), messages=QUESTION
+            )
             assert (message.usage.cache_creation_input_tokens, message.usage.cache_read_input_tokens) == (0, 0)
         assert message.usage.input_tokens == count_input_tokens(strict.requests[0].body)
         await small.close()
@@ -269,8 +286,12 @@ async def test_requests_are_validated_like_the_api(fake, client):
     fake.enqueue(Script(text="kept for the valid request"))
     status, headers, raw = await post(fake, "/v1/messages", {"model": MODEL, "messages": QUESTION})
     assert status == 400 and "max_tokens: Field required" in raw and headers["request-id"] in raw
-    status, _, raw = await post(fake, "/v1/messages", {"model": MODEL, "max_tokens": 5, "messages": QUESTION},
-                                headers={"anthropic-version": "2023-06-01"})
+    status, _, raw = await post(
+        fake,
+        "/v1/messages",
+        {"model": MODEL, "max_tokens": 5, "messages": QUESTION},
+        headers={"anthropic-version": "2023-06-01"},
+    )
     assert status == 401 and "authentication_error" in raw
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, messages=[])
@@ -302,6 +323,7 @@ def test_split_deltas_keeps_the_text_and_cuts_at_words():
 
 # --- images ---
 
+
 def ask(*blocks: dict, question: str = "What is in this?") -> list[dict]:
     return [{"role": "user", "content": [*blocks, {"type": "text", "text": question}]}]
 
@@ -310,10 +332,12 @@ def png_rows(data: bytes) -> bytes:
     """The decompressed IDAT of a PNG: proof that it is a real PNG, not just a header."""
     i, idat = 8, b""
     while i < len(data):
-        length, kind = struct.unpack(">I4s", data[i:i + 8])
-        assert zlib.crc32(data[i + 4:i + 8 + length]) == struct.unpack(">I", data[i + 8 + length:i + 12 + length])[0]
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        assert (
+            zlib.crc32(data[i + 4 : i + 8 + length]) == struct.unpack(">I", data[i + 8 + length : i + 12 + length])[0]
+        )
         if kind == b"IDAT":
-            idat += data[i + 8:i + 8 + length]
+            idat += data[i + 8 : i + 8 + length]
         i += 12 + length
     return zlib.decompress(idat)
 
@@ -353,17 +377,24 @@ async def test_image_tokens_count_in_usage_and_count_tokens(fake, client):
 
     # Each format, and an image inside a tool result, the way a tool returns a screenshot.
     images = [image_block(make(100, 75)) for make in (png_bytes, jpeg_bytes, gif_bytes, webp_bytes)]
-    tool_turns = [*ask(*images), {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "toolu_01", "name": "screenshot", "input": {}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
-                                      "content": [image_block(png_bytes(750, 10))]}]}]
+    tool_turns = [
+        *ask(*images),
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "screenshot", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01", "content": [image_block(png_bytes(750, 10))]}
+            ],
+        },
+    ]
     counted = await client.messages.count_tokens(model=MODEL, messages=tool_turns)
     assert counted.input_tokens == count_input_tokens({"messages": tool_turns}) > 4 * image_tokens(100, 75) + 10
 
 
 async def test_default_answer_quotes_only_the_text_next_to_an_image(client):
-    message = await client.messages.create(model=MODEL, max_tokens=50,
-                                           messages=ask(image_block(png_bytes(4, 4)), question="And this?"))
+    message = await client.messages.create(
+        model=MODEL, max_tokens=50, messages=ask(image_block(png_bytes(4, 4)), question="And this?")
+    )
     assert message.content[0].text == "You said: And this?"
 
 
@@ -375,23 +406,41 @@ def raw_image(media_type: str, data: str) -> dict:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
-@pytest.mark.parametrize("block, message", [
-    (raw_image("image/bmp", b64(b"BM....")), ("messages.0.content.0.image.source.base64.media_type: Input should be "
-                                              "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")),
-    (raw_image("image/png", ""), "messages.0.content.0.image.source.base64: image cannot be empty"),
-    (raw_image("image/png", "not base64!"), "messages.0.content.0.image.source.base64: invalid base64 data"),
-    (raw_image("image/jpeg", b64(png_bytes(2, 2))),
-     "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/jpeg"),
-    (raw_image("image/png", b64(b"plain text, not an image")),
-     "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/png"),
-    (raw_image("image/webp", b64(b"RIFF\x00\x00\x00\x00WAVEfmt ")),
-     "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/webp"),
-    (raw_image("image/jpeg", b64(b"\xff\xd8\xff\xe0\x00\x04ab\xff\xd9")), "Could not process image"),
-    (raw_image("image/png", b64(png_bytes(1, 1, min_bytes=MAX_IMAGE_BYTES * 3 // 4 + 1))),
-     "messages.0.content.0.image.source.base64: image exceeds 5 MB maximum: 5242884 bytes > 5242880 bytes"),
-    ({"type": "image", "source": {"type": "url", "url": "https://example.com/missing.png"}},
-     "messages.0.content.0.image.source.url: Unable to download the file. Please verify the URL and try again."),
-])
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        (
+            raw_image("image/bmp", b64(b"BM....")),
+            (
+                "messages.0.content.0.image.source.base64.media_type: Input should be "
+                "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+            ),
+        ),
+        (raw_image("image/png", ""), "messages.0.content.0.image.source.base64: image cannot be empty"),
+        (raw_image("image/png", "not base64!"), "messages.0.content.0.image.source.base64: invalid base64 data"),
+        (
+            raw_image("image/jpeg", b64(png_bytes(2, 2))),
+            "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/jpeg",
+        ),
+        (
+            raw_image("image/png", b64(b"plain text, not an image")),
+            "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/png",
+        ),
+        (
+            raw_image("image/webp", b64(b"RIFF\x00\x00\x00\x00WAVEfmt ")),
+            "messages.0.content.0.image.source.base64.data: Image does not match the provided media type image/webp",
+        ),
+        (raw_image("image/jpeg", b64(b"\xff\xd8\xff\xe0\x00\x04ab\xff\xd9")), "Could not process image"),
+        (
+            raw_image("image/png", b64(png_bytes(1, 1, min_bytes=MAX_IMAGE_BYTES * 3 // 4 + 1))),
+            "messages.0.content.0.image.source.base64: image exceeds 5 MB maximum: 5242884 bytes > 5242880 bytes",
+        ),
+        (
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/missing.png"}},
+            "messages.0.content.0.image.source.url: Unable to download the file. Please verify the URL and try again.",
+        ),
+    ],
+)
 async def test_images_are_validated_like_the_api(fake, client, block, message):
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, messages=ask(block))
@@ -407,14 +456,17 @@ async def test_the_5_mb_limit_is_on_the_base64_string(client):
 
 
 async def test_sides_over_8000_pixels_raise_image_dimensions_too_large(fake, client):
-    messages = ask(image_block(png_bytes(8000, 10)), image_block(png_bytes(10, 8001)),
-                   image_block(jpeg_bytes(9000, 9000)))
+    messages = ask(
+        image_block(png_bytes(8000, 10)), image_block(png_bytes(10, 8001)), image_block(jpeg_bytes(9000, 9000))
+    )
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, messages=messages)
     error = caught.value
     assert isinstance(error, ImageDimensionsTooLargeError) and error.error_code == "image_dimensions_too_large"
-    assert error.api_message == ("messages.0.content.1.image.source.base64.data: At least one of the image "
-                                 "dimensions exceed max allowed size: 8000 pixels")
+    assert error.api_message == (
+        "messages.0.content.1.image.source.base64.data: At least one of the image "
+        "dimensions exceed max allowed size: 8000 pixels"
+    )
     assert error.details.max_side_length_pixels == 8000
     assert error.details.paths == ["messages.0.content.1", "messages.0.content.2"]
 
@@ -425,37 +477,61 @@ async def test_sides_over_8000_pixels_raise_image_dimensions_too_large(fake, cli
     assert caught.value.api_message.endswith("exceed max allowed size for many-image requests: 2000 pixels")
     assert caught.value.details.paths == ["messages.0.content.20"]
     within = ask(*[image_block(png_bytes(2000, 2000))] * 21)
-    assert (await client.messages.count_tokens(model=MODEL, messages=within)).input_tokens == count_input_tokens(
-        {"messages": within}) > 21 * 1500
+    assert (
+        (await client.messages.count_tokens(model=MODEL, messages=within)).input_tokens
+        == count_input_tokens({"messages": within})
+        > 21 * 1500
+    )
 
 
 async def test_url_sources_are_served_from_the_fakes_urls(fake, client):
     fake.urls["https://example.com/cat.webp"] = webp_bytes(300, 250)
     fake.urls["https://example.com/report.pdf"] = pdf_bytes(2)
-    messages = ask({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.webp"}},
-                   {"type": "document", "source": {"type": "url", "url": "https://example.com/report.pdf"}})
+    messages = ask(
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.webp"}},
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/report.pdf"}},
+    )
     message = await client.messages.create(model=MODEL, max_tokens=10, messages=messages)
-    assert message.usage.input_tokens == fake.count_input_tokens(fake.requests[0].body) == (
-        REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + image_tokens(300, 250)
-        + 2 * pdf_page_tokens("Page 1 of a test document.") + math.ceil(len("What is in this?") / 4))
+    assert (
+        message.usage.input_tokens
+        == fake.count_input_tokens(fake.requests[0].body)
+        == (
+            REQUEST_OVERHEAD_TOKENS
+            + MESSAGE_OVERHEAD_TOKENS
+            + image_tokens(300, 250)
+            + 2 * pdf_page_tokens("Page 1 of a test document.")
+            + math.ceil(len("What is in this?") / 4)
+        )
+    )
     fake.urls["https://example.com/notes.txt"] = b"not an image"
     with pytest.raises(anthropic.BadRequestError) as caught:
-        await client.messages.create(model=MODEL, max_tokens=10, messages=ask(
-            {"type": "image", "source": {"type": "url", "url": "https://example.com/notes.txt"}}))
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=10,
+            messages=ask({"type": "image", "source": {"type": "url", "url": "https://example.com/notes.txt"}}),
+        )
     assert caught.value.api_message == "Could not process image"
 
 
 async def test_an_image_in_a_tool_result_is_validated_with_its_path(client):
-    messages = [{"role": "user", "content": "Take a screenshot"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "shot", "input": {}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
-                                              "content": [raw_image("image/png", "%%%")]}]}]
+    messages = [
+        {"role": "user", "content": "Take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "shot", "input": {}}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": [raw_image("image/png", "%%%")]}],
+        },
+    ]
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, messages=messages)
-    assert caught.value.api_message == "messages.2.content.0.tool_result.content.0.image.source.base64: invalid base64 data"
+    assert (
+        caught.value.api_message
+        == "messages.2.content.0.tool_result.content.0.image.source.base64: invalid base64 data"
+    )
 
 
 # --- documents ---
+
 
 def test_pdf_helper_makes_a_valid_pdf_with_that_many_pages():
     pdf = pdf_bytes(5, "Page {page} (of five) \\ done")
@@ -479,8 +555,16 @@ async def test_document_tokens_count_per_page_and_for_text(fake, client):
     messages = ask(pdf, text, question="Summarize")
     counted = await client.messages.count_tokens(model=MODEL, messages=messages)
     message = await client.messages.create(model=MODEL, max_tokens=50, messages=messages)
-    expected = (REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + 3 * (1500 + 100) + 2 + 3
-                + math.ceil(210 / 4) + 2 + math.ceil(len("Summarize") / 4))
+    expected = (
+        REQUEST_OVERHEAD_TOKENS
+        + MESSAGE_OVERHEAD_TOKENS
+        + 3 * (1500 + 100)
+        + 2
+        + 3
+        + math.ceil(210 / 4)
+        + 2
+        + math.ceil(len("Summarize") / 4)
+    )
     assert counted.input_tokens == message.usage.input_tokens == expected
     assert message.content[0].text == "You said: Summarize"
 
@@ -489,18 +573,35 @@ def raw_pdf(data: bytes, media_type: str = "application/pdf") -> dict:
     return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": b64(data)}}
 
 
-@pytest.mark.parametrize("blocks, message", [
-    ([raw_pdf(b"<html>not a pdf</html>")],
-     "messages.0.content.0.pdf.source.base64.data: The PDF specified was not valid."),
-    ([raw_pdf(b"%PDF-1.4\n%%EOF\n")], "messages.0.content.0.pdf.source.base64.data: The PDF specified was not valid."),
-    ([raw_pdf(pdf_bytes(1), "application/x-pdf")],
-     "messages.0.content.0.document.source.base64.media_type: Input should be 'application/pdf'"),
-    ([{"type": "document", "source": {"type": "text", "media_type": "text/markdown", "data": "# hi"}}],
-     "messages.0.content.0.document.source.text.media_type: Input should be 'text/plain'"),
-    ([raw_pdf(pdf_bytes(101))], "messages.0.content.0.pdf.source.base64.data: A maximum of 100 PDF pages may be provided."),
-    ([raw_pdf(pdf_bytes(60)), raw_pdf(pdf_bytes(41))],  # the limit is for the request, all PDFs together
-     "messages.0.content.1.pdf.source.base64.data: A maximum of 100 PDF pages may be provided."),
-])
+@pytest.mark.parametrize(
+    "blocks, message",
+    [
+        (
+            [raw_pdf(b"<html>not a pdf</html>")],
+            "messages.0.content.0.pdf.source.base64.data: The PDF specified was not valid.",
+        ),
+        (
+            [raw_pdf(b"%PDF-1.4\n%%EOF\n")],
+            "messages.0.content.0.pdf.source.base64.data: The PDF specified was not valid.",
+        ),
+        (
+            [raw_pdf(pdf_bytes(1), "application/x-pdf")],
+            "messages.0.content.0.document.source.base64.media_type: Input should be 'application/pdf'",
+        ),
+        (
+            [{"type": "document", "source": {"type": "text", "media_type": "text/markdown", "data": "# hi"}}],
+            "messages.0.content.0.document.source.text.media_type: Input should be 'text/plain'",
+        ),
+        (
+            [raw_pdf(pdf_bytes(101))],
+            "messages.0.content.0.pdf.source.base64.data: A maximum of 100 PDF pages may be provided.",
+        ),
+        (
+            [raw_pdf(pdf_bytes(60)), raw_pdf(pdf_bytes(41))],  # the limit is for the request, all PDFs together
+            "messages.0.content.1.pdf.source.base64.data: A maximum of 100 PDF pages may be provided.",
+        ),
+    ],
+)
 async def test_documents_are_validated_like_the_api(client, blocks, message):
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, messages=ask(*blocks))
@@ -517,15 +618,19 @@ async def test_a_hundred_pages_are_accepted_and_larger_models_take_more(client):
         await other.close()
 
 
-@pytest.mark.parametrize("make_block", [
-    lambda: document_block(pdf_bytes(2), cache_control={"type": "ephemeral"}),
-    lambda: image_block(png_bytes(400, 300), cache_control={"type": "ephemeral"}),
-])
+@pytest.mark.parametrize(
+    "make_block",
+    [
+        lambda: document_block(pdf_bytes(2), cache_control={"type": "ephemeral"}),
+        lambda: image_block(png_bytes(400, 300), cache_control={"type": "ephemeral"}),
+    ],
+)
 async def test_a_cached_pdf_or_image_is_read_from_the_cache_next_time(fake, client, make_block):
     usages = []
     for question in ("What does it say?", "And in short?"):
-        message = await client.messages.create(model=MODEL, max_tokens=50,
-                                               messages=ask(make_block(), question=question))
+        message = await client.messages.create(
+            model=MODEL, max_tokens=50, messages=ask(make_block(), question=question)
+        )
         usages.append(message.usage)
     written = usages[0].cache_creation_input_tokens
     assert written > 50 and usages[0].cache_read_input_tokens == 0
@@ -535,6 +640,7 @@ async def test_a_cached_pdf_or_image_is_read_from_the_cache_next_time(fake, clie
 
 
 # --- request size ---
+
 
 async def test_a_request_over_32_mib_is_refused_with_413(fake, client):
     huge = ask(document_block(pdf_bytes(1, min_bytes=25 * 1024 * 1024)))  # 33 MiB of base64
@@ -559,19 +665,31 @@ async def test_the_limit_is_on_the_body_bytes(fake, client):
 # --- web search ---
 
 SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
-PYTHON_SEARCH = {"query": "current stable Python version", "results": [
-    {"url": "https://www.python.org/doc/versions/", "title": "Python versions", "page_age": "March 12, 2026"},
-    {"url": "https://en.wikipedia.org/wiki/Python", "title": "Python - Wikipedia"}]}
-CITED_ANSWER = ["Based on the search, ",
-                {"text": "the current stable version is 3.14.7.",
-                 "citations": [{"url": "https://www.python.org/doc/versions/",
-                                "cited_text": "Python 3.14.7, released on 5 August 2026"}]}]
+PYTHON_SEARCH = {
+    "query": "current stable Python version",
+    "results": [
+        {"url": "https://www.python.org/doc/versions/", "title": "Python versions", "page_age": "March 12, 2026"},
+        {"url": "https://en.wikipedia.org/wiki/Python", "title": "Python - Wikipedia"},
+    ],
+}
+CITED_ANSWER = [
+    "Based on the search, ",
+    {
+        "text": "the current stable version is 3.14.7.",
+        "citations": [
+            {"url": "https://www.python.org/doc/versions/", "cited_text": "Python 3.14.7, released on 5 August 2026"}
+        ],
+    },
+]
 
 
 async def test_web_search_streams_like_the_api(fake):
     fake.enqueue(Script(searches=[PYTHON_SEARCH], text=CITED_ANSWER, delta_chars=10))
-    status, _, raw = await post(fake, "/v1/messages", {"model": MODEL, "max_tokens": 200, "stream": True,
-                                                       "tools": [SEARCH_TOOL], "messages": QUESTION})
+    status, _, raw = await post(
+        fake,
+        "/v1/messages",
+        {"model": MODEL, "max_tokens": 200, "stream": True, "tools": [SEARCH_TOOL], "messages": QUESTION},
+    )
     assert status == 200
     events = [(name, json.loads(data)) for name, data in sse_events(raw)]
     shape = []
@@ -583,11 +701,24 @@ async def test_web_search_streams_like_the_api(fake):
         else:
             shape.append(name)
     compact = [k for i, k in enumerate(shape) if i == 0 or k != shape[i - 1]]
-    assert compact == ["message_start", "start server_tool_use", "ping", "input_json_delta", "content_block_stop",
-                       "start web_search_tool_result", "content_block_stop",
-                       "start text", "text_delta", "content_block_stop",
-                       "start text", "citations_delta", "text_delta", "content_block_stop",
-                       "message_delta", "message_stop"]
+    assert compact == [
+        "message_start",
+        "start server_tool_use",
+        "ping",
+        "input_json_delta",
+        "content_block_stop",
+        "start web_search_tool_result",
+        "content_block_stop",
+        "start text",
+        "text_delta",
+        "content_block_stop",
+        "start text",
+        "citations_delta",
+        "text_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     starts = [d for n, d in events if n == "content_block_start"]
     assert [s["index"] for s in starts] == [0, 1, 2, 3]
     tool_use = starts[0]["content_block"]
@@ -598,7 +729,8 @@ async def test_web_search_streams_like_the_api(fake):
     assert result["tool_use_id"] == tool_use["id"] and result["caller"] == {"type": "direct"}
     assert [(r["type"], r["url"], r["title"], r["page_age"]) for r in result["content"]] == [
         ("web_search_result", "https://www.python.org/doc/versions/", "Python versions", "March 12, 2026"),
-        ("web_search_result", "https://en.wikipedia.org/wiki/Python", "Python - Wikipedia", None)]
+        ("web_search_result", "https://en.wikipedia.org/wiki/Python", "Python - Wikipedia", None),
+    ]
     assert all(base64.b64decode(r["encrypted_content"]) for r in result["content"])
     assert starts[2]["content_block"] == {"type": "text", "text": ""}
     assert starts[3]["content_block"] == {"citations": [], "type": "text", "text": ""}
@@ -613,18 +745,25 @@ async def test_web_search_streams_like_the_api(fake):
     assert final_usage["input_tokens"] == start_usage["input_tokens"] + read  # the model read what it found
     written = "".join(partial) + "Based on the search, the current stable version is 3.14.7."
     assert final_usage["output_tokens"] == math.ceil(len(written) / 4)
-    assert fake.requests[0].usage == {k: v for k, v in final_usage.items()} | {
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}}
+    assert fake.requests[0].usage == dict(final_usage.items()) | {
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    }
 
 
 async def test_the_sdk_parses_a_web_search_stream(fake, client):
-    fake.enqueue(Script(searches=[{**PYTHON_SEARCH, "preamble": "Let me check."}], text=CITED_ANSWER),
-                 Script(searches=[PYTHON_SEARCH], text=CITED_ANSWER))
-    raw = await client.messages.create(model=MODEL, max_tokens=200, tools=[SEARCH_TOOL], messages=QUESTION,
-                                       stream=True)
+    fake.enqueue(
+        Script(searches=[{**PYTHON_SEARCH, "preamble": "Let me check."}], text=CITED_ANSWER),
+        Script(searches=[PYTHON_SEARCH], text=CITED_ANSWER),
+    )
+    raw = await client.messages.create(model=MODEL, max_tokens=200, tools=[SEARCH_TOOL], messages=QUESTION, stream=True)
     events = [event async for event in raw]
     assert [e.content_block.type for e in events if e.type == "content_block_start"] == [
-        "text", "server_tool_use", "web_search_tool_result", "text", "text"]
+        "text",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+        "text",
+    ]
     assert [e.delta.type for e in events if e.type == "content_block_delta"].count("citations_delta") == 1
     assert events[-2].usage.server_tool_use.web_search_requests == 1
 
@@ -635,22 +774,29 @@ async def test_the_sdk_parses_a_web_search_stream(fake, client):
     assert [block.type for block in message.content] == ["server_tool_use", "web_search_tool_result", "text", "text"]
     assert message.content[0].input == {"query": "current stable Python version"}
     assert message.content[1].tool_use_id == message.content[0].id
-    assert [r.url for r in message.content[1].content] == ["https://www.python.org/doc/versions/",
-                                                           "https://en.wikipedia.org/wiki/Python"]
+    assert [r.url for r in message.content[1].content] == [
+        "https://www.python.org/doc/versions/",
+        "https://en.wikipedia.org/wiki/Python",
+    ]
     assert message.content[2].citations is None
     [citation] = message.content[3].citations
     assert citation.url == "https://www.python.org/doc/versions/" and citation.title == "Python versions"
     assert message.usage.server_tool_use.web_search_requests == 1
-    assert message.usage.input_tokens == fake.requests[1].usage["input_tokens"] > count_input_tokens(
-        fake.requests[1].body)
+    assert (
+        message.usage.input_tokens == fake.requests[1].usage["input_tokens"] > count_input_tokens(fake.requests[1].body)
+    )
     assert message.stop_reason == "end_turn"
 
 
 async def test_web_search_beyond_max_uses_gets_the_error_result(fake, client):
-    searches = [{"query": f"question {n}", "results": [{"url": f"https://example.com/{n}", "title": f"Page {n}"}]}
-                for n in range(3)]
-    fake.enqueue(Script(searches=searches, text="Found enough."),
-                 Script(searches=[{"query": "down", "error_code": "unavailable"}], text="Search is down."))
+    searches = [
+        {"query": f"question {n}", "results": [{"url": f"https://example.com/{n}", "title": f"Page {n}"}]}
+        for n in range(3)
+    ]
+    fake.enqueue(
+        Script(searches=searches, text="Found enough."),
+        Script(searches=[{"query": "down", "error_code": "unavailable"}], text="Search is down."),
+    )
     tool = {**SEARCH_TOOL, "max_uses": 2}
     message = await client.messages.create(model=MODEL, max_tokens=200, tools=[tool], messages=QUESTION)
     results = [block for block in message.content if block.type == "web_search_tool_result"]
@@ -672,15 +818,25 @@ async def test_searches_need_the_tool_in_the_request(fake, client):
     assert message.content[1].citations is None and message.usage.server_tool_use is None
 
 
-@pytest.mark.parametrize("tool, message", [
-    ({"type": "web_search_20250305", "name": "search"}, "tools.0.web_search_20250305.name: Input should be 'web_search'"),
-    ({**SEARCH_TOOL, "max_uses": 0}, "tools.0.web_search_20250305.max_uses: Input should be greater than 0"),
-    ({**SEARCH_TOOL, "user_location": {"type": "exact"}},
-     "tools.0.web_search_20250305.user_location.type: Input should be 'approximate'"),
-    ({"type": "web_search_20990101", "name": "web_search"},
-     "tools.0: Input tag 'web_search_20990101' found using 'type' does not match any of the expected tags: "),
-    ({"name": "lookup"}, "tools.0.custom.input_schema: Field required"),
-])
+@pytest.mark.parametrize(
+    "tool, message",
+    [
+        (
+            {"type": "web_search_20250305", "name": "search"},
+            "tools.0.web_search_20250305.name: Input should be 'web_search'",
+        ),
+        ({**SEARCH_TOOL, "max_uses": 0}, "tools.0.web_search_20250305.max_uses: Input should be greater than 0"),
+        (
+            {**SEARCH_TOOL, "user_location": {"type": "exact"}},
+            "tools.0.web_search_20250305.user_location.type: Input should be 'approximate'",
+        ),
+        (
+            {"type": "web_search_20990101", "name": "web_search"},
+            "tools.0: Input tag 'web_search_20990101' found using 'type' does not match any of the expected tags: ",
+        ),
+        ({"name": "lookup"}, "tools.0.custom.input_schema: Field required"),
+    ],
+)
 async def test_tools_are_validated(client, tool, message):
     with pytest.raises(anthropic.BadRequestError) as caught:
         await client.messages.create(model=MODEL, max_tokens=10, tools=[tool], messages=QUESTION)
@@ -688,12 +844,15 @@ async def test_tools_are_validated(client, tool, message):
 
 
 async def test_faults_and_max_tokens_still_apply_after_a_search(fake, client):
-    fake.enqueue(Script(searches=[PYTHON_SEARCH], text="one two three four", delta_chars=4, error_after_deltas=2),
-                 Script(searches=[PYTHON_SEARCH], text="word " * 100))
+    fake.enqueue(
+        Script(searches=[PYTHON_SEARCH], text="one two three four", delta_chars=4, error_after_deltas=2),
+        Script(searches=[PYTHON_SEARCH], text="word " * 100),
+    )
     seen = []
     with pytest.raises(anthropic.APIStatusError) as caught:
-        async with client.messages.stream(model=MODEL, max_tokens=100, tools=[SEARCH_TOOL],
-                                          messages=QUESTION) as stream:
+        async with client.messages.stream(
+            model=MODEL, max_tokens=100, tools=[SEARCH_TOOL], messages=QUESTION
+        ) as stream:
             async for event in stream:
                 seen.append(event.type)
     assert caught.value.status_code == 200 and fake.requests[0].deltas_sent == 2
@@ -708,6 +867,20 @@ def test_script_refuses_citations_of_pages_no_search_found():
         Script(searches=[PYTHON_SEARCH], text=[{"text": "x", "citations": [{"url": "https://elsewhere.example/"}]}])
     with pytest.raises(TypeError):
         Script(searches=[{"results": []}])
-    Script(text=[{"text": "From the PDF.", "citations": [{"type": "page_location", "cited_text": "x",
-                                                          "document_index": 0, "document_title": None,
-                                                          "start_page_number": 1, "end_page_number": 2}]}])
+    Script(
+        text=[
+            {
+                "text": "From the PDF.",
+                "citations": [
+                    {
+                        "type": "page_location",
+                        "cited_text": "x",
+                        "document_index": 0,
+                        "document_title": None,
+                        "start_page_number": 1,
+                        "end_page_number": 2,
+                    }
+                ],
+            }
+        ]
+    )

@@ -90,7 +90,9 @@ async def test_tokens_methods_and_uninstalls(make):
     fake, client = await make()
     assert (await client.auth_test())["user_id"] == "UBOT"
     assert (await failure(AsyncWebClient(base_url=fake.api_url).auth_test())).response["error"] == "not_authed"
-    assert (await failure(AsyncWebClient("xoxb-nope", base_url=fake.api_url).auth_test())).response["error"] == "invalid_auth"
+    assert (await failure(AsyncWebClient("xoxb-nope", base_url=fake.api_url).auth_test())).response[
+        "error"
+    ] == "invalid_auth"
     assert (await failure(client.api_call("chat.frobnicate"))).response["error"] == "unknown_method"
     fake.remove_workspace("T1")
     assert (await failure(client.auth_test())).response["error"] == "invalid_auth"
@@ -116,8 +118,12 @@ async def test_an_update_after_the_user_deleted_the_message_is_not_found(make):
     fake, client = await make()
     ts = (await client.chat_postMessage(channel="C1", thread_ts="1.000001", text="hello"))["ts"]
     fake.delete_message("C1", ts)
-    assert (await failure(client.chat_update(channel="C1", ts=ts, text="more"))).response["error"] == "message_not_found"
-    assert (await failure(client.chat_update(channel="C1", ts="1.000002", text="x"))).response["error"] == "message_not_found"
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="more"))).response[
+        "error"
+    ] == "message_not_found"
+    assert (await failure(client.chat_update(channel="C1", ts="1.000002", text="x"))).response[
+        "error"
+    ] == "message_not_found"
     assert fake.thread("C1", "1.000001") == []
 
 
@@ -126,14 +132,23 @@ async def test_size_limits(make):
     too_long = await failure(client.chat_postMessage(channel="C1", **markdown("a" * 12_001)))
     assert too_long.response["error"] == "msg_too_long"
     await client.chat_postMessage(channel="C1", **markdown("a" * 12_000))
-    split = {"text": "x", "blocks": [{"type": "markdown", "text": "a" * 6_001}, {"type": "markdown", "text": "b" * 6_000}]}
+    split = {
+        "text": "x",
+        "blocks": [{"type": "markdown", "text": "a" * 6_001}, {"type": "markdown", "text": "b" * 6_000}],
+    }
     assert (await failure(client.chat_postMessage(channel="C1", **split))).response["error"] == "msg_too_long"
     ts = (await client.chat_postMessage(channel="C1", text="a" * 4_000))["ts"]
-    assert (await failure(client.chat_update(channel="C1", ts=ts, text="a" * 4_001))).response["error"] == "msg_too_long"
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="a" * 4_001))).response[
+        "error"
+    ] == "msg_too_long"
     many = [{"type": "markdown", "text": "x"}] * 51
-    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=many))).response["error"] == "invalid_blocks"
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=many))).response[
+        "error"
+    ] == "invalid_blocks"
     empty = [{"type": "markdown", "text": ""}]
-    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=empty))).response["error"] == "invalid_blocks"
+    assert (await failure(client.chat_update(channel="C1", ts=ts, text="x", blocks=empty))).response[
+        "error"
+    ] == "invalid_blocks"
     both = await failure(client.chat_postMessage(channel="C1", text="x", markdown_text="**x**"))
     assert both.response["error"] == "invalid_arguments"
     assert [len(m.text) for m in fake.channel_messages("C1")] == [14, 4000], "rejected calls change nothing"
@@ -154,9 +169,14 @@ async def test_an_injected_ratelimit_answers_429_once(make):
 async def test_conversations_replies_is_tier_1_and_includes_the_bots_replies(make, clock):
     fake, client = await make()
     parent = "1700000001.000100"
-    fake.add_history("C1", parent, [{"type": "message", "user": "U1", "text": "question", "ts": parent},
-                                    {"type": "message", "user": "U2", "text": "me too", "ts": "1700000002.000100",
-                                     "thread_ts": parent}])
+    fake.add_history(
+        "C1",
+        parent,
+        [
+            {"type": "message", "user": "U1", "text": "question", "ts": parent},
+            {"type": "message", "user": "U2", "text": "me too", "ts": "1700000002.000100", "thread_ts": parent},
+        ],
+    )
     await client.chat_postMessage(channel="C1", thread_ts=parent, text="answer")
     replies = await client.conversations_replies(channel="C1", ts=parent)
     assert [m["text"] for m in replies["messages"]] == ["question", "me too", "answer"]
@@ -219,8 +239,9 @@ async def test_a_rotating_install_refreshes_with_a_refresh_token_and_the_old_tok
     assert installed["access_token"] == "xoxb-T9-old" and installed["expires_in"] == 60
     assert installed["refresh_token"].startswith("xoxe-1-")
 
-    refreshed = await anonymous.oauth_v2_access(client_id="cid", client_secret="secret", grant_type="refresh_token",
-                                                refresh_token=installed["refresh_token"])
+    refreshed = await anonymous.oauth_v2_access(
+        client_id="cid", client_secret="secret", grant_type="refresh_token", refresh_token=installed["refresh_token"]
+    )
     assert refreshed["token_type"] == "bot" and refreshed["expires_in"] == 43200
     assert refreshed["access_token"] not in ("xoxb-T9-old", "") and refreshed["refresh_token"].startswith("xoxe-1-")
     assert refreshed["refresh_token"] != installed["refresh_token"]
@@ -228,14 +249,21 @@ async def test_a_rotating_install_refreshes_with_a_refresh_token_and_the_old_tok
     old = await failure(AsyncWebClient("xoxb-T9-old", base_url=fake.api_url).auth_test())
     assert old.response["error"] == "token_expired"
     assert (await AsyncWebClient(refreshed["access_token"], base_url=fake.api_url).auth_test())["team_id"] == "T9"
-    again = await failure(anonymous.oauth_v2_access(client_id="cid", client_secret="secret", grant_type="refresh_token",
-                                                    refresh_token=installed["refresh_token"]))
+    again = await failure(
+        anonymous.oauth_v2_access(
+            client_id="cid",
+            client_secret="secret",
+            grant_type="refresh_token",
+            refresh_token=installed["refresh_token"],
+        )
+    )
     assert again.response["error"] == "invalid_refresh_token", "a refresh token works once"
     refresh = fake.calls_to("oauth.v2.access")[1]
     assert refresh.params["grant_type"] == "refresh_token" and refresh.team_id == "T9"
 
 
 # -- native streaming -------------------------------------------------------------------------------------
+
 
 async def error_of(call) -> str:
     with pytest.raises(SlackApiError) as raised:
@@ -245,23 +273,46 @@ async def error_of(call) -> str:
 
 async def test_a_stream_in_a_channel_needs_its_recipient_and_grows_until_stopped(make):
     fake, client = await make()
-    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi")) == "missing_recipient_team_id"
-    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi",
-                                                  recipient_team_id="T1")) == "missing_recipient_user_id"
-    started = await client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hello",
-                                            recipient_team_id="T1", recipient_user_id="U1")
+    assert (
+        await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi"))
+        == "missing_recipient_team_id"
+    )
+    assert (
+        await error_of(
+            client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="Hi", recipient_team_id="T1")
+        )
+        == "missing_recipient_user_id"
+    )
+    started = await client.chat_startStream(
+        channel="C1", thread_ts="1.0", markdown_text="Hello", recipient_team_id="T1", recipient_user_id="U1"
+    )
     ts = started["ts"]
     await client.chat_appendStream(channel="C1", ts=ts, markdown_text=", world")
     assert await error_of(client.chat_update(channel="C1", ts=ts, text="x")) == "streaming_state_conflict"
-    assert await error_of(client.chat_appendStream(
-        channel="C1", ts=ts, chunks=[{"type": "markdown_text", "text": "!"}])) == "streaming_mode_mismatch"
-    feedback = [{"type": "context_actions", "elements": [{"type": "feedback_buttons", "action_id": "answer_feedback",
-                 "positive_button": {"text": {"type": "plain_text", "text": "Good"}, "value": "good"},
-                 "negative_button": {"text": {"type": "plain_text", "text": "Bad"}, "value": "bad"}}]}]
+    assert (
+        await error_of(client.chat_appendStream(channel="C1", ts=ts, chunks=[{"type": "markdown_text", "text": "!"}]))
+        == "streaming_mode_mismatch"
+    )
+    feedback = [
+        {
+            "type": "context_actions",
+            "elements": [
+                {
+                    "type": "feedback_buttons",
+                    "action_id": "answer_feedback",
+                    "positive_button": {"text": {"type": "plain_text", "text": "Good"}, "value": "good"},
+                    "negative_button": {"text": {"type": "plain_text", "text": "Bad"}, "value": "bad"},
+                }
+            ],
+        }
+    ]
     await client.chat_stopStream(channel="C1", ts=ts, markdown_text=".", blocks=feedback)
     (message,) = fake.thread("C1", "1.0")
     assert fake.visible_markdown(message) == "Hello, world." and message.blocks == feedback
-    assert await error_of(client.chat_appendStream(channel="C1", ts=ts, markdown_text="more")) == "message_not_in_streaming_state"
+    assert (
+        await error_of(client.chat_appendStream(channel="C1", ts=ts, markdown_text="more"))
+        == "message_not_in_streaming_state"
+    )
     await client.chat_update(channel="C1", ts=ts, text="edited after the stream", blocks=[])
     assert fake.visible_markdown(message) == "edited after the stream"
 
@@ -270,7 +321,10 @@ async def test_a_stream_expires_half_rendered_and_can_then_be_edited(make, clock
     fake, client = await make(stream_timeout=300)
     ts = (await client.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="partial"))["ts"]
     clock.now += 301
-    assert await error_of(client.chat_appendStream(channel="D1", ts=ts, markdown_text="x")) == "message_not_in_streaming_state"
+    assert (
+        await error_of(client.chat_appendStream(channel="D1", ts=ts, markdown_text="x"))
+        == "message_not_in_streaming_state"
+    )
     assert await error_of(client.chat_stopStream(channel="D1", ts=ts)) == "message_not_in_streaming_state"
     await client.chat_update(channel="D1", ts=ts, text="whole", blocks=[{"type": "markdown", "text": "whole answer"}])
     assert fake.visible_markdown(fake.thread("D1", "1.0")[0]) == "whole answer"
@@ -279,14 +333,43 @@ async def test_a_stream_expires_half_rendered_and_can_then_be_edited(make, clock
 async def test_streams_are_refused_where_slack_refuses_them(make):
     fake, client = await make()
     fake.stream_unsupported_channels.add("G1")
-    assert await error_of(client.chat_startStream(channel="G1", thread_ts="1.0", markdown_text="x",
-                                                  recipient_team_id="T1", recipient_user_id="U1")) == "channel_type_not_supported"
+    assert (
+        await error_of(
+            client.chat_startStream(
+                channel="G1", thread_ts="1.0", markdown_text="x", recipient_team_id="T1", recipient_user_id="U1"
+            )
+        )
+        == "channel_type_not_supported"
+    )
     fake.messages_tab_disabled = True
-    assert await error_of(client.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="x")) == "messages_tab_disabled"
-    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", chunks=[{"type": "nonsense"}],
-                                                  recipient_team_id="T1", recipient_user_id="U1")) == "invalid_chunks"
-    assert await error_of(client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="x" * 12_001,
-                                                  recipient_team_id="T1", recipient_user_id="U1")) == "msg_too_long"
+    assert (
+        await error_of(client.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="x"))
+        == "messages_tab_disabled"
+    )
+    assert (
+        await error_of(
+            client.chat_startStream(
+                channel="C1",
+                thread_ts="1.0",
+                chunks=[{"type": "nonsense"}],
+                recipient_team_id="T1",
+                recipient_user_id="U1",
+            )
+        )
+        == "invalid_chunks"
+    )
+    assert (
+        await error_of(
+            client.chat_startStream(
+                channel="C1",
+                thread_ts="1.0",
+                markdown_text="x" * 12_001,
+                recipient_team_id="T1",
+                recipient_user_id="U1",
+            )
+        )
+        == "msg_too_long"
+    )
 
 
 async def test_each_streaming_method_has_its_own_budget(make):
@@ -303,16 +386,24 @@ async def test_each_streaming_method_has_its_own_budget(make):
 
 async def test_the_users_stop_ends_the_sessions_streams_and_names_them(make):
     fake, client = await make()
-    await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="processing", initiator_user_id="U1")
+    await client.agents_sessions_setStatus(
+        channel_id="C1", thread_ts="1.0", status="processing", initiator_user_id="U1"
+    )
     assert fake.sessions[("C1", "1.0")]["status"] == "processing"
-    ts = (await client.chat_startStream(channel="C1", thread_ts="1.0", markdown_text="working on it",
-                                        recipient_team_id="T1", recipient_user_id="U1"))["ts"]
+    ts = (
+        await client.chat_startStream(
+            channel="C1", thread_ts="1.0", markdown_text="working on it", recipient_team_id="T1", recipient_user_id="U1"
+        )
+    )["ts"]
     event = fake.press_stop("C1", "1.0", "U1")
     assert event["type"] == "agent_session_stopped" and event["streaming_message_ts"] == [ts]
     assert await error_of(client.chat_appendStream(channel="C1", ts=ts, markdown_text="x")) == "stopped_by_user"
     await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="active")
     assert [status for _, status in fake.sessions[("C1", "1.0")]["history"]] == ["processing", "active"]
-    assert await error_of(client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="busy")) == "invalid_arguments"
+    assert (
+        await error_of(client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="busy"))
+        == "invalid_arguments"
+    )
     fake.agent_session_stopped_subscribed = False
     answered = await client.agents_sessions_setStatus(channel_id="C1", thread_ts="1.0", status="processing")
     assert answered["warning"] == "missing_agent_session_stopped_event_subscription"
@@ -320,22 +411,30 @@ async def test_the_users_stop_ends_the_sessions_streams_and_names_them(make):
 
 async def test_a_thread_status_shows_until_the_app_replies_or_two_minutes_pass(make, clock):
     fake, client = await make()
-    await client.assistant_threads_setStatus(channel_id="C1", thread_ts="1.0", status="is thinking…",
-                                             loading_messages=["Reading the thread…"])
+    await client.assistant_threads_setStatus(
+        channel_id="C1", thread_ts="1.0", status="is thinking…", loading_messages=["Reading the thread…"]
+    )
     assert fake.thread_status("C1", "1.0") == "is thinking…"
     await client.chat_postMessage(channel="C1", thread_ts="1.0", text="answer")
     assert fake.thread_status("C1", "1.0") == ""
     await client.assistant_threads_setStatus(channel_id="C1", thread_ts="2.0", status="is thinking…")
     clock.now += 121
     assert fake.thread_status("C1", "2.0") == ""
-    assert await error_of(client.assistant_threads_setStatus(
-        channel_id="C1", thread_ts="3.0", status="x", loading_messages=[str(n) for n in range(11)])) == "invalid_arguments"
+    assert (
+        await error_of(
+            client.assistant_threads_setStatus(
+                channel_id="C1", thread_ts="3.0", status="x", loading_messages=[str(n) for n in range(11)]
+            )
+        )
+        == "invalid_arguments"
+    )
 
 
 async def test_files_upload_v2_asks_for_a_url_sends_the_bytes_and_shares_them(make):
     fake, client = await make()
-    shared = await client.files_upload_v2(channel="D0001", filename="usage.csv", content="a,b\n1,2\n", title="Usage",
-                                          initial_comment="here it is")
+    shared = await client.files_upload_v2(
+        channel="D0001", filename="usage.csv", content="a,b\n1,2\n", title="Usage", initial_comment="here it is"
+    )
     assert shared["file"]["title"] == "Usage"
     [upload] = fake.files.values()
     assert (upload.content, upload.channel, upload.filename) == (b"a,b\n1,2\n", "D0001", "usage.csv")
@@ -346,7 +445,9 @@ async def test_files_upload_v2_asks_for_a_url_sends_the_bytes_and_shares_them(ma
     asked = await client.files_getUploadURLExternal(filename="x.txt", length=10)
     refused = await failure(client.files_completeUploadExternal(files=[{"id": asked["file_id"]}], channel_id="D0001"))
     assert refused.response["error"] == "file_not_found", "nothing was sent to the upload URL"
-    assert (await failure(client.files_getUploadURLExternal(filename="x.txt", length=0))).response["error"] == "invalid_arguments"
+    assert (await failure(client.files_getUploadURLExternal(filename="x.txt", length=0))).response[
+        "error"
+    ] == "invalid_arguments"
 
 
 # -- files people share -------------------------------------------------------------------------------------
@@ -364,11 +465,34 @@ async def test_a_shared_file_is_the_object_slack_puts_in_the_event(make):
     fake, _ = await make()
     shared = fake.add_file("T1", name="Q1 Report.pdf", mimetype="application/pdf", content=PDF, channel="C1")
     assert shared["id"].startswith("F") and shared["id"] in fake.files
-    assert {k: shared[k] for k in ("name", "title", "mimetype", "filetype", "pretty_type", "size", "user", "mode",
-                                   "is_external", "file_access", "user_team")} == {
-        "name": "Q1 Report.pdf", "title": "Q1 Report.pdf", "mimetype": "application/pdf", "filetype": "pdf",
-        "pretty_type": "PDF", "size": len(PDF), "user": "U0001", "mode": "hosted", "is_external": False,
-        "file_access": "visible", "user_team": "T1"}
+    assert {
+        k: shared[k]
+        for k in (
+            "name",
+            "title",
+            "mimetype",
+            "filetype",
+            "pretty_type",
+            "size",
+            "user",
+            "mode",
+            "is_external",
+            "file_access",
+            "user_team",
+        )
+    } == {
+        "name": "Q1 Report.pdf",
+        "title": "Q1 Report.pdf",
+        "mimetype": "application/pdf",
+        "filetype": "pdf",
+        "pretty_type": "PDF",
+        "size": len(PDF),
+        "user": "U0001",
+        "mode": "hosted",
+        "is_external": False,
+        "file_access": "visible",
+        "user_team": "T1",
+    }
     base = f"http://127.0.0.1:{fake.port}/files-pri/T1-{shared['id']}"
     assert shared["url_private"] == f"{base}/q1_report.pdf"
     assert shared["url_private_download"] == f"{base}/download/q1_report.pdf"
@@ -406,10 +530,14 @@ async def test_downloads_need_a_bot_token_of_the_workspace_with_files_read(make)
     fake.delete_file(shared["id"])
     assert (await fetch(shared["url_private_download"], TOKEN))[0] == 404
     assert [(d.file_id, d.token, d.status, d.served) for d in fake.downloads] == [
-        (shared["id"], TOKEN, 200, "file"), (shared["id"], TOKEN, 200, "file"),
-        (shared["id"], None, 200, "login_page"), (shared["id"], "xoxb-nope", 200, "login_page"),
-        (shared["id"], "xoxb-T2", 200, "login_page"), (narrow["id"], "xoxb-T3-narrow", 200, "login_page"),
-        (shared["id"], TOKEN, 404, "not_found")]
+        (shared["id"], TOKEN, 200, "file"),
+        (shared["id"], TOKEN, 200, "file"),
+        (shared["id"], None, 200, "login_page"),
+        (shared["id"], "xoxb-nope", 200, "login_page"),
+        (shared["id"], "xoxb-T2", 200, "login_page"),
+        (narrow["id"], "xoxb-T3-narrow", 200, "login_page"),
+        (shared["id"], TOKEN, 404, "not_found"),
+    ]
     assert fake.downloads[0].complete and fake.downloads[0].sent == len(PDF)
 
 
@@ -450,14 +578,21 @@ async def test_files_info_answers_like_slack(make):
 async def test_a_slack_connect_file_needs_files_info_and_may_be_out_of_reach(make):
     fake, client = await make()
     stub = fake.add_file("T1", name="deck.pdf", mimetype="application/pdf", content=PDF, slack_connect=True)
-    assert stub == {"id": stub["id"], "mode": "file_access", "file_access": "check_file_info", "created": 0,
-                    "timestamp": 0, "user": ""}
+    assert stub == {
+        "id": stub["id"],
+        "mode": "file_access",
+        "file_access": "check_file_info",
+        "created": 0,
+        "timestamp": 0,
+        "user": "",
+    }
     full = (await client.files_info(file=stub["id"]))["file"]
     assert full["user_team"] == "TEXTERNAL" and f"/files-pri/TEXTERNAL-{stub['id']}/" in full["url_private_download"]
     assert (await fetch(full["url_private_download"], TOKEN))[2] == PDF
 
-    hidden = fake.add_file("T1", name="secret.pdf", mimetype="application/pdf", content=PDF, slack_connect=True,
-                           accessible=False)
+    hidden = fake.add_file(
+        "T1", name="secret.pdf", mimetype="application/pdf", content=PDF, slack_connect=True, accessible=False
+    )
     assert await error_of(client.files_info(file=hidden["id"])) == "access_denied"
     url = f"http://127.0.0.1:{fake.port}/files-pri/TEXTERNAL-{hidden['id']}/download/secret.pdf"
     assert (await fetch(url, TOKEN))[1].startswith("text/html")
@@ -472,29 +607,40 @@ async def test_files_uploaded_by_the_bot_have_files_info_too(make):
 
 # -- scopes -------------------------------------------------------------------------------------------------
 
+
 async def test_a_token_without_the_methods_scope_gets_missing_scope(make):
     fake, _ = await make()
     fake.add_workspace("T2", "xoxb-narrow", scopes="chat:write,commands")
     narrow = AsyncWebClient("xoxb-narrow", base_url=fake.api_url)
     refused = await failure(narrow.users_info(user="U1"))
     assert refused.response.status_code == 200
-    assert refused.response.data == {"ok": False, "error": "missing_scope", "needed": "users:read",
-                                     "provided": "chat:write,commands"}
+    assert refused.response.data == {
+        "ok": False,
+        "error": "missing_scope",
+        "needed": "users:read",
+        "provided": "chat:write,commands",
+    }
     assert refused.response.headers["x-oauth-scopes"] == "chat:write,commands"
     assert refused.response.headers["x-accepted-oauth-scopes"] == "users:read"
     needed = {
         "files.info": narrow.files_info(file="F1"),
         "files.getUploadURLExternal": narrow.files_getUploadURLExternal(filename="a.txt", length=1),
         "assistant.threads.setSuggestedPrompts": narrow.assistant_threads_setSuggestedPrompts(
-            channel_id="D1", prompts=[{"title": "a", "message": "b"}]),
+            channel_id="D1", prompts=[{"title": "a", "message": "b"}]
+        ),
         "conversations.open": narrow.conversations_open(users="U1"),
         "conversations.open users": narrow.conversations_open(users="U1,U2"),
         "conversations.replies C": narrow.conversations_replies(channel="C1", ts="1.0"),
     }
     answers = {name: (await failure(call)).response["needed"] for name, call in needed.items()}
-    assert answers == {"files.info": "files:read", "files.getUploadURLExternal": "files:write",
-                       "assistant.threads.setSuggestedPrompts": "assistant:write", "conversations.open": "im:write",
-                       "conversations.open users": "mpim:write", "conversations.replies C": "channels:history"}
+    assert answers == {
+        "files.info": "files:read",
+        "files.getUploadURLExternal": "files:write",
+        "assistant.threads.setSuggestedPrompts": "assistant:write",
+        "conversations.open": "im:write",
+        "conversations.open users": "mpim:write",
+        "conversations.replies C": "channels:history",
+    }
     # What needs only chat:write, or nothing:
     assert (await narrow.auth_test())["ok"] and (await narrow.chat_postMessage(channel="C1", text="hi"))["ok"]
     assert (await narrow.assistant_threads_setStatus(channel_id="C1", thread_ts="1.0", status="thinking"))["ok"]
@@ -513,8 +659,13 @@ async def test_history_scopes_follow_the_conversation_type(make):
     client = AsyncWebClient("xoxb-nohistory", base_url=fake.api_url)
     fake.add_channel("C0MPIM", "mpim")
     fake.add_channel("C0PRIV", "private")
-    expected = {"C1": "channels:history", "G1": "groups:history", "C0PRIV": "groups:history", "D1": "im:history",
-                "C0MPIM": "mpim:history"}
+    expected = {
+        "C1": "channels:history",
+        "G1": "groups:history",
+        "C0PRIV": "groups:history",
+        "D1": "im:history",
+        "C0MPIM": "mpim:history",
+    }
     for channel, scope in expected.items():
         assert (await failure(client.conversations_replies(channel=channel, ts="1.0"))).response["needed"] == scope
     fake.add_workspace("T4", "xoxb-mpim", scopes="chat:write,mpim:history")
@@ -534,8 +685,13 @@ async def test_group_dms_are_told_apart_by_conversations_info(make):
     for channel in (opened, "C0MPIM", "C1", "G1", "D1"):
         info = (await client.conversations_info(channel=channel))["channel"]
         kinds[channel] = {flag for flag in ("is_channel", "is_group", "is_im", "is_mpim", "is_private") if info[flag]}
-    assert kinds == {opened: {"is_mpim", "is_private"}, "C0MPIM": {"is_mpim", "is_private"},
-                     "C1": {"is_channel"}, "G1": {"is_group", "is_private"}, "D1": {"is_im", "is_private"}}
+    assert kinds == {
+        opened: {"is_mpim", "is_private"},
+        "C0MPIM": {"is_mpim", "is_private"},
+        "C1": {"is_channel"},
+        "G1": {"is_group", "is_private"},
+        "D1": {"is_im", "is_private"},
+    }
     fake.add_workspace("T2", "xoxb-noread", scopes="chat:write,im:read")
     noread = AsyncWebClient("xoxb-noread", base_url=fake.api_url)
     assert (await failure(noread.conversations_info(channel=opened))).response["needed"] == "mpim:read"
@@ -552,11 +708,14 @@ async def test_an_oauth_install_is_granted_the_manifests_scopes_by_default(make)
 
 # -- conversations.replies paging ---------------------------------------------------------------------------
 
+
 def long_thread(fake: FakeSlack, count: int = 400, channel: str = "C1") -> tuple[str, list[str]]:
     parent = "1700000000.000100"
     stamps = [parent] + [f"{1700000001 + n}.000100" for n in range(count - 1)]
-    messages = [{"type": "message", "user": "U1", "text": f"message {n}", "ts": ts,
-                 **({"thread_ts": parent} if n else {})} for n, ts in enumerate(stamps)]
+    messages = [
+        {"type": "message", "user": "U1", "text": f"message {n}", "ts": ts, **({"thread_ts": parent} if n else {})}
+        for n, ts in enumerate(stamps)
+    ]
     fake.add_history(channel, parent, list(reversed(messages)))
     return parent, stamps
 
@@ -586,15 +745,16 @@ async def test_latest_reads_the_newest_replies_oldest_first_and_pages_back(make)
     fake, client = await make(replies_limit_per_minute=1000)
     parent, stamps = long_thread(fake)
     newest = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1], inclusive=True)
-    assert [m["ts"] for m in newest["messages"]] == [parent] + stamps[-14:]
+    assert [m["ts"] for m in newest["messages"]] == [parent, *stamps[-14:]]
     assert newest["has_more"] is True
-    older = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1], inclusive=True,
-                                               cursor=newest["response_metadata"]["next_cursor"])
+    older = await client.conversations_replies(
+        channel="C1", ts=parent, latest=stamps[-1], inclusive=True, cursor=newest["response_metadata"]["next_cursor"]
+    )
     assert [m["ts"] for m in older["messages"]] == stamps[-29:-14]
     exclusive = await client.conversations_replies(channel="C1", ts=parent, latest=stamps[-1])
-    assert [m["ts"] for m in exclusive["messages"]] == [parent] + stamps[-15:-1]
+    assert [m["ts"] for m in exclusive["messages"]] == [parent, *stamps[-15:-1]]
     since = await client.conversations_replies(channel="C1", ts=parent, oldest=stamps[-4])
-    assert [m["ts"] for m in since["messages"]] == [parent] + stamps[-3:] and since["has_more"] is False
+    assert [m["ts"] for m in since["messages"]] == [parent, *stamps[-3:]] and since["has_more"] is False
     assert since["response_metadata"]["next_cursor"] == ""
     assert await error_of(client.conversations_replies(channel="C1", ts=parent, latest="soon")) == "invalid_ts_latest"
 

@@ -20,8 +20,12 @@ WEBHOOK_SECRET = "whsec_fake_secret"
 def session_params(**overrides):
     params = {
         "mode": "payment",
-        "line_items": [{"price_data": {"currency": "usd", "unit_amount": 500, "product_data": {"name": "500 credits"}},
-                        "quantity": 1}],
+        "line_items": [
+            {
+                "price_data": {"currency": "usd", "unit_amount": 500, "product_data": {"name": "500 credits"}},
+                "quantity": 1,
+            }
+        ],
         "client_reference_id": "T1",
         "metadata": {"team_id": "T1", "credits": "500"},
         "expires_at": int(time.time()) + 3600,
@@ -41,13 +45,19 @@ async def fake():
 @pytest.fixture
 async def client(fake):
     async with aiohttp.ClientSession() as session:
-        yield stripe.StripeClient(SECRET_KEY, base_addresses={"api": fake.api_base},
-                                  http_client=stripe.AIOHTTPClient(session=session))
+        yield stripe.StripeClient(
+            SECRET_KEY, base_addresses={"api": fake.api_base}, http_client=stripe.AIOHTTPClient(session=session)
+        )
 
 
 def test_form_encoding_becomes_nested_dicts_and_lists():
-    pairs = [("line_items[0][price_data][unit_amount]", "500"), ("line_items[0][quantity]", "1"),
-             ("line_items[1][price]", "price_X"), ("metadata[team_id]", "T1"), ("mode", "payment")]
+    pairs = [
+        ("line_items[0][price_data][unit_amount]", "500"),
+        ("line_items[0][quantity]", "1"),
+        ("line_items[1][price]", "price_X"),
+        ("metadata[team_id]", "T1"),
+        ("mode", "payment"),
+    ]
     assert parse_stripe_form(pairs) == {
         "line_items": [{"price_data": {"unit_amount": "500"}, "quantity": "1"}, {"price": "price_X"}],
         "metadata": {"team_id": "T1"},
@@ -71,10 +81,13 @@ async def test_create_returns_a_checkout_session(fake, client):
 
 async def test_price_ids_are_priced_by_the_fake(client):
     session = await client.v1.checkout.sessions.create_async(
-        session_params(line_items=[{"price": "price_ABC", "quantity": 2}]))
+        session_params(line_items=[{"price": "price_ABC", "quantity": 2}])
+    )
     assert session.amount_total == 3600
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        await client.v1.checkout.sessions.create_async(session_params(line_items=[{"price": "price_nope", "quantity": 1}]))
+        await client.v1.checkout.sessions.create_async(
+            session_params(line_items=[{"price": "price_nope", "quantity": 1}])
+        )
     assert raised.value.code == "resource_missing"
 
 
@@ -95,16 +108,22 @@ async def test_wrong_key_is_a_401_in_stripes_error_shape(fake):
     assert "Invalid API Key" in body["error"]["message"]
 
     async with aiohttp.ClientSession() as session:
-        client = stripe.StripeClient("pk_test_wrong", base_addresses={"api": fake.api_base},
-                                     http_client=stripe.AIOHTTPClient(session=session))
+        client = stripe.StripeClient(
+            "pk_test_wrong", base_addresses={"api": fake.api_base}, http_client=stripe.AIOHTTPClient(session=session)
+        )
         with pytest.raises(stripe.AuthenticationError):
             await client.v1.checkout.sessions.create_async(session_params())
 
 
 async def test_same_idempotency_key_replays_the_same_session(fake):
     headers = {"Authorization": f"Bearer {SECRET_KEY}", "Idempotency-Key": "key-1"}
-    form = {"mode": "payment", "success_url": "https://x/s", "expires_at": str(int(time.time()) + 3600),
-            "line_items[0][price_data][currency]": "usd", "line_items[0][price_data][unit_amount]": "500"}
+    form = {
+        "mode": "payment",
+        "success_url": "https://x/s",
+        "expires_at": str(int(time.time()) + 3600),
+        "line_items[0][price_data][currency]": "usd",
+        "line_items[0][price_data][unit_amount]": "500",
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{fake.api_base}/v1/checkout/sessions", data=form, headers=headers) as first:
             first_body = await first.json()
@@ -118,8 +137,9 @@ async def test_same_idempotency_key_replays_the_same_session(fake):
 async def test_reused_idempotency_key_with_other_params_is_an_idempotency_error(client):
     await client.v1.checkout.sessions.create_async(session_params(), options={"idempotency_key": "k"})
     with pytest.raises(stripe.IdempotencyError):
-        await client.v1.checkout.sessions.create_async(session_params(client_reference_id="T2"),
-                                                       options={"idempotency_key": "k"})
+        await client.v1.checkout.sessions.create_async(
+            session_params(client_reference_id="T2"), options={"idempotency_key": "k"}
+        )
 
 
 async def test_fail_next_raises_the_sdk_error_with_request_id(fake, client):

@@ -38,7 +38,9 @@ async def test_a_text_file_goes_to_claude_named_before_the_question(start_bot_on
 async def test_files_that_cannot_be_read_are_named_and_the_rest_answered(start_bot_on_sqlite):
     h = await start_bot_on_sqlite()
     archive = h.slack.add_file(TEAM, name="backup.zip", mimetype="application/zip", content=b"PK\x03\x04")
-    huge = h.slack.add_file(TEAM, name="huge.png", mimetype="image/png", content=b"\x89PNG\r\n\x1a\n" + b"\0" * (6 * 1024 * 1024))
+    huge = h.slack.add_file(
+        TEAM, name="huge.png", mimetype="image/png", content=b"\x89PNG\r\n\x1a\n" + b"\0" * (6 * 1024 * 1024)
+    )
     gone = h.slack.add_file(TEAM, name="gone.txt", mimetype="text/plain", content=b"bye")
     h.slack.delete_file(gone["id"])
     notes = h.slack.add_file(TEAM, name="notes.md", mimetype="text/markdown", content=b"# Plan\nShip on Friday.")
@@ -87,7 +89,9 @@ async def test_only_unreadable_files_and_no_question_gets_one_reply_and_no_claud
     await h.idle()
     assert not h.claude.requests
     (reply,) = h.slack.thread("C0001", sent.ts)
-    assert "couldn't read any of the files" in h.slack.visible_markdown(reply) and "*backup.zip*" in h.slack.visible_markdown(reply)
+    assert "couldn't read any of the files" in h.slack.visible_markdown(
+        reply
+    ) and "*backup.zip*" in h.slack.visible_markdown(reply)
     balance = await h.services.credits.balance(TEAM)
     assert balance.reserved == 0 and balance.available == balance.balance
 
@@ -134,7 +138,9 @@ async def test_an_image_and_a_pdf_go_to_claude_as_image_and_document_blocks(star
     assert blocks[2]["title"] == "q3.pdf" and blocks[2]["source"]["media_type"] == "application/pdf"
     assert h.claude.requests[0].status == 200
     usage = h.claude.requests[0].usage
-    assert usage["input_tokens"] + usage.get("cache_creation_input_tokens", 0) > 640 + 3 * 1500  # the files were counted
+    assert (
+        usage["input_tokens"] + usage.get("cache_creation_input_tokens", 0) > 640 + 3 * 1500
+    )  # the files were counted
 
 
 async def test_an_image_too_large_in_pixels_is_named_and_not_sent(start_bot_on_sqlite):

@@ -33,8 +33,18 @@ async def store_parts(sqlite_url):
 
 
 def installation(team: str, token: str, **extra) -> Installation:
-    return Installation(app_id="A1", enterprise_id=None, team_id=team, bot_token=token, bot_id="B1",
-                        bot_user_id="UBOT", bot_scopes=["chat:write"], user_id="U1", installed_at=time.time(), **extra)
+    return Installation(
+        app_id="A1",
+        enterprise_id=None,
+        team_id=team,
+        bot_token=token,
+        bot_id="B1",
+        bot_user_id="UBOT",
+        bot_scopes=["chat:write"],
+        user_id="U1",
+        installed_at=time.time(),
+        **extra,
+    )
 
 
 def store(engine, clock, **kwargs) -> CachedInstallationStore:
@@ -65,7 +75,9 @@ async def test_warm_reads_every_bot_at_once_and_a_burst_waits_for_one_lookup(sto
     fresh = store(engine, clock)
     await fresh.warm()
     await store(engine, clock).async_delete_all(enterprise_id=None, team_id="T0")  # gone from the database...
-    assert (await fresh.async_find_bot(enterprise_id=None, team_id="T0")).bot_token == "xoxb-newer", "...not from memory"
+    assert (await fresh.async_find_bot(enterprise_id=None, team_id="T0")).bot_token == "xoxb-newer", (
+        "...not from memory"
+    )
 
     other = store(engine, clock)
     lookups = []
@@ -98,5 +110,7 @@ async def test_a_rotating_token_due_for_refresh_is_always_read_fresh(store_parts
     await mine.async_save(installation("T1", "xoxe-1", bot_refresh_token="xoxe-r1", bot_token_expires_at=soon))
     await mine.async_find_bot(enterprise_id=None, team_id="T1")
     later = int(time.time()) + 12 * 3600
-    await other_process.async_save(installation("T1", "xoxe-2", bot_refresh_token="xoxe-r2", bot_token_expires_at=later))
+    await other_process.async_save(
+        installation("T1", "xoxe-2", bot_refresh_token="xoxe-r2", bot_token_expires_at=later)
+    )
     assert (await mine.async_find_bot(enterprise_id=None, team_id="T1")).bot_token == "xoxe-2"

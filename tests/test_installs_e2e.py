@@ -17,7 +17,9 @@ FREE = 100
 
 
 async def start(starter, **overrides):
-    return await starter(**{**OAUTH, "free_credits": FREE, "ai_credits_per_message": 1, "low_balance_threshold": 0, **overrides})
+    return await starter(
+        **{**OAUTH, "free_credits": FREE, "ai_credits_per_message": 1, "low_balance_threshold": 0, **overrides}
+    )
 
 
 async def stored_bot(h, team: str, enterprise_id: str | None = None):
@@ -128,7 +130,9 @@ async def test_a_workspace_that_has_not_installed_the_app_is_not_answered(start_
     assert (await h.services.credits.history("T0404")) == []
 
 
-async def test_uninstall_then_reinstall_keeps_the_balance_forgets_the_history_and_grants_no_second_trial(start_bot_on_each_database):
+async def test_uninstall_then_reinstall_keeps_the_balance_forgets_the_history_and_grants_no_second_trial(
+    start_bot_on_each_database,
+):
     h = await start(start_bot_on_each_database)
     await h.install(TEAM, user="U0001")
     first = await h.mention("remember me", user="U0001")
@@ -201,7 +205,9 @@ async def test_an_org_wide_install_answers_every_workspace_and_credits_stay_per_
     h = await start(start_bot_on_each_database)
     status, _ = await h.install("E0001", enterprise_id="E0001", org_wide=True, bot_token="xoxb-org", user="U0001")
     assert status == 200
-    bot = await h.services.installs.store.async_find_bot(enterprise_id="E0001", team_id=None, is_enterprise_install=True)
+    bot = await h.services.installs.store.async_find_bot(
+        enterprise_id="E0001", team_id=None, is_enterprise_install=True
+    )
     assert bot.bot_token == "xoxb-org" and bot.is_enterprise_install
     assert await h.services.credits.history("E0001") == [], "no workspace of its own: no trial for the org"
     welcome = dms_to(h, "D0001")[0].params["blocks"][0]["text"]["text"]
@@ -222,6 +228,9 @@ async def test_an_org_wide_install_answers_every_workspace_and_credits_stay_per_
 
     await h.uninstall("E0001", **grid)
     await asyncio.sleep(0.3)
-    assert await h.services.installs.store.async_find_bot(enterprise_id="E0001", team_id=None, is_enterprise_install=True) is None
+    assert (
+        await h.services.installs.store.async_find_bot(enterprise_id="E0001", team_id=None, is_enterprise_install=True)
+        is None
+    )
     assert await stored_turns(h, "T0001") == 0 and await stored_turns(h, "T0002") == 0
     assert await h.services.slack_client_for_team("T0001") is None

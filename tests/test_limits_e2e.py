@@ -55,7 +55,9 @@ async def test_only_admins_set_and_list_limits(start_bot_on_each_database):
     assert "didn't understand" in await credits_command(h, "limit somebody 5/day")
     assert "200/day" in await credits_command(h, f"limit <@{MEMBER}> 5/week")
     assert {(limit.scope, limit.subject) for limit, _ in await h.services.credits.limits(TEAM)} == {
-        ("channel", "C0042"), ("default", "")}
+        ("channel", "C0042"),
+        ("default", ""),
+    }
 
 
 async def test_a_question_over_a_limit_is_told_why_and_when_it_resets_without_claude(start_bot_on_each_database):
@@ -158,7 +160,9 @@ async def test_admins_see_and_set_limits_in_the_home_tab_with_a_modal(start_bot_
     status, body = await h.submit_view(modal, values("user", "lots", user=MEMBER), user=ADMIN)
     assert json.loads(body)["errors"] == {"amount": "Write it like 200/day or 1000/month, or off."}
     status, body = await h.submit_view(modal, values("user", "150/day", user=MEMBER), user=OTHER)
-    assert json.loads(body)["errors"] == {"amount": "Only workspace admins and owners can see or change spending limits."}
+    assert json.loads(body)["errors"] == {
+        "amount": "Only workspace admins and owners can see or change spending limits."
+    }
     assert {(limit.scope, limit.subject) for limit, _ in await h.services.credits.limits(TEAM)} == {("default", "")}
 
     status, body = await h.submit_view(modal, values("user", "150/day", user=MEMBER), user=ADMIN)

@@ -14,8 +14,11 @@ ADMIN, BUYER_ADMIN, BUYER_MEMBER, MEMBER = "UADMIN", "UBUYADM", "UBUYMEM", "U000
 
 
 def low_balance_dms(h) -> list[tuple[str, str]]:
-    return [(c.params["channel"], c.params["text"]) for c in h.slack.calls_to("chat.postMessage")
-            if c.params["channel"].startswith("D") and "running low" in c.params["text"]]
+    return [
+        (c.params["channel"], c.params["text"])
+        for c in h.slack.calls_to("chat.postMessage")
+        if c.params["channel"].startswith("D") and "running low" in c.params["text"]
+    ]
 
 
 async def buy(h, user: str) -> None:

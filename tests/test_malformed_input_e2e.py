@@ -27,32 +27,100 @@ SIGNED_MALFORMED = [
     ('"just a string"', "application/json"),
     ("payload=%7Bx", "application/x-www-form-urlencoded"),
     ("payload=%5B1%5D", "application/x-www-form-urlencoded"),
-    (json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "Ev1", "event": "a string"}), "application/json"),
+    (
+        json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "Ev1", "event": "a string"}),
+        "application/json",
+    ),
     (json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "Ev2", "event": [1, 2]}), "application/json"),
-    (json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "Ev3", "event": {"type": "app_mention"},
-                 "authorizations": "nope"}), "application/json"),
-    (urlencode({"payload": json.dumps({"type": "block_actions", "team": "T0001", "user": {"id": "U1"}})}),
-     "application/x-www-form-urlencoded"),
-    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
-                                       "actions": ["x"]})}), "application/x-www-form-urlencoded"),
+    (
+        json.dumps(
+            {
+                "type": "event_callback",
+                "team_id": TEAM,
+                "event_id": "Ev3",
+                "event": {"type": "app_mention"},
+                "authorizations": "nope",
+            }
+        ),
+        "application/json",
+    ),
+    (
+        urlencode({"payload": json.dumps({"type": "block_actions", "team": "T0001", "user": {"id": "U1"}})}),
+        "application/x-www-form-urlencoded",
+    ),
+    (
+        urlencode(
+            {
+                "payload": json.dumps(
+                    {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"}, "actions": ["x"]}
+                )
+            }
+        ),
+        "application/x-www-form-urlencoded",
+    ),
     # Types Bolt would choke on while building its context, in events and in interactivity (form or JSON).
-    (json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention"}, "authorizations": [1]}),
-     "application/json"),
-    (json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention", "channel": 123,
-                                                                      "user": "U1", "ts": "1.1"}}), "application/json"),
+    (
+        json.dumps(
+            {"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention"}, "authorizations": [1]}
+        ),
+        "application/json",
+    ),
+    (
+        json.dumps(
+            {
+                "type": "event_callback",
+                "team_id": TEAM,
+                "event": {"type": "app_mention", "channel": 123, "user": "U1", "ts": "1.1"},
+            }
+        ),
+        "application/json",
+    ),
     (json.dumps({"type": "event_callback", "team": 5, "event": {"type": "app_mention"}}), "application/json"),
-    (json.dumps({"type": "event_callback", "enterprise": ["E1"], "event": {"type": "app_mention"}}), "application/json"),
+    (
+        json.dumps({"type": "event_callback", "enterprise": ["E1"], "event": {"type": "app_mention"}}),
+        "application/json",
+    ),
     (json.dumps({"type": "event_callback", "team_id": {"a": 1}, "event": {"type": "app_mention"}}), "application/json"),
     (json.dumps({"type": "event_callback", "team_id": TEAM, "response_urls": 5, "event": {}}), "application/json"),
-    (json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": 5, "actions": [{"action_id": "x"}]}),
-     "application/json"),
-    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
-                                       "actions": []})}), "application/x-www-form-urlencoded"),
-    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"},
-                                       "actions": [{"value": "500"}]})}), "application/x-www-form-urlencoded"),
-    (urlencode({"payload": json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": "U1",
-                                       "actions": [{"action_id": "buy_credits_500", "value": "500"}]})}),
-     "application/x-www-form-urlencoded"),
+    (
+        json.dumps({"type": "block_actions", "team": {"id": TEAM}, "user": 5, "actions": [{"action_id": "x"}]}),
+        "application/json",
+    ),
+    (
+        urlencode(
+            {
+                "payload": json.dumps(
+                    {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"}, "actions": []}
+                )
+            }
+        ),
+        "application/x-www-form-urlencoded",
+    ),
+    (
+        urlencode(
+            {
+                "payload": json.dumps(
+                    {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U1"}, "actions": [{"value": "500"}]}
+                )
+            }
+        ),
+        "application/x-www-form-urlencoded",
+    ),
+    (
+        urlencode(
+            {
+                "payload": json.dumps(
+                    {
+                        "type": "block_actions",
+                        "team": {"id": TEAM},
+                        "user": "U1",
+                        "actions": [{"action_id": "buy_credits_500", "value": "500"}],
+                    }
+                )
+            }
+        ),
+        "application/x-www-form-urlencoded",
+    ),
     (json.dumps({"command": "/credits", "team_id": TEAM, "user_id": "U1", "text": ["buy"]}), "application/json"),
     ('{"a":' * 5000 + "1" + "}" * 5000, "application/json"),
     ('{"type": "event_callback", "team_id": "\\udcff", "event": {"type": "app_mention"}}', "application/json"),
@@ -72,24 +140,31 @@ async def test_unsigned_bodies_are_refused_before_they_are_parsed(start_bot_on_s
     # Signed with another secret, or with a timestamp that is not a number: refused the same way.
     status, _ = await h.post_signed(body, content_type, secret="not-the-signing-secret")
     assert status == 401
-    async with h.http.post(f"{h.url}/slack/events", data=body.encode("latin-1"),
-                           headers={**headers, "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"}) as response:
+    async with h.http.post(
+        f"{h.url}/slack/events",
+        data=body.encode("latin-1"),
+        headers={**headers, "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"},
+    ) as response:
         assert response.status == 401
     assert no_tracebacks(caplog) == []
     assert h.slack.calls_to("chat.postMessage") == [] and h.claude.requests == []
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-Slack-Signature": "v0=é"},  # slack_sdk's verifier would compare non-ASCII text
-    {"X-Slack-Request-Timestamp": "9" * 5000},  # int() refuses strings over 4,300 digits
-    {"X-Slack-Request-Timestamp": "-1"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Slack-Signature": "v0=é"},  # slack_sdk's verifier would compare non-ASCII text
+        {"X-Slack-Request-Timestamp": "9" * 5000},  # int() refuses strings over 4,300 digits
+        {"X-Slack-Request-Timestamp": "-1"},
+    ],
+)
 async def test_odd_signature_headers_are_refused_without_a_traceback(start_bot_on_sqlite, caplog, headers):
     h = await start_bot_on_sqlite()
     body = json.dumps({"type": "event_callback", "team_id": TEAM, "event": {"type": "app_mention"}})
     base = h.signed_headers(body)
-    async with h.http.post(f"{h.url}/slack/events", data=body.encode(),
-                           headers={"Content-Type": "application/json", **base, **headers}) as response:
+    async with h.http.post(
+        f"{h.url}/slack/events", data=body.encode(), headers={"Content-Type": "application/json", **base, **headers}
+    ) as response:
         assert response.status == 401
     assert no_tracebacks(caplog) == []
 
@@ -149,9 +224,20 @@ async def test_single_workspace_mode_ignores_other_workspaces(start_bot_on_sqlit
 async def test_a_command_from_a_channel_whose_name_says_payload_is_answered(start_bot_on_sqlite):
     """Bolt alone reads any form containing the word "payload" as an interactivity payload (and so as empty)."""
     h = await start_bot_on_sqlite()
-    form = {"token": "legacy", "team_id": TEAM, "team_domain": "acme", "channel_id": "C0001", "channel_name": "payloads",
-            "user_id": "U0001", "user_name": "payload", "command": "/credits", "text": "", "api_app_id": "A0001",
-            "response_url": h.response_url(), "trigger_id": "trig-payload"}
+    form = {
+        "token": "legacy",
+        "team_id": TEAM,
+        "team_domain": "acme",
+        "channel_id": "C0001",
+        "channel_name": "payloads",
+        "user_id": "U0001",
+        "user_name": "payload",
+        "command": "/credits",
+        "text": "",
+        "api_app_id": "A0001",
+        "response_url": h.response_url(),
+        "trigger_id": "trig-payload",
+    }
     status, body = await h.post_signed(urlencode(form), "application/x-www-form-urlencoded")
     assert status == 200
     assert "credits available" in json.loads(body)["text"]
@@ -171,10 +257,19 @@ async def test_events_carry_numbers_where_slack_puts_numbers(start_bot_on_sqlite
     """An unfurled link's attachment has `"id": 1` (and old ones a numeric `ts`): the question is answered."""
     h = await start_bot_on_sqlite()
     ts = new_ts()
-    event = {"type": "message", "channel_type": "im", "user": "U0001", "text": "what is at https://example.com",
-             "ts": ts, "channel": "D0001", "event_ts": ts, "team": TEAM,
-             "attachments": [{"id": 1, "ts": 1700000000, "title": "Example", "from_url": "https://example.com"}],
-             "blocks": [{"type": "rich_text", "block_id": "b1", "elements": []}], "metadata": {"event_payload": {"n_id": 5}}}
+    event = {
+        "type": "message",
+        "channel_type": "im",
+        "user": "U0001",
+        "text": "what is at https://example.com",
+        "ts": ts,
+        "channel": "D0001",
+        "event_ts": ts,
+        "team": TEAM,
+        "attachments": [{"id": 1, "ts": 1700000000, "title": "Example", "from_url": "https://example.com"}],
+        "blocks": [{"type": "rich_text", "block_id": "b1", "elements": []}],
+        "metadata": {"event_payload": {"n_id": 5}},
+    }
     sent = await h.send_event(event)
     assert sent.status == 200
     await h.idle()

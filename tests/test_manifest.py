@@ -18,8 +18,14 @@ def test_the_manifest_asks_for_the_scopes_an_install_asks_for():
 
 def test_the_manifest_subscribes_to_every_event_the_bot_listens_to():
     events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
-    assert {"app_mention", "message.im", "app_home_opened", "app_uninstalled", "tokens_revoked",
-            "agent_session_stopped"} <= events
+    assert {
+        "app_mention",
+        "message.im",
+        "app_home_opened",
+        "app_uninstalled",
+        "tokens_revoked",
+        "agent_session_stopped",
+    } <= events
     assert MANIFEST["settings"]["interactivity"]["is_enabled"] is True
 
 

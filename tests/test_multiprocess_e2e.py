@@ -78,6 +78,7 @@ class Phase:
 
     async def ask_all(self, bots: list[BotHarness], *, over: float = 1.0) -> None:
         """Every question once, spread over `over` seconds and taken in turn by each process."""
+
         async def ask(k: int, answer_id: str) -> None:
             await asyncio.sleep(k * over / len(self.ids))
             sent = await bots[k % len(bots)].mention(question_for(answer_id), channel=f"C{answer_id}")
@@ -92,7 +93,10 @@ class Phase:
     async def wait_until_answered(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self.final_text(a) == self.claude.scripts[a].text for a in self.ids) and not self.slack_streams_open():
+            if (
+                all(self.final_text(a) == self.claude.scripts[a].text for a in self.ids)
+                and not self.slack_streams_open()
+            ):
                 return
             await asyncio.sleep(0.2)
 
@@ -143,7 +147,9 @@ class Phase:
                     key = f"{call.method}:{call.params.get('channel_id')}"
                 times[key].append(call.at)
         for key, starts in times.items():
-            limit = limits.get(key) or (self.slack.status_per_minute if key.startswith("assistant.threads.setStatus") else None)
+            limit = limits.get(key) or (
+                self.slack.status_per_minute if key.startswith("assistant.threads.setStatus") else None
+            )
             if limit is None:
                 continue
             starts.sort()

@@ -42,7 +42,9 @@ async def test_a_native_answer_starts_with_the_first_words_grows_and_stops_with_
     (start,) = h.slack.calls_to("chat.startStream")
     assert start.params["recipient_user_id"] == "U0001" and start.params["recipient_team_id"] == TEAM
     assert start.params["thread_ts"] == sent.ts
-    assert start.params["markdown_text"] and ANSWER.startswith(start.params["markdown_text"]), "the first words, no wait"
+    assert start.params["markdown_text"] and ANSWER.startswith(start.params["markdown_text"]), (
+        "the first words, no wait"
+    )
     appends = h.slack.calls_to("chat.appendStream")
     assert len(appends) >= 3, "it grows while Claude writes"
     (_stop,) = h.slack.calls_to("chat.stopStream")
@@ -52,10 +54,17 @@ async def test_a_native_answer_starts_with_the_first_words_grows_and_stops_with_
     assert [status for _, status in session["history"]] == ["processing", "active"]
 
 
-@pytest.mark.parametrize("refusal", [
-    "channel_type_not_supported", "messages_tab_disabled", "missing_recipient_user_id", "unknown_method",
-    "invalid_chunks", "not_in_channel_but_posting_works",
-])
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "channel_type_not_supported",
+        "messages_tab_disabled",
+        "missing_recipient_user_id",
+        "unknown_method",
+        "invalid_chunks",
+        "not_in_channel_but_posting_works",
+    ],
+)
 async def test_a_stream_slack_will_not_start_is_posted_and_edited_instead(start_bot_on_sqlite, refusal):
     h = await native(start_bot_on_sqlite)
     if refusal == "channel_type_not_supported":
@@ -128,8 +137,12 @@ async def test_six_answers_at_once_stream_without_a_single_429(start_bot_on_sqli
 
 
 async def test_auto_streams_while_the_budgets_allow_and_edits_beyond(start_bot_on_sqlite):
-    h = await start_bot_on_sqlite(slack_streaming="auto", slack_stream_starts_per_minute=3,
-                                  slack_stream_stops_per_minute=3, slack_update_interval=0.1)
+    h = await start_bot_on_sqlite(
+        slack_streaming="auto",
+        slack_stream_starts_per_minute=3,
+        slack_stream_stops_per_minute=3,
+        slack_update_interval=0.1,
+    )
     h.slack.stream_starts_per_minute = h.slack.stream_stops_per_minute = 3
     texts = [f"answer {n}: " + " ".join(f"w{n}_{i}" for i in range(30)) for n in range(6)]
     h.claude.enqueue(*[Script(text=text, delta_chars=8, delay=0.02) for text in texts])
@@ -145,7 +158,9 @@ async def test_auto_streams_while_the_budgets_allow_and_edits_beyond(start_bot_o
         assert post.params["blocks"][0]["text"] != say.THINKING
 
 
-async def test_when_slacks_real_limits_are_tighter_than_configured_nothing_is_lost_and_retries_stay_few(start_bot_on_sqlite):
+async def test_when_slacks_real_limits_are_tighter_than_configured_nothing_is_lost_and_retries_stay_few(
+    start_bot_on_sqlite,
+):
     """Slack's stream tiers are not published: here Slack allows far less than the settings say. The 429s
     pause the method for their Retry-After (no runaway retries) and every answer still ends exact."""
     h = await native(start_bot_on_sqlite)

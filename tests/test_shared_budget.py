@@ -41,7 +41,9 @@ async def test_two_processes_together_never_exceed_the_limit_and_one_may_use_it_
         starts_one: list[float] = []
         starts_two: list[float] = []
         until = time.monotonic() + 3.0
-        await asyncio.gather(*(spend(p, limit, until, s) for p, s in ((one, starts_one), (two, starts_two)) for _ in range(3)))
+        await asyncio.gather(
+            *(spend(p, limit, until, s) for p, s in ((one, starts_one), (two, starts_two)) for _ in range(3))
+        )
         # 1 ms of tolerance: the window is on Redis's clock, the starts on ours
         assert busiest_window(starts_one + starts_two, 0.999) <= 20
         assert starts_one and starts_two, "both processes got calls"

@@ -12,7 +12,13 @@ async def test_text_arriving_while_a_continuation_is_posted_is_neither_lost_nor_
     async with FakeSlack(post_burst=50) as slack:
         slack.add_workspace("T1", "xoxb-1")
         client = AsyncWebClient(token="xoxb-1", base_url=slack.api_url)
-        reply = SlackReply(client, SlackScheduler(DeliveryLimits(edits_per_minute=1000, update_interval=0.0, channel_posts_per_second=50)), channel="C1", thread_ts="1.0", limit=100)
+        reply = SlackReply(
+            client,
+            SlackScheduler(DeliveryLimits(edits_per_minute=1000, update_interval=0.0, channel_posts_per_second=50)),
+            channel="C1",
+            thread_ts="1.0",
+            limit=100,
+        )
         await reply.start("_Thinking…_")
         words = [f"word{i:02d}" for i in range(60)]
         for word in words:  # all of it arrives before the first continuation post can complete
@@ -29,7 +35,13 @@ async def test_a_continuation_slack_refuses_stops_the_answer_instead_of_hiding_t
     async with FakeSlack(post_burst=50) as slack:
         slack.add_workspace("T1", "xoxb-1")
         client = AsyncWebClient(token="xoxb-1", base_url=slack.api_url)
-        reply = SlackReply(client, SlackScheduler(DeliveryLimits(edits_per_minute=1000, update_interval=0.0, channel_posts_per_second=50)), channel="C1", thread_ts="1.0", limit=100)
+        reply = SlackReply(
+            client,
+            SlackScheduler(DeliveryLimits(edits_per_minute=1000, update_interval=0.0, channel_posts_per_second=50)),
+            channel="C1",
+            thread_ts="1.0",
+            limit=100,
+        )
         stopped = []
         reply.on_gone(lambda: stopped.append(True))
         await reply.start("_Thinking…_")

@@ -20,13 +20,32 @@ _ids = itertools.count(1)
 def mention_callback(text: str, *, channel: str = "C0001", user: str = "U0001", event_id: str | None = None) -> dict:
     """The event_callback body Slack puts in an events_api envelope (the same body harness.mention() POSTs)."""
     ts = new_ts()
-    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}", "ts": ts, "channel": channel,
-             "event_ts": ts, "team": TEAM}
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": TEAM,
+    }
     return {
-        "token": "legacy", "team_id": TEAM, "api_app_id": "A0001", "event": event, "type": "event_callback",
-        "event_id": event_id or f"EvSock{next(_ids):06d}", "event_time": int(time.time()),
-        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None,
-                            "is_enterprise_install": False}],
+        "token": "legacy",
+        "team_id": TEAM,
+        "api_app_id": "A0001",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"EvSock{next(_ids):06d}",
+        "event_time": int(time.time()),
+        "authorizations": [
+            {
+                "team_id": TEAM,
+                "user_id": BOT_USER,
+                "is_bot": True,
+                "enterprise_id": None,
+                "is_enterprise_install": False,
+            }
+        ],
     }
 
 

@@ -20,10 +20,19 @@ REQUIRED = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "ANTHROPIC
 
 
 def run_bot(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "CLAUDE_", "DATABASE_", "STRIPE_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ANTHROPIC_", "CLAUDE_", "DATABASE_", "STRIPE_"))
+    }
     clean["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args], cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -43,7 +52,12 @@ def test_a_malformed_setting_is_named(tmp_path):
 
 
 def test_an_unknown_model_is_refused_at_start_not_charged_at_zero(tmp_path):
-    env = {**REQUIRED, "CLAUDE_MODEL": "claude-imaginary-9", "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}", "PORT": "0"}
+    env = {
+        **REQUIRED,
+        "CLAUDE_MODEL": "claude-imaginary-9",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "PORT": "0",
+    }
     result = run_bot(tmp_path, env)
     assert result.returncode == 2
     assert "claude-imaginary-9" in result.stderr
@@ -51,7 +65,9 @@ def test_an_unknown_model_is_refused_at_start_not_charged_at_zero(tmp_path):
 
 
 def test_settings_come_from_a_dotenv_file(tmp_path, monkeypatch):
-    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=xoxb-env\nSLACK_SIGNING_SECRET=s\nANTHROPIC_API_KEY=k\nCLAUDE_MAX_TOKENS=77\n")
+    (tmp_path / ".env").write_text(
+        "SLACK_BOT_TOKEN=xoxb-env\nSLACK_SIGNING_SECRET=s\nANTHROPIC_API_KEY=k\nCLAUDE_MAX_TOKENS=77\n"
+    )
     monkeypatch.chdir(tmp_path)
     for name in ("SLACK_BOT_TOKEN", "CLAUDE_MAX_TOKENS"):
         monkeypatch.delenv(name, raising=False)
@@ -61,15 +77,22 @@ def test_settings_come_from_a_dotenv_file(tmp_path, monkeypatch):
 
 def test_platform_database_urls_get_the_async_driver():
     base = dict(_env_file=None, slack_bot_token="x", slack_signing_secret="s", anthropic_api_key="k")
-    assert load_settings(**base, database_url="postgres://u:p@h:5432/d").database_url == "postgresql+asyncpg://u:p@h:5432/d"
+    assert (
+        load_settings(**base, database_url="postgres://u:p@h:5432/d").database_url
+        == "postgresql+asyncpg://u:p@h:5432/d"
+    )
     assert load_settings(**base, database_url="sqlite:///bot.db").database_url == "sqlite+aiosqlite:///bot.db"
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         load_settings(**base, database_url="mysql://h/d")
     # The libpq form most hosts hand out; asyncpg calls it `ssl` and would refuse `sslmode` at the first connect.
-    assert load_settings(**base, database_url="postgres://u:p@h/d?sslmode=require").database_url == \
-        "postgresql+asyncpg://u:p@h/d?ssl=require"
-    assert load_settings(**base, database_url="postgresql://u@h/d?ssl=require").database_url == \
-        "postgresql+asyncpg://u@h/d?ssl=require"
+    assert (
+        load_settings(**base, database_url="postgres://u:p@h/d?sslmode=require").database_url
+        == "postgresql+asyncpg://u:p@h/d?ssl=require"
+    )
+    assert (
+        load_settings(**base, database_url="postgresql://u@h/d?ssl=require").database_url
+        == "postgresql+asyncpg://u@h/d?ssl=require"
+    )
     with pytest.raises(ConfigError, match=r"DATABASE_URL.*sslmode"):
         load_settings(**base, database_url="postgresql://u@h/d?sslmode=sometimes")
 
@@ -78,8 +101,13 @@ def test_platform_database_urls_get_the_async_driver():
 async def test_a_postgres_url_with_sslmode_connects(mode):
     url, name = await new_postgres_database()
     try:
-        settings = load_settings(_env_file=None, slack_bot_token="x", slack_signing_secret="s", anthropic_api_key="k",
-                                 database_url=url.replace("postgresql+asyncpg://", "postgresql://") + f"?sslmode={mode}")
+        settings = load_settings(
+            _env_file=None,
+            slack_bot_token="x",
+            slack_signing_secret="s",
+            anthropic_api_key="k",
+            database_url=url.replace("postgresql+asyncpg://", "postgresql://") + f"?sslmode={mode}",
+        )
         engine = create_engine(settings.database_url)
         try:
             await migrate(engine)

@@ -28,13 +28,19 @@ async def a_long_answer_under_way(h, **mention):
     h.claude.enqueue(Script(text=LONG, delta_chars=10, delay=0.02))
     sent = await h.mention("go on and on", **mention)
     await h.claude.wait_for_requests(1)
-    await until(lambda: len(h.slack.calls_to("chat.appendStream") + h.slack.calls_to("chat.update")) >= 3,
-                what="the answer to grow")
+    await until(
+        lambda: len(h.slack.calls_to("chat.appendStream") + h.slack.calls_to("chat.update")) >= 3,
+        what="the answer to grow",
+    )
     return sent
 
 
-async def test_slacks_stop_on_a_native_stream_stops_claude_at_once_and_charges_what_was_used(start_bot_on_each_database):
-    h = await start_bot_on_each_database(slack_streaming="native", slack_update_interval=0.1, ai_credits_per_message=None)
+async def test_slacks_stop_on_a_native_stream_stops_claude_at_once_and_charges_what_was_used(
+    start_bot_on_each_database,
+):
+    h = await start_bot_on_each_database(
+        slack_streaming="native", slack_update_interval=0.1, ai_credits_per_message=None
+    )
     sent = await a_long_answer_under_way(h)
     stopped_at = time.monotonic()
     event = h.slack.press_stop("C0001", sent.ts, "U0001")

@@ -59,7 +59,10 @@ async def test_export_shares_every_answer_as_csv_in_the_admins_dm(start_bot_on_e
     assert shared.channel == f"D{ADMIN[1:]}", "shared in the admin's DM"
     assert shared.filename.endswith(".csv") and TEAM in shared.filename
     rows = list(csv.DictReader(io.StringIO(shared.content.decode())))
-    assert [(row["user"], row["channel"], row["credits"]) for row in rows] == [(MEMBER, "C0001", "7"), (OTHER, "C0002", "7")]
+    assert [(row["user"], row["channel"], row["credits"]) for row in rows] == [
+        (MEMBER, "C0001", "7"),
+        (OTHER, "C0002", "7"),
+    ]
     assert all(int(row["output_tokens"]) > 0 and row["model"] for row in rows)
     [comment] = [m for m in h.slack.channel_messages(shared.channel) if m.ts == shared.message_ts]
     assert "2 answers" in comment.text
@@ -67,4 +70,6 @@ async def test_export_shares_every_answer_as_csv_in_the_admins_dm(start_bot_on_e
     assert "sending you the CSV" in await credits_command(h, "export 2020-01-01 2020-02-01")
     await h.idle()
     empty = [f for f in h.slack.files.values() if f.channel and f is not shared]
-    assert len(empty) == 1 and empty[0].content.decode().count("\n") == 1, "only the header for a period without answers"
+    assert len(empty) == 1 and empty[0].content.decode().count("\n") == 1, (
+        "only the header for a period without answers"
+    )

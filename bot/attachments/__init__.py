@@ -3,4 +3,14 @@
 from bot.attachments.conversation import ConversationFiles, read_conversation_files
 from bot.attachments.reading import Attachment, ReadFiles, SharedFile, Unreadable, read_file, read_files, shared_files
 
-__all__ = ["ConversationFiles", "read_conversation_files", "Attachment", "ReadFiles", "SharedFile", "Unreadable", "read_file", "read_files", "shared_files"]
+__all__ = [
+    "Attachment",
+    "ConversationFiles",
+    "ReadFiles",
+    "SharedFile",
+    "Unreadable",
+    "read_conversation_files",
+    "read_file",
+    "read_files",
+    "shared_files",
+]

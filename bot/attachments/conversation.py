@@ -30,11 +30,14 @@ class ConversationFiles:
 
     def records(self) -> tuple[dict, ...]:
         """The question's readable files as the history keeps them."""
-        return tuple({**attachment.file.as_record(), "tokens": attachment.tokens} for attachment in self.question.readable)
+        return tuple(
+            {**attachment.file.as_record(), "tokens": attachment.tokens} for attachment in self.question.readable
+        )
 
 
-async def read_conversation_files(question_files: tuple[SharedFile, ...], earlier: list[dict], client: AsyncWebClient,
-                                  http: aiohttp.ClientSession) -> ConversationFiles:
+async def read_conversation_files(
+    question_files: tuple[SharedFile, ...], earlier: list[dict], client: AsyncWebClient, http: aiohttp.ClientSession
+) -> ConversationFiles:
     """`earlier`: the file records of the turns before the question (bot.history.Turn.files)."""
     unique = list({record["id"]: record for record in earlier if record.get("id")}.values())
     question, results = await asyncio.gather(

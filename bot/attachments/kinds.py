@@ -20,15 +20,59 @@ PDF_TOKENS_PER_PAGE = 3000  # the top of Anthropic's 1,500-3,000 a page (text pl
 TEXT_CHARS_PER_TOKEN = 3  # reserve as for questions: code and many languages pack tighter than 4
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
-TEXT_MIMETYPES = {"application/json", "application/xml", "application/x-yaml", "application/yaml", "application/javascript",
-                  "application/x-sh", "application/sql", "application/toml", "application/x-python"}
-TEXT_FILETYPES = {"text", "markdown", "csv", "tsv", "json", "yaml", "xml", "html", "css", "javascript", "typescript", "python",
-                  "ruby", "go", "rust", "java", "kotlin", "swift", "c", "cpp", "csharp", "php", "shell", "sql", "diff",
-                  "post", "log", "toml", "ini", "dockerfile", "makefile", "perl", "r", "scala", "lua", "haskell"}
+TEXT_MIMETYPES = {
+    "application/json",
+    "application/xml",
+    "application/x-yaml",
+    "application/yaml",
+    "application/javascript",
+    "application/x-sh",
+    "application/sql",
+    "application/toml",
+    "application/x-python",
+}
+TEXT_FILETYPES = {
+    "text",
+    "markdown",
+    "csv",
+    "tsv",
+    "json",
+    "yaml",
+    "xml",
+    "html",
+    "css",
+    "javascript",
+    "typescript",
+    "python",
+    "ruby",
+    "go",
+    "rust",
+    "java",
+    "kotlin",
+    "swift",
+    "c",
+    "cpp",
+    "csharp",
+    "php",
+    "shell",
+    "sql",
+    "diff",
+    "post",
+    "log",
+    "toml",
+    "ini",
+    "dockerfile",
+    "makefile",
+    "perl",
+    "r",
+    "scala",
+    "lua",
+    "haskell",
+}
 
 
 def kind_of(mimetype: str, filetype: str) -> str | None:
-    """"image", "pdf" or "text" by what Slack says the file is; None for what Claude cannot read."""
+    """ "image", "pdf" or "text" by what Slack says the file is; None for what Claude cannot read."""
     mimetype = (mimetype or "").split(";")[0].strip().lower()
     if mimetype in IMAGE_TYPES:
         return "image"
@@ -101,9 +145,9 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
             position += 1 if marker == 0xFF else 2
             continue
-        length = struct.unpack(">H", data[position + 2:position + 4])[0]
+        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
         if marker in _JPEG_FRAME_MARKERS:
-            height, width = struct.unpack(">HH", data[position + 5:position + 9])
+            height, width = struct.unpack(">HH", data[position + 5 : position + 9])
             return width, height
         position += 2 + length
     return None

@@ -41,19 +41,30 @@ class SharedFile:
             return None
         size = file.get("size")
         return cls(
-            id=file_id, name=str(file.get("name") or file.get("title") or file_id), mimetype=str(file.get("mimetype") or ""),
-            filetype=str(file.get("filetype") or ""), size=size if isinstance(size, int) else 0,
+            id=file_id,
+            name=str(file.get("name") or file.get("title") or file_id),
+            mimetype=str(file.get("mimetype") or ""),
+            filetype=str(file.get("filetype") or ""),
+            size=size if isinstance(size, int) else 0,
             url=str(file.get("url_private_download") or file.get("url_private") or ""),
             needs_info=file.get("file_access") == "check_file_info",
         )
 
     def as_record(self) -> dict:
-        return {"id": self.id, "name": self.name, "mimetype": self.mimetype, "filetype": self.filetype, "size": self.size,
-                "url": self.url}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mimetype": self.mimetype,
+            "filetype": self.filetype,
+            "size": self.size,
+            "url": self.url,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> SharedFile:
-        return cls(**{key: record[key] for key in ("id", "name", "mimetype", "filetype", "size", "url") if key in record})
+        return cls(
+            **{key: record[key] for key in ("id", "name", "mimetype", "filetype", "size", "url") if key in record}
+        )
 
 
 def shared_files(message: dict) -> tuple[SharedFile, ...]:
@@ -111,8 +122,12 @@ async def read_files(files: list[SharedFile], client: AsyncWebClient, http: aioh
         if isinstance(result, Unreadable):
             read.unreadable.append(result)
         elif total + result.encoded_bytes > kinds.REQUEST_MAX_BYTES:
-            read.unreadable.append(Unreadable(result.file, f"together the files are over the "
-                                                           f"{kinds.megabytes(kinds.REQUEST_MAX_BYTES)} Claude takes at once"))
+            read.unreadable.append(
+                Unreadable(
+                    result.file,
+                    f"together the files are over the {kinds.megabytes(kinds.REQUEST_MAX_BYTES)} Claude takes at once",
+                )
+            )
         else:
             total += result.encoded_bytes
             read.readable.append(result)
@@ -125,8 +140,11 @@ async def read_file(file: SharedFile, client: AsyncWebClient, http: aiohttp.Clie
             file = await _complete(file, client)
         kind = kinds.kind_of(file.mimetype, file.filetype)
         if kind is None:
-            return Unreadable(file, f"I can read images (PNG, JPEG, GIF, WebP), PDFs and text files, not "
-                                    f"{file.filetype or file.mimetype or 'this kind of file'}")
+            return Unreadable(
+                file,
+                f"I can read images (PNG, JPEG, GIF, WebP), PDFs and text files, not "
+                f"{file.filetype or file.mimetype or 'this kind of file'}",
+            )
         limit = kinds.byte_limit(kind)
         if file.size > limit:
             return Unreadable(file, _too_large(kind, file.size))
@@ -162,7 +180,9 @@ async def _complete(file: SharedFile, client: AsyncWebClient) -> SharedFile:
 async def download(http: aiohttp.ClientSession, file: SharedFile, token: str, limit: int) -> bytes | None:
     """The file's bytes, kept in memory; None when it is bigger than `limit` (stops reading at once)."""
     try:
-        async with http.get(file.url, headers={"Authorization": f"Bearer {token}"}, timeout=DOWNLOAD_TIMEOUT) as response:
+        async with http.get(
+            file.url, headers={"Authorization": f"Bearer {token}"}, timeout=DOWNLOAD_TIMEOUT
+        ) as response:
             if response.status in (403, 404, 410):
                 raise NotFetched(NO_ACCESS)
             if response.status != 200:
@@ -192,7 +212,9 @@ def _as_attachment(file: SharedFile, kind: str, data: bytes) -> Attachment | Unr
             return Unreadable(file, "it is not a PNG, JPEG, GIF or WebP image I can read")
         width, height = size
         if max(width, height) > kinds.IMAGE_MAX_SIDE:
-            return Unreadable(file, f"images can be at most {kinds.IMAGE_MAX_SIDE} pixels a side (this one is {width}×{height})")
+            return Unreadable(
+                file, f"images can be at most {kinds.IMAGE_MAX_SIDE} pixels a side (this one is {width}×{height})"
+            )
         encoded = base64.b64encode(data).decode()
         block = {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": encoded}}
         return Attachment(file, kind, [_named(file, "image"), block], kinds.image_tokens(width, height), len(encoded))
@@ -203,8 +225,11 @@ def _as_attachment(file: SharedFile, kind: str, data: bytes) -> Attachment | Unr
         if pages > kinds.PDF_MAX_PAGES:
             return Unreadable(file, f"PDFs can have at most {kinds.PDF_MAX_PAGES} pages (this one has {pages})")
         encoded = base64.b64encode(data).decode()
-        block = {"type": "document", "title": file.name[:500],
-                 "source": {"type": "base64", "media_type": "application/pdf", "data": encoded}}
+        block = {
+            "type": "document",
+            "title": file.name[:500],
+            "source": {"type": "base64", "media_type": "application/pdf", "data": encoded},
+        }
         return Attachment(file, kind, [block], kinds.pdf_tokens(pages), len(encoded))
     try:
         text = data.decode("utf-8")

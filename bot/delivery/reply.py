@@ -174,8 +174,15 @@ class SlackReply:
 
     def _new_edit_writer(self, ts: str) -> MessageWriter:
         writer = MessageWriter(
-            self._client, self._scheduler.edits, channel=self.channel, ts=ts, source=lambda: self._current,
-            on_gone=self._message_gone, checkpoint=self._checkpoint_for(), live_blocks=self._live_blocks, clock=self._clock,
+            self._client,
+            self._scheduler.edits,
+            channel=self.channel,
+            ts=ts,
+            source=lambda: self._current,
+            on_gone=self._message_gone,
+            checkpoint=self._checkpoint_for(),
+            live_blocks=self._live_blocks,
+            clock=self._clock,
         )
         self._writers.append(writer)
         return writer
@@ -183,10 +190,18 @@ class SlackReply:
     def _new_stream_writer(self) -> StreamWriter:
         assert self.thread_ts and self._recipient
         return StreamWriter(
-            self._client, self._scheduler, channel=self.channel, thread_ts=self.thread_ts,
-            recipient_team_id=self._recipient.team_id, recipient_user_id=self._recipient.user_id,
-            source=lambda: self._current, on_gone=self._message_gone, on_stopped=self._stopped,
-            checkpoint=self._checkpoint_for(), live_blocks=self._live_blocks, clock=self._clock,
+            self._client,
+            self._scheduler,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            recipient_team_id=self._recipient.team_id,
+            recipient_user_id=self._recipient.user_id,
+            source=lambda: self._current,
+            on_gone=self._message_gone,
+            on_stopped=self._stopped,
+            checkpoint=self._checkpoint_for(),
+            live_blocks=self._live_blocks,
+            clock=self._clock,
         )
 
     def _checkpoint_for(self):
@@ -211,7 +226,12 @@ class SlackReply:
 
     async def _post(self, markdown: str | Callable[[], str], *, blocks: list[dict] | None = None, priority: int) -> str:
         return await self._scheduler.post_markdown(
-            self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=markdown, blocks=blocks, priority=priority
+            self._client,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=markdown,
+            blocks=blocks,
+            priority=priority,
         )
 
     # -- growing --------------------------------------------------------------------------------------------

@@ -38,8 +38,15 @@ MIN_STREAM_INTERVAL = 0.5
 TYPICAL_ANSWER_SECONDS = 10.0
 # Calls that do the same thing however often they are sent: any failure may be tried again. Anything else
 # (a post, a stream's start or append) is sent again only when the failed try surely did nothing.
-IDEMPOTENT = {"chat.update", "views.publish", "conversations.open", "assistant.threads.setStatus",
-              "agents.sessions.setStatus", "assistant.threads.setSuggestedPrompts", "chat.stopStream"}
+IDEMPOTENT = {
+    "chat.update",
+    "views.publish",
+    "conversations.open",
+    "assistant.threads.setStatus",
+    "agents.sessions.setStatus",
+    "assistant.threads.setSuggestedPrompts",
+    "chat.stopStream",
+}
 
 # Slack's tiers for the one-off methods the bot calls, per workspace (Tier 3: 50+, Tier 4: 100+ a minute).
 # Calls made once per moment a user sees (an ephemeral reply, a Home tab, a session's status): spreading them
@@ -62,9 +69,12 @@ UNKNOWN_METHOD_LIMIT = Limit.per_minute(20, burst=20)  # Tier 2, the lowest comm
 CHANNEL_POSTS = "channel posts"
 PER_CHANNEL = {CHANNEL_POSTS, "assistant.threads.setStatus"}
 # The budgets a method spends: a stream's start is a new message in the channel as well.
-SPENDS = {"chat.postMessage": (CHANNEL_POSTS,), "chat.startStream": (CHANNEL_POSTS, "chat.startStream"),
-          # slack_sdk's files_upload_v2: an upload URL, the bytes, then the share (a message in the channel).
-          "files.uploadV2": ("files.getUploadURLExternal", "files.completeUploadExternal", CHANNEL_POSTS)}
+SPENDS = {
+    "chat.postMessage": (CHANNEL_POSTS,),
+    "chat.startStream": (CHANNEL_POSTS, "chat.startStream"),
+    # slack_sdk's files_upload_v2: an upload URL, the bytes, then the share (a message in the channel).
+    "files.uploadV2": ("files.getUploadURLExternal", "files.completeUploadExternal", CHANNEL_POSTS),
+}
 CLIENT_FUNCTIONS = {"files.uploadV2": "files_upload_v2"}  # the rest are named like the method
 
 
@@ -100,28 +110,43 @@ class LocalBudgets:
 class SlackScheduler:
     """One workspace's Slack budgets (see the module docstring)."""
 
-    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *,
-                 team_id: str = "", budgets: BudgetMaker | None = None):
+    def __init__(
+        self,
+        limits: DeliveryLimits,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        team_id: str = "",
+        budgets: BudgetMaker | None = None,
+    ):
         self._limits = limits
         self._clock = clock
         self._team_id = team_id
         self._budgets = budgets or LocalBudgets(clock=clock)
         self.edits = WriterLane(
             self._budget("chat.update", None, Limit.per_minute(limits.edits_per_minute)),
-            interval=limits.update_interval, method="chat.update", clock=clock,
+            interval=limits.update_interval,
+            method="chat.update",
+            clock=clock,
         )
         # Appends, unlike edits, may come in a burst of half the window: a burst of answers is short (its streams
         # end, and their stops carry the rest), and Slack renders appended text smoothly. Each stream is appended
         # at most every `stream_interval()` seconds, so that the burst lasts about as long as the answers do.
         self.appends = WriterLane(
-            self._budget("chat.appendStream", None, Limit.per_minute(limits.stream_appends_per_minute,
-                                                                     burst=limits.stream_appends_per_minute // 2)),
-            interval=self.stream_interval, method="chat.appendStream", clock=clock,
+            self._budget(
+                "chat.appendStream",
+                None,
+                Limit.per_minute(limits.stream_appends_per_minute, burst=limits.stream_appends_per_minute // 2),
+            ),
+            interval=self.stream_interval,
+            method="chat.appendStream",
+            clock=clock,
         )
         self._workspace_limits = {
             **WORKSPACE_LIMITS,
             # One start and one stop per stream: nothing is gained by spreading them, only by not exceeding the window.
-            "chat.startStream": Limit.per_minute(limits.stream_starts_per_minute, burst=limits.stream_starts_per_minute),
+            "chat.startStream": Limit.per_minute(
+                limits.stream_starts_per_minute, burst=limits.stream_starts_per_minute
+            ),
             "chat.stopStream": Limit.per_minute(limits.stream_stops_per_minute, burst=limits.stream_stops_per_minute),
         }
         self._lanes: dict[tuple[str, str | None], CallLane] = {}
@@ -168,7 +193,12 @@ class SlackScheduler:
 
     @property
     def idle(self) -> bool:
-        return self.edits.idle and self.appends.idle and not self.open_streams and all(lane.idle for lane in self._lanes.values())
+        return (
+            self.edits.idle
+            and self.appends.idle
+            and not self.open_streams
+            and all(lane.idle for lane in self._lanes.values())
+        )
 
     def prune(self) -> None:
         """Forget the budgets of channels that have been quiet for a whole window."""
@@ -176,8 +206,13 @@ class SlackScheduler:
             del self._lanes[key]
 
     async def call(
-        self, client: AsyncWebClient, method: str, *, priority: int = NORMAL,
-        at_turn: Callable[[], dict] | None = None, **arguments,
+        self,
+        client: AsyncWebClient,
+        method: str,
+        *,
+        priority: int = NORMAL,
+        at_turn: Callable[[], dict] | None = None,
+        **arguments,
     ) -> AsyncSlackResponse:
         """Make one Slack call when its budget allows; raises SlackApiError only for a refusal that waiting
         cannot cure, or after repeated network faults. `at_turn` gives arguments decided only when the call
@@ -208,7 +243,9 @@ class SlackScheduler:
                 except NETWORK_ERRORS as error:
                     failure = error
             if method not in IDEMPOTENT and not surely_not_done(failure):
-                log.warning("%s failed (%s) and may have been done: not sending it again", method, failure.__class__.__name__)
+                log.warning(
+                    "%s failed (%s) and may have been done: not sending it again", method, failure.__class__.__name__
+                )
                 raise failure
             failures += 1
             if failures >= CALL_ATTEMPTS:
@@ -217,30 +254,50 @@ class SlackScheduler:
             await asyncio.sleep(0.5 * 2**failures)
 
     async def post_markdown(
-        self, client: AsyncWebClient, *, channel: str, thread_ts: str | None, markdown: str | Callable[[], str],
-        blocks: list[dict] | None = None, priority: int = NORMAL,
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        thread_ts: str | None,
+        markdown: str | Callable[[], str],
+        blocks: list[dict] | None = None,
+        priority: int = NORMAL,
     ) -> str:
         """Post a message Slack renders from Markdown (or from what `markdown()` says when the post is sent),
         with `blocks` under it."""
         text = markdown if callable(markdown) else (lambda: markdown)
         response = await self.call(
-            client, "chat.postMessage", priority=priority, channel=channel, thread_ts=thread_ts,
+            client,
+            "chat.postMessage",
+            priority=priority,
+            channel=channel,
+            thread_ts=thread_ts,
             at_turn=lambda: markdown_message(text(), blocks),
         )
         return response["ts"]
 
-    async def direct_message(self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None) -> str:
+    async def direct_message(
+        self, client: AsyncWebClient, user_id: str, *, text: str, blocks: list[dict] | None = None
+    ) -> str:
         """Post a message in the bot's DM with `user_id`; returns its ts."""
         channel = await self._dm_channel(client, user_id)
         extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
         return (await self.call(client, "chat.postMessage", channel=channel, text=text, **extra))["ts"]
 
-    async def upload_to_dm(self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str,
-                           comment: str) -> None:
+    async def upload_to_dm(
+        self, client: AsyncWebClient, user_id: str, *, filename: str, content: str, title: str, comment: str
+    ) -> None:
         """Share a file in the bot's DM with `user_id` (files.uploadV2), with `comment` as its message."""
         channel = await self._dm_channel(client, user_id)
-        await self.call(client, "files.uploadV2", channel=channel, filename=filename, content=content, title=title,
-                        initial_comment=comment)
+        await self.call(
+            client,
+            "files.uploadV2",
+            channel=channel,
+            filename=filename,
+            content=content,
+            title=title,
+            initial_comment=comment,
+        )
 
     async def _dm_channel(self, client: AsyncWebClient, user_id: str) -> str:
         return (await self.call(client, "conversations.open", users=user_id))["channel"]["id"]
@@ -258,8 +315,14 @@ class SlackSchedulers:
     waiting, in flight or counted in a window: whoever holds one must never find a second one beside it
     (two would each spend the whole budget)."""
 
-    def __init__(self, limits: DeliveryLimits, clock: Callable[[], float] = time.monotonic, *,
-                 budgets: BudgetMaker | None = None, forget_after: float = 600.0):
+    def __init__(
+        self,
+        limits: DeliveryLimits,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        budgets: BudgetMaker | None = None,
+        forget_after: float = 600.0,
+    ):
         self.limits = limits
         self._clock = clock
         self._budgets = budgets or LocalBudgets(clock=clock)
@@ -270,7 +333,9 @@ class SlackSchedulers:
     def for_team(self, team_id: str) -> SlackScheduler:
         scheduler = self._by_team.get(team_id)
         if scheduler is None:
-            scheduler = self._by_team[team_id] = SlackScheduler(self.limits, self._clock, team_id=team_id, budgets=self._budgets)
+            scheduler = self._by_team[team_id] = SlackScheduler(
+                self.limits, self._clock, team_id=team_id, budgets=self._budgets
+            )
         self._asked[team_id] = self._clock()
         return scheduler
 

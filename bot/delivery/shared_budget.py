@@ -85,8 +85,9 @@ return 1
 class RedisBudgets:
     """The Redis side of every shared budget of this process, and whether Redis is answering."""
 
-    def __init__(self, redis: Redis, *, share: int, process_id: str, timeout: float = TIMEOUT,
-                 clock: Clock = time.monotonic):
+    def __init__(
+        self, redis: Redis, *, share: int, process_id: str, timeout: float = TIMEOUT, clock: Clock = time.monotonic
+    ):
         self.redis = redis
         self.share = share
         self._timeout = timeout
@@ -126,8 +127,11 @@ class RedisBudgets:
             self._down_until = self._clock() + RETRY_AFTER
             if not self.down:
                 self.down = True
-                log.warning("Redis is not answering (%s): until it does, each process keeps 1/%d of every Slack budget",
-                            error.__class__.__name__, self.share)
+                log.warning(
+                    "Redis is not answering (%s): until it does, each process keeps 1/%d of every Slack budget",
+                    error.__class__.__name__,
+                    self.share,
+                )
             raise SharedBudgetUnavailable from error
         if self.down:
             self.down = False

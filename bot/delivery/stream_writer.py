@@ -56,7 +56,10 @@ class StreamWriter:
     ):
         self.channel = channel
         self.thread_ts = thread_ts
-        self._recipient: dict[str, Any] = {"recipient_team_id": recipient_team_id, "recipient_user_id": recipient_user_id}
+        self._recipient: dict[str, Any] = {
+            "recipient_team_id": recipient_team_id,
+            "recipient_user_id": recipient_user_id,
+        }
         self._client = client
         self._scheduler = scheduler
         self._source = source
@@ -127,7 +130,9 @@ class StreamWriter:
 
     def wants_write(self) -> bool:
         return (
-            self._edit is None and self._streaming and not (self.final or self.gone or self.failed or self.stopped_by_user)
+            self._edit is None
+            and self._streaming
+            and not (self.final or self.gone or self.failed or self.stopped_by_user)
             and len(self._source()) > self._sent
         )
 
@@ -136,7 +141,7 @@ class StreamWriter:
 
     async def write(self) -> float | None:
         text = self._source()
-        delta = text[self._sent:]
+        delta = text[self._sent :]
         if not delta or not self._streaming or self.final:
             return None  # once final, the stop carries the rest
         assert self.ts is not None  # streaming: the stream was opened
@@ -192,7 +197,11 @@ class StreamWriter:
 
         try:
             response = await self._scheduler.call(
-                self._client, "chat.startStream", channel=self.channel, thread_ts=self.thread_ts, at_turn=first_text,
+                self._client,
+                "chat.startStream",
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                at_turn=first_text,
                 **self._recipient,
             )
         except SlackApiError as error:
@@ -216,8 +225,14 @@ class StreamWriter:
             posted = self._source()
             return streaming_view(posted)
 
-        ts = await self._scheduler.post_markdown(self._client, channel=self.channel, thread_ts=self.thread_ts,
-                                                 markdown=text, blocks=self._live_blocks, priority=NORMAL)
+        ts = await self._scheduler.post_markdown(
+            self._client,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=text,
+            blocks=self._live_blocks,
+            priority=NORMAL,
+        )
         self.ts = ts
         self._edit = self._new_edit_writer()
         if self._source() != posted:
@@ -226,15 +241,24 @@ class StreamWriter:
     def _new_edit_writer(self) -> MessageWriter:
         assert self.ts is not None  # the message of the stream, or the one posted instead
         return MessageWriter(
-            self._client, self._scheduler.edits, channel=self.channel, ts=self.ts, source=self._source,
-            on_gone=self._on_gone, checkpoint=self._checkpoint, live_blocks=self._live_blocks, clock=self._clock,
+            self._client,
+            self._scheduler.edits,
+            channel=self.channel,
+            ts=self.ts,
+            source=self._source,
+            on_gone=self._on_gone,
+            checkpoint=self._checkpoint,
+            live_blocks=self._live_blocks,
+            clock=self._clock,
         )
 
     async def _to_edits(self, *, still_streaming: bool) -> None:
         """Go on by chat.update on the stream's own message: the first edit puts the whole text in place."""
         if still_streaming:
             try:  # an open stream cannot be edited: end it first (whatever it shows is replaced next)
-                await self._scheduler.call(self._client, "chat.stopStream", channel=self.channel, ts=self.ts, priority=URGENT)
+                await self._scheduler.call(
+                    self._client, "chat.stopStream", channel=self.channel, ts=self.ts, priority=URGENT
+                )
             except Exception as error:
                 log.info("could not end the stream %s before editing it (%s)", self.ts, error.__class__.__name__)
         self._stream_over()
@@ -269,7 +293,7 @@ class StreamWriter:
 
     async def _stop(self, markdown: str, blocks: list[dict] | None) -> bool:
         """End the stream with the rest of the text; False when it must be finished by an edit instead."""
-        rest = markdown[self._sent:]
+        rest = markdown[self._sent :]
         await self._record(markdown)
         extra: dict[str, Any] = {}
         if rest:
@@ -286,7 +310,9 @@ class StreamWriter:
             if code in GONE_ERRORS:
                 self._gone()
             else:
-                log.info("could not stop the stream %s in %s (%s); finishing it by an edit", self.ts, self.channel, code)
+                log.info(
+                    "could not stop the stream %s in %s (%s); finishing it by an edit", self.ts, self.channel, code
+                )
             return False
         self._stream_over()
         if rest and self._waiting_since is not None:
@@ -297,7 +323,12 @@ class StreamWriter:
     async def _post_whole(self, markdown: str, blocks: list[dict] | None) -> None:
         """The answer ended before its first words were streamed (no text, an error): one message says it all."""
         self.ts = await self._scheduler.post_markdown(
-            self._client, channel=self.channel, thread_ts=self.thread_ts, markdown=markdown, blocks=blocks, priority=NORMAL
+            self._client,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=markdown,
+            blocks=blocks,
+            priority=NORMAL,
         )
 
     def _gone(self) -> None:

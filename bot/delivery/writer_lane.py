@@ -48,7 +48,11 @@ class Writable(Protocol):
 
 class WriterLane:
     def __init__(
-        self, budget: SlackBudget, *, interval: float | Callable[[], float], method: str,
+        self,
+        budget: SlackBudget,
+        *,
+        interval: float | Callable[[], float],
+        method: str,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.budget = budget

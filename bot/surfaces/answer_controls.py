@@ -43,8 +43,12 @@ def feedback_block(answer_id: str) -> dict:
         elements=[
             FeedbackButtonsElement(
                 action_id=FEEDBACK_ACTION,
-                positive_button=FeedbackButtonObject(text="Good answer", value="good", accessibility_label="This answer was helpful"),
-                negative_button=FeedbackButtonObject(text="Bad answer", value="bad", accessibility_label="This answer was not helpful"),
+                positive_button=FeedbackButtonObject(
+                    text="Good answer", value="good", accessibility_label="This answer was helpful"
+                ),
+                negative_button=FeedbackButtonObject(
+                    text="Bad answer", value="bad", accessibility_label="This answer was not helpful"
+                ),
             )
         ],
     ).to_dict()
@@ -72,14 +76,21 @@ class FeedbackStore:
         self._clock = clock
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
 
-    async def record(self, *, team_id: str, answer_id: str, user_id: str, rating: str,
-                     channel_id: str | None, message_ts: str | None) -> None:
+    async def record(
+        self, *, team_id: str, answer_id: str, user_id: str, rating: str, channel_id: str | None, message_ts: str | None
+    ) -> None:
         if rating not in RATINGS:
             raise ValueError(f"unknown rating {rating!r}")
         now = self._clock()
         statement = self._insert(answer_feedback).values(
-            answer_id=answer_id, user_id=user_id, team_id=team_id, channel_id=channel_id, message_ts=message_ts,
-            rating=rating, created_at=now, updated_at=now,
+            answer_id=answer_id,
+            user_id=user_id,
+            team_id=team_id,
+            channel_id=channel_id,
+            message_ts=message_ts,
+            rating=rating,
+            created_at=now,
+            updated_at=now,
         )
         statement = statement.on_conflict_do_update(
             index_elements=["answer_id", "user_id"], set_={"rating": rating, "updated_at": now}
@@ -89,7 +100,9 @@ class FeedbackStore:
 
     async def counts(self, team_id: str, *, since: datetime) -> FeedbackCounts:
         c = answer_feedback.c
-        query = sa.select(c.rating, sa.func.count()).where(c.team_id == team_id, c.updated_at >= since).group_by(c.rating)
+        query = (
+            sa.select(c.rating, sa.func.count()).where(c.team_id == team_id, c.updated_at >= since).group_by(c.rating)
+        )
         async with self._engine.connect() as connection:
             found: dict[str, int] = dict((await connection.execute(query)).all())
         return FeedbackCounts(good=found.get("good", 0), bad=found.get("bad", 0))

@@ -16,9 +16,11 @@ from bot.surfaces.admins import is_admin
 EDIT_ACTION = "edit_answer_settings"
 MODAL_CALLBACK = "answer_settings"
 ADMINS_ONLY = "Only workspace admins can change what answers use."
-USAGE = ("`/claude settings` shows what answers use. Admins: `/claude model NAME [#channel]`, "
-         "`/claude prompt [#channel] TEXT`, `/claude websearch on|off [#channel]`; `reset` instead of a value "
-         "goes back to the workspace's (or the default) choice.")
+USAGE = (
+    "`/claude settings` shows what answers use. Admins: `/claude model NAME [#channel]`, "
+    "`/claude prompt [#channel] TEXT`, `/claude websearch on|off [#channel]`; `reset` instead of a value "
+    "goes back to the workspace's (or the default) choice."
+)
 _CHANNEL = re.compile(r"^<#([CG][A-Z0-9]+)(?:\|[^>]*)?>$")
 KEEP = "keep"
 
@@ -40,7 +42,7 @@ def parse(words: list[str]) -> Request:
     for index, word in enumerate(rest):
         if (found := _CHANNEL.match(word)) and (what != "prompt" or index == 0):
             channel = found.group(1)
-            rest = rest[:index] + rest[index + 1:]
+            rest = rest[:index] + rest[index + 1 :]
             break
     value = " ".join(rest).strip()
     if what == "model":
@@ -49,7 +51,9 @@ def parse(words: list[str]) -> Request:
         return Request("model", channel, None if value.lower() == "reset" else value)
     if what == "prompt":
         if not value:
-            return Request("system_prompt", channel, None, problem="Write the prompt after `/claude prompt`, or `reset`.")
+            return Request(
+                "system_prompt", channel, None, problem="Write the prompt after `/claude prompt`, or `reset`."
+            )
         return Request("system_prompt", channel, None if value.lower() == "reset" else value)
     if what in ("websearch", "web-search", "search"):
         choice = value.lower()
@@ -65,8 +69,9 @@ def model_lines(services: Services) -> list[str]:
 
 def problem_with(services: Services, setting: str, value: str | bool | None) -> str | None:
     if setting == "model" and value is not None and value not in services.priced_models():
-        return f"`{value}` has no price, so answers cannot be charged for it. Models with a price:\n" + \
-            "\n".join(model_lines(services))
+        return f"`{value}` has no price, so answers cannot be charged for it. Models with a price:\n" + "\n".join(
+            model_lines(services)
+        )
     if setting == "system_prompt" and isinstance(value, str) and len(value) > MAX_PROMPT_CHARS:
         return f"A prompt can be at most {MAX_PROMPT_CHARS:,} characters (this one has {len(value):,})."
     return None
@@ -75,8 +80,11 @@ def problem_with(services: Services, setting: str, value: str | bool | None) -> 
 async def claude_command(services: Services, client, team_id: str, user_id: str, words: list[str]) -> str:
     request = parse(words)
     if request.problem == "list":
-        return "Models answers can use (estimates per answer):\n" + "\n".join(model_lines(services)) + \
-            "\n\n`/claude model NAME [#channel]` chooses one."
+        return (
+            "Models answers can use (estimates per answer):\n"
+            + "\n".join(model_lines(services))
+            + "\n\n`/claude model NAME [#channel]` chooses one."
+        )
     if request.problem:
         return request.problem
     if request.setting is None:
@@ -122,9 +130,11 @@ async def overview_text(services: Services, team_id: str) -> str:
     for channel, values in chosen.items():
         if channel == WORKSPACE or not values:
             continue
-        parts = [f"model `{values['model']}`" if "model" in values else None,
-                 f"prompt “{_short(str(values['system_prompt']), 40)}”" if "system_prompt" in values else None,
-                 f"web search {'on' if values['web_search'] else 'off'}" if "web_search" in values else None]
+        parts = [
+            f"model `{values['model']}`" if "model" in values else None,
+            f"prompt “{_short(str(values['system_prompt']), 40)}”" if "system_prompt" in values else None,
+            f"web search {'on' if values['web_search'] else 'off'}" if "web_search" in values else None,
+        ]
         lines.append(f"• In <#{channel}>: " + ", ".join(part for part in parts if part))
     changes = await store.history(team_id, limit=5)
     if changes:
@@ -134,18 +144,33 @@ async def overview_text(services: Services, team_id: str) -> str:
 
 
 def home_settings_blocks(text: str) -> list[dict]:
-    return [{"type": "section", "block_id": "answer_settings", "text": {"type": "mrkdwn", "text": text[:2900]},
-             "accessory": {"type": "button", "action_id": EDIT_ACTION, "value": "edit",
-                           "text": {"type": "plain_text", "text": "Change"}}}]
+    return [
+        {
+            "type": "section",
+            "block_id": "answer_settings",
+            "text": {"type": "mrkdwn", "text": text[:2900]},
+            "accessory": {
+                "type": "button",
+                "action_id": EDIT_ACTION,
+                "value": "edit",
+                "text": {"type": "plain_text", "text": "Change"},
+            },
+        }
+    ]
 
 
 def settings_modal(services: Services) -> dict:
     def option(value: str, text: str) -> dict:
         return {"text": {"type": "plain_text", "text": text[:75]}, "value": value}
 
-    models = [option(KEEP, "Keep as it is")] + [option(model, f"{model}: {services.pricing_for(model).describe()}")
-                                                for model in services.priced_models()][:99]
-    search = [option(KEEP, "Keep as it is"), option("on", "On"), option("off", "Off"), option("reset", "As the workspace")]
+    priced = [option(model, f"{model}: {services.pricing_for(model).describe()}") for model in services.priced_models()]
+    models = [option(KEEP, "Keep as it is"), *priced[:99]]  # Slack takes 100 options
+    search = [
+        option(KEEP, "Keep as it is"),
+        option("on", "On"),
+        option("off", "Off"),
+        option("reset", "As the workspace"),
+    ]
     return {
         "type": "modal",
         "callback_id": MODAL_CALLBACK,
@@ -153,25 +178,60 @@ def settings_modal(services: Services) -> dict:
         "submit": {"type": "plain_text", "text": "Save"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "input", "block_id": "channel", "optional": True, "label": {"type": "plain_text", "text": "Channel"},
-             "hint": {"type": "plain_text", "text": "Leave empty to change the whole workspace."},
-             "element": {"type": "conversations_select", "action_id": "channel",
-                         "filter": {"include": ["public", "private", "mpim"], "exclude_bot_users": True}}},
-            {"type": "input", "block_id": "model", "label": {"type": "plain_text", "text": "Model"},
-             "element": {"type": "static_select", "action_id": "model", "initial_option": models[0], "options": models}},
-            {"type": "input", "block_id": "prompt", "optional": True, "label": {"type": "plain_text", "text": "System prompt"},
-             "hint": {"type": "plain_text", "text": "Empty keeps it as it is; reset goes back to the default."},
-             "element": {"type": "plain_text_input", "action_id": "prompt", "multiline": True,
-                         "max_length": MAX_PROMPT_CHARS}},
-            {"type": "input", "block_id": "web_search", "label": {"type": "plain_text", "text": "Web search"},
-             "element": {"type": "static_select", "action_id": "web_search", "initial_option": search[0],
-                         "options": search}},
+            {
+                "type": "input",
+                "block_id": "channel",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Channel"},
+                "hint": {"type": "plain_text", "text": "Leave empty to change the whole workspace."},
+                "element": {
+                    "type": "conversations_select",
+                    "action_id": "channel",
+                    "filter": {"include": ["public", "private", "mpim"], "exclude_bot_users": True},
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "model",
+                "label": {"type": "plain_text", "text": "Model"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": "model",
+                    "initial_option": models[0],
+                    "options": models,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "prompt",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "System prompt"},
+                "hint": {"type": "plain_text", "text": "Empty keeps it as it is; reset goes back to the default."},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "prompt",
+                    "multiline": True,
+                    "max_length": MAX_PROMPT_CHARS,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "web_search",
+                "label": {"type": "plain_text", "text": "Web search"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": "web_search",
+                    "initial_option": search[0],
+                    "options": search,
+                },
+            },
         ],
     }
 
 
 def read_modal(values: dict) -> tuple[str | None, list[tuple[str, str | bool | None]]]:
     """(the channel or None for the workspace, [(setting, value)]) from the modal's submission."""
+
     def picked(block: str, key: str):
         chosen = ((values.get(block) or {}).get(block) or {}).get(key)
         return chosen.get("value") if isinstance(chosen, dict) else chosen

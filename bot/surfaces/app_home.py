@@ -12,9 +12,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from billing import Balance, UsageSummary
 from bot.services import Services
-from bot.surfaces.answer_settings import home_settings_blocks, overview_text
 from bot.surfaces.admins import is_admin
 from bot.surfaces.answer_controls import FeedbackCounts
+from bot.surfaces.answer_settings import home_settings_blocks, overview_text
 from bot.surfaces.limits_modal import home_limit_blocks
 from bot.surfaces.top_up import top_up_offer
 
@@ -84,7 +84,9 @@ def home_blocks(
         )
     usage_text = f"*Usage in {month}*\n" + "\n".join(usage_lines(usage))
     blocks.append({"type": "section", "block_id": "usage", "text": {"type": "mrkdwn", "text": usage_text}})
-    blocks.append({"type": "context", "block_id": "feedback", "elements": [{"type": "mrkdwn", "text": feedback_line(feedback)}]})
+    blocks.append(
+        {"type": "context", "block_id": "feedback", "elements": [{"type": "mrkdwn", "text": feedback_line(feedback)}]}
+    )
     if top_up:
         blocks.append({"type": "actions", "block_id": "buy_credits", "elements": top_up})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": top_up_note}]})
@@ -100,12 +102,19 @@ async def home_view(services: Services, team_id: str, *, notice: list[dict] | No
     feedback = await services.feedback.counts(team_id, since=since)
     buttons, note = top_up_offer(services)
     blocks = home_blocks(
-        balance, usage, month=since.strftime("%B %Y"), price=services.pricing.describe(),
-        top_up=buttons, top_up_note=note, feedback=feedback, notice=notice,
+        balance,
+        usage,
+        month=since.strftime("%B %Y"),
+        price=services.pricing.describe(),
+        top_up=buttons,
+        top_up_note=note,
+        feedback=feedback,
+        notice=notice,
     )
     if admin:  # before the how-to: the limits and the answers' settings an admin manages here
-        blocks[-2:-2] = home_limit_blocks(await services.credits.limits(team_id)) + \
-            home_settings_blocks(await overview_text(services, team_id))
+        blocks[-2:-2] = home_limit_blocks(await services.credits.limits(team_id)) + home_settings_blocks(
+            await overview_text(services, team_id)
+        )
     return {"type": "home", "blocks": blocks}
 
 

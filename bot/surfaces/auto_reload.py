@@ -19,8 +19,10 @@ from bot.surfaces.admins import is_admin
 
 log = logging.getLogger(__name__)
 
-USAGE = ("Auto-reload: `/credits autoreload below 200 buy 2000 max 3` buys the 2,000-credit pack whenever fewer than "
-         "200 credits are available, at most 3 times a month (UTC); `/credits autoreload off` turns it off.")
+USAGE = (
+    "Auto-reload: `/credits autoreload below 200 buy 2000 max 3` buys the 2,000-credit pack whenever fewer than "
+    "200 credits are available, at most 3 times a month (UTC); `/credits autoreload off` turns it off."
+)
 ADMINS_ONLY = "Only workspace admins and owners can set up auto-reload."
 _RULE = re.compile(r"^below (\d[\d,]*) buy (\d[\d,]*)(?: max (\d+))?$")
 
@@ -28,14 +30,18 @@ _RULE = re.compile(r"^below (\d[\d,]*) buy (\d[\d,]*)(?: max (\d+))?$")
 def describe(rule: AutoReloadRule | None) -> str:
     if rule is None or not rule.enabled:
         return f"Auto-reload is off. {USAGE}"
-    text = (f"Auto-reload is on: when fewer than *{rule.below:,}* credits are available, I buy *{rule.pack_credits:,}* "
-            f"credits, at most {rule.max_per_month} times a month (UTC; {rule.reloads_this_month} so far this month).")
+    text = (
+        f"Auto-reload is on: when fewer than *{rule.below:,}* credits are available, I buy *{rule.pack_credits:,}* "
+        f"credits, at most {rule.max_per_month} times a month (UTC; {rule.reloads_this_month} so far this month)."
+    )
     if not rule.card_saved:
         text += f" No card is saved yet: the next purchase with `/credits buy {rule.pack_credits}` saves it."
     return text
 
 
-async def autoreload_command(services: Services, client: AsyncWebClient, team_id: str, user_id: str, args: list[str]) -> str:
+async def autoreload_command(
+    services: Services, client: AsyncWebClient, team_id: str, user_id: str, args: list[str]
+) -> str:
     if services.reloads is None or services.checkout is None:
         return "Auto-reload needs Stripe, and top-ups are not set up in this workspace."
     if not await is_admin(client, user_id):
@@ -55,7 +61,9 @@ async def autoreload_command(services: Services, client: AsyncWebClient, team_id
         return f"There is no {pack:,}-credit pack. Packs: {', '.join(f'{p:,}' for p in offered)}."
     if max_per_month < 1:
         return "The monthly maximum must be at least 1."
-    rule = await services.reloads.configure(team_id, below=below, pack_credits=pack, max_per_month=max_per_month, set_by=user_id)
+    rule = await services.reloads.configure(
+        team_id, below=below, pack_credits=pack, max_per_month=max_per_month, set_by=user_id
+    )
     return describe(rule)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from billing import Balance, UsageSummary
 
 
-def credits_blocks(balance: Balance, usage: UsageSummary, price: str, *, top_up: list[dict] | None, top_up_note: str) -> list[dict]:
+def credits_blocks(
+    balance: Balance, usage: UsageSummary, price: str, *, top_up: list[dict] | None, top_up_note: str
+) -> list[dict]:
     lines = [
         f"*Available:* {balance.available:,} credits",
         f"*Balance:* {balance.balance:,} credits, of which {balance.reserved:,} reserved for answers in progress",

@@ -65,7 +65,9 @@ async def limit_command(services: Services, client: AsyncWebClient, team_id: str
         return f"I didn't understand `{args[1]}`: write it like `200/day` or `1000/month`. {USAGE}"
     credits, period = amount
     await services.credits.set_limit(team_id, SpendingLimit(scope, who, credits, period, set_by=user_id))
-    return f"Done: {say.limit_subject(scope, who)} may spend at most *{credits:,}* credits {say.PER_PERIOD[period]} (UTC)."
+    return (
+        f"Done: {say.limit_subject(scope, who)} may spend at most *{credits:,}* credits {say.PER_PERIOD[period]} (UTC)."
+    )
 
 
 async def list_command(services: Services, client: AsyncWebClient, team_id: str, user_id: str) -> str:
@@ -74,11 +76,15 @@ async def list_command(services: Services, client: AsyncWebClient, team_id: str,
     found = await services.credits.limits(team_id)
     if not found:
         return f"No spending limits are set. {USAGE}"
-    return "*Spending limits* (calendar days and months in UTC)\n" + "\n".join(describe(limit, used) for limit, used in found)
+    return "*Spending limits* (calendar days and months in UTC)\n" + "\n".join(
+        describe(limit, used) for limit, used in found
+    )
 
 
 def describe(limit: SpendingLimit, used: int | None) -> str:
-    line = f"• {say.limit_subject(limit.scope, limit.subject)}: {limit.credits:,} credits {say.PER_PERIOD[limit.period]}"
+    line = (
+        f"• {say.limit_subject(limit.scope, limit.subject)}: {limit.credits:,} credits {say.PER_PERIOD[limit.period]}"
+    )
     if used is not None:
         line += f" ({used:,} used {say.THIS_PERIOD[limit.period]})"
     return line

@@ -20,9 +20,17 @@ def home_limit_blocks(found: list[tuple[SpendingLimit, int | None]]) -> list[dic
     lines = [describe(limit, used) for limit, used in found] or ["No spending limits are set."]
     text = "*Spending limits* (admins; calendar days and months in UTC)\n" + "\n".join(lines)
     return [
-        {"type": "section", "block_id": "spending_limits", "text": {"type": "mrkdwn", "text": text},
-         "accessory": {"type": "button", "action_id": EDIT_ACTION, "value": "edit",
-                       "text": {"type": "plain_text", "text": "Set a limit"}}},
+        {
+            "type": "section",
+            "block_id": "spending_limits",
+            "text": {"type": "mrkdwn", "text": text},
+            "accessory": {
+                "type": "button",
+                "action_id": EDIT_ACTION,
+                "value": "edit",
+                "text": {"type": "plain_text", "text": "Set a limit"},
+            },
+        },
     ]
 
 
@@ -38,17 +46,46 @@ def limits_modal() -> dict:
         "submit": {"type": "plain_text", "text": "Save"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "input", "block_id": "scope", "label": {"type": "plain_text", "text": "Whose limit"},
-             "element": {"type": "static_select", "action_id": "scope", "initial_option": _option("user"),
-                         "options": [_option(scope) for scope in SCOPE_LABELS]}},
-            {"type": "input", "block_id": "user", "optional": True, "label": {"type": "plain_text", "text": "Person"},
-             "element": {"type": "users_select", "action_id": "user"}},
-            {"type": "input", "block_id": "channel", "optional": True, "label": {"type": "plain_text", "text": "Channel"},
-             "element": {"type": "conversations_select", "action_id": "channel",
-                         "filter": {"include": ["public", "private"], "exclude_bot_users": True}}},
-            {"type": "input", "block_id": "amount", "label": {"type": "plain_text", "text": "Credits"},
-             "hint": {"type": "plain_text", "text": "Like 200/day or 1000/month (UTC), or off to remove the limit."},
-             "element": {"type": "plain_text_input", "action_id": "amount", "placeholder": {"type": "plain_text", "text": "200/day"}}},
+            {
+                "type": "input",
+                "block_id": "scope",
+                "label": {"type": "plain_text", "text": "Whose limit"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": "scope",
+                    "initial_option": _option("user"),
+                    "options": [_option(scope) for scope in SCOPE_LABELS],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "user",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Person"},
+                "element": {"type": "users_select", "action_id": "user"},
+            },
+            {
+                "type": "input",
+                "block_id": "channel",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Channel"},
+                "element": {
+                    "type": "conversations_select",
+                    "action_id": "channel",
+                    "filter": {"include": ["public", "private"], "exclude_bot_users": True},
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "amount",
+                "label": {"type": "plain_text", "text": "Credits"},
+                "hint": {"type": "plain_text", "text": "Like 200/day or 1000/month (UTC), or off to remove the limit."},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "amount",
+                    "placeholder": {"type": "plain_text", "text": "200/day"},
+                },
+            },
         ],
     }
 
@@ -62,6 +99,7 @@ class LimitChange:
 
 def read_submission(values: dict) -> LimitChange | dict[str, str]:
     """The change the modal asks for, or the errors to show beside its inputs ({block_id: message})."""
+
     def picked(block: str, key: str) -> str | None:
         value = (values.get(block) or {}).get(block) or {}
         chosen = value.get(key)

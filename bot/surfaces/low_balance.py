@@ -20,6 +20,8 @@ async def tell_billing_admins(services: Services, client: AsyncWebClient, team_i
         if not await is_admin(client, user_id):
             continue  # a member who once bought credits is not the one to decide about money now
         try:
-            await scheduler.direct_message(client, user_id, text=say.low_balance_dm(balance, services.settings.low_balance_threshold))
+            await scheduler.direct_message(
+                client, user_id, text=say.low_balance_dm(balance, services.settings.low_balance_threshold)
+            )
         except Exception as error:
             log.warning("could not tell %s in %s that credits are low (%s)", user_id, team_id, error.__class__.__name__)

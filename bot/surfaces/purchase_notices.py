@@ -19,8 +19,14 @@ CheckoutLinkFor = Callable[[str, str, int], Awaitable[str | None]]  # team, user
 class SlackPurchaseNotices:
     """billing.PurchaseNotifier, by direct message (through the workspace's Slack scheduler)."""
 
-    def __init__(self, client_for_team: ClientForTeam, schedulers: SlackSchedulers, *, refresh_home: RefreshHome | None = None,
-                 checkout_link: CheckoutLinkFor | None = None):
+    def __init__(
+        self,
+        client_for_team: ClientForTeam,
+        schedulers: SlackSchedulers,
+        *,
+        refresh_home: RefreshHome | None = None,
+        checkout_link: CheckoutLinkFor | None = None,
+    ):
         self._client_for_team = client_for_team
         self._schedulers = schedulers
         self._refresh_home = refresh_home
@@ -33,8 +39,9 @@ class SlackPurchaseNotices:
             return
         await self._schedulers.for_team(team_id).direct_message(client, user_id, text=text)
 
-    async def purchase_granted(self, team_id: str, user_id: str | None, credits: int, balance: int,
-                               receipt_url: str | None = None) -> None:
+    async def purchase_granted(
+        self, team_id: str, user_id: str | None, credits: int, balance: int, receipt_url: str | None = None
+    ) -> None:
         receipt = f" <{receipt_url}|Stripe's receipt>" if receipt_url else ""
         try:
             await self._dm(
@@ -52,7 +59,11 @@ class SlackPurchaseNotices:
                     log.exception("could not refresh the Home tab of %s in team %s", user_id, team_id)
 
     async def reload_failed(self, team_id: str, user_id: str | None, credits: int, reason: str) -> None:
-        why = "the card's bank wants you to confirm the payment" if reason == "authentication_required" else "the card was declined"
+        why = (
+            "the card's bank wants you to confirm the payment"
+            if reason == "authentication_required"
+            else "the card was declined"
+        )
         link = None
         if self._checkout_link is not None and user_id:
             try:

@@ -21,7 +21,10 @@ def pack_buttons(packs: list[CreditPack]) -> list[dict]:
         {
             "type": "button",
             "action_id": f"{BUY_ACTION_PREFIX}_{pack.credits}",
-            "text": {"type": "plain_text", "text": f"Buy {pack.label}" + (f" · {pack.display_price}" if pack.display_price else "")},
+            "text": {
+                "type": "plain_text",
+                "text": f"Buy {pack.label}" + (f" · {pack.display_price}" if pack.display_price else ""),
+            },
             "value": str(pack.credits),
         }
         for pack in packs
@@ -59,7 +62,12 @@ def no_such_pack(services: Services, asked: str) -> dict:
 
 
 def _message(text: str, blocks: list[dict] | None = None) -> dict:
-    return {"response_type": "ephemeral", "replace_original": False, "text": text, **({"blocks": blocks} if blocks else {})}
+    return {
+        "response_type": "ephemeral",
+        "replace_original": False,
+        "text": text,
+        **({"blocks": blocks} if blocks else {}),
+    }
 
 
 async def checkout_message(
@@ -87,7 +95,9 @@ async def _checkout_message(
         return _message("Only workspace admins can buy credits here. Please ask an admin to top up.")
     try:
         save_card_for = await services.reloads.customer_to_save_card(team_id) if services.reloads else None
-        link = await services.checkout.create_session(team_id, user_id, pack, request_key=request_key, save_card_for=save_card_for)
+        link = await services.checkout.create_session(
+            team_id, user_id, pack, request_key=request_key, save_card_for=save_card_for
+        )
     except CheckoutError as error:
         log.warning("checkout for team %s failed (Stripe request %s): %s", team_id, error.request_id, error.message)
         return _message(f"⚠️ {error.message}")
@@ -96,9 +106,18 @@ async def _checkout_message(
     blocks = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an "
-                     "hour; the credits arrive with a DM once Stripe confirms the payment."},
-            "accessory": {"type": "button", "action_id": "open_checkout", "text": {"type": "plain_text", "text": "Pay with Stripe"}, "url": link.url, "style": "primary"},
+            "text": {
+                "type": "mrkdwn",
+                "text": f"Your checkout for *{pack.label}*{price} is ready. The link is valid for an "
+                "hour; the credits arrive with a DM once Stripe confirms the payment.",
+            },
+            "accessory": {
+                "type": "button",
+                "action_id": "open_checkout",
+                "text": {"type": "plain_text", "text": "Pay with Stripe"},
+                "url": link.url,
+                "style": "primary",
+            },
         }
     ]
     return _message(text, blocks)

@@ -15,7 +15,9 @@ from bot.surfaces.admins import is_admin
 log = logging.getLogger(__name__)
 
 ADMINS_ONLY = "Only workspace admins and owners can see usage by person and export it."
-EXPORT_USAGE = "Use `/credits export` for this month, or `/credits export 2026-11-01 2026-12-01` for a period (UTC, end excluded)."
+EXPORT_USAGE = (
+    "Use `/credits export` for this month, or `/credits export 2026-11-01 2026-12-01` for a period (UTC, end excluded)."
+)
 MOST_LISTED = 15
 
 
@@ -26,14 +28,20 @@ def _where(channel_id: str | None) -> str:
 
 
 def breakdown_text(usage: UsageBreakdown) -> str:
-    lines = [f"*Usage this month* (since {usage.since:%b %-d}, UTC): {usage.total:,} credits over {usage.answers:,} answers"]
+    lines = [
+        f"*Usage this month* (since {usage.since:%b %-d}, UTC): {usage.total:,} credits over {usage.answers:,} answers"
+    ]
     if usage.by_user:
-        people = ", ".join(f"<@{user}> {credits:,} ({answers:,})" if user else f"unknown {credits:,} ({answers:,})"
-                           for user, credits, answers in usage.by_user[:MOST_LISTED])
+        people = ", ".join(
+            f"<@{user}> {credits:,} ({answers:,})" if user else f"unknown {credits:,} ({answers:,})"
+            for user, credits, answers in usage.by_user[:MOST_LISTED]
+        )
         lines.append(f"*By person* (credits, answers): {people}")
     if usage.by_channel:
-        channels = ", ".join(f"{_where(channel)} {credits:,} ({answers:,})"
-                             for channel, credits, answers in usage.by_channel[:MOST_LISTED])
+        channels = ", ".join(
+            f"{_where(channel)} {credits:,} ({answers:,})"
+            for channel, credits, answers in usage.by_channel[:MOST_LISTED]
+        )
         lines.append(f"*By channel:* {channels}")
     return "\n".join(lines)
 
@@ -58,8 +66,9 @@ def export_period(args: list[str], now: datetime) -> tuple[datetime, datetime | 
     return since, datetime.combine(days[1], time(), UTC) if len(days) == 2 else None
 
 
-async def send_export(services: Services, client: AsyncWebClient, team_id: str, user_id: str,
-                      since: datetime, until: datetime | None) -> None:
+async def send_export(
+    services: Services, client: AsyncWebClient, team_id: str, user_id: str, since: datetime, until: datetime | None
+) -> None:
     """Share the period's CSV in the admin's DM; on failure, say so there (or at least in the log)."""
     exported = await services.credits.answers_csv(team_id, since=since, until=until)
     period = f"{since:%Y-%m-%d}_{until:%Y-%m-%d}" if until else f"{since:%Y-%m-%d}"
@@ -67,14 +76,20 @@ async def send_export(services: Services, client: AsyncWebClient, team_id: str, 
     scheduler = services.slack.for_team(team_id)
     try:
         await scheduler.upload_to_dm(
-            client, user_id, filename=f"claude-usage-{team_id}-{period}.csv", content=exported,
+            client,
+            user_id,
+            filename=f"claude-usage-{team_id}-{period}.csv",
+            content=exported,
             title=f"Claude usage from {since:%Y-%m-%d}" + (f" to {until:%Y-%m-%d}" if until else ""),
-            comment=f"Every answer from {since:%b %-d, %Y}" + (f" until {until:%b %-d, %Y}" if until else "")
+            comment=f"Every answer from {since:%b %-d, %Y}"
+            + (f" until {until:%b %-d, %Y}" if until else "")
             + f" (UTC): {answers:,} answers.",
         )
     except Exception as error:
         log.warning("could not share the usage export of %s with %s (%s)", team_id, user_id, error.__class__.__name__)
         try:
-            await scheduler.direct_message(client, user_id, text="I couldn't upload the usage export. Please try again later.")
+            await scheduler.direct_message(
+                client, user_id, text="I couldn't upload the usage export. Please try again later."
+            )
         except Exception:
             log.warning("could not tell %s in %s that the export failed", user_id, team_id)

@@ -46,7 +46,10 @@ async def welcome_installer(services: Services, installation: Installation) -> N
     if installation.team_id and not installation.is_enterprise_install:
         grant = await services.credits.grant_free_credits(installation.team_id)
     log.info(
-        "installed in team %s (enterprise %s) by %s", installation.team_id, installation.enterprise_id, installation.user_id
+        "installed in team %s (enterprise %s) by %s",
+        installation.team_id,
+        installation.enterprise_id,
+        installation.user_id,
     )
     if not installation.bot_token or not installation.user_id:
         return

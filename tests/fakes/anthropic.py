@@ -41,15 +41,27 @@ from typing import Any
 
 from aiohttp import web
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-               403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-               500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
-ERROR_MESSAGES = {413: "Request exceeds the maximum size",
-                  429: "Number of request tokens has exceeded your per-minute rate limit",
-                  500: "Internal server error", 529: "Overloaded"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+ERROR_MESSAGES = {
+    413: "Request exceeds the maximum size",
+    429: "Number of request tokens has exceeded your per-minute rate limit",
+    500: "Internal server error",
+    529: "Overloaded",
+}
 REQUEST_OVERHEAD_TOKENS = 4  # the API counts a few tokens for the prompt's framing, even for "Hi"
 MESSAGE_OVERHEAD_TOKENS = 3  # role markers per message
-CACHE_LOOKBACK_BLOCKS = 20   # the API checks for hits this many block boundaries back from each breakpoint
+CACHE_LOOKBACK_BLOCKS = 20  # the API checks for hits this many block boundaries back from each breakpoint
 MAX_CACHE_BREAKPOINTS = 4
 CACHE_TTLS = {"5m": 300.0, "1h": 3600.0}
 
@@ -61,22 +73,45 @@ MAX_IMAGE_SIDE = 8000
 MANY_IMAGES = 20  # with more images than this in one request, each side may be at most...
 MANY_IMAGES_MAX_SIDE = 2000
 IMAGE_MAX_LONG_EDGE = 1568  # larger images are scaled down (aspect kept) before they are counted...
-IMAGE_MAX_TOKENS = 1600     # ...as are images of more than about this many tokens
+IMAGE_MAX_TOKENS = 1600  # ...as are images of more than about this many tokens
 
 MAX_PDF_PAGES = 100  # per request, all PDFs together (models with a 1M context take more: see FakeAnthropic)
 PDF_PAGE_BASE_TOKENS = 1500  # a page's image; the page's text comes on top...
-PDF_PAGE_MAX_TOKENS = 3000   # ...up to this much per page
+PDF_PAGE_MAX_TOKENS = 3000  # ...up to this much per page
 
 WEB_SEARCH_TOOL_TYPES = ("web_search_20250305", "web_search_20260209", "web_search_20260318")
-WEB_SEARCH_ERROR_CODES = ("invalid_tool_input", "unavailable", "max_uses_exceeded", "too_many_requests",
-                          "query_too_long", "request_too_large")
+WEB_SEARCH_ERROR_CODES = (
+    "invalid_tool_input",
+    "unavailable",
+    "max_uses_exceeded",
+    "too_many_requests",
+    "query_too_long",
+    "request_too_large",
+)
 # Every tool `type` the SDK's ToolUnionParam knows; other server tools are accepted but never run here.
-KNOWN_TOOL_TYPES = ("custom", "bash_20250124", "code_execution_20250522", "code_execution_20250825",
-                    "code_execution_20260120", "code_execution_20260521", "browser_toolset_20260801",
-                    "memory_20250818", "computer_toolset_20260801", "text_editor_20250124", "text_editor_20250429",
-                    "text_editor_20250728", *WEB_SEARCH_TOOL_TYPES, "web_fetch_20250910", "web_fetch_20260209",
-                    "web_fetch_20260309", "web_fetch_20260318", "tool_search_tool_bm25_20251119",
-                    "tool_search_tool_bm25", "tool_search_tool_regex_20251119", "tool_search_tool_regex")
+KNOWN_TOOL_TYPES = (
+    "custom",
+    "bash_20250124",
+    "code_execution_20250522",
+    "code_execution_20250825",
+    "code_execution_20260120",
+    "code_execution_20260521",
+    "browser_toolset_20260801",
+    "memory_20250818",
+    "computer_toolset_20260801",
+    "text_editor_20250124",
+    "text_editor_20250429",
+    "text_editor_20250728",
+    *WEB_SEARCH_TOOL_TYPES,
+    "web_fetch_20250910",
+    "web_fetch_20260209",
+    "web_fetch_20260309",
+    "web_fetch_20260318",
+    "tool_search_tool_bm25_20251119",
+    "tool_search_tool_bm25",
+    "tool_search_tool_regex_20251119",
+    "tool_search_tool_regex",
+)
 
 
 @dataclass
@@ -121,8 +156,11 @@ class Script:
             if search.get("error_code") not in (None, *WEB_SEARCH_ERROR_CODES):
                 raise ValueError(f"unknown web search error_code {search['error_code']!r}")
             for result in search.get("results") or []:
-                if not isinstance(result, dict) or not isinstance(result.get("url"), str) or not isinstance(
-                        result.get("title"), str):
+                if (
+                    not isinstance(result, dict)
+                    or not isinstance(result.get("url"), str)
+                    or not isinstance(result.get("title"), str)
+                ):
                     raise TypeError(f"a search result needs 'url' and 'title' strings: {result!r}")
                 urls.add(result["url"])
         for part in self.text if isinstance(self.text, list) else []:
@@ -132,7 +170,8 @@ class Script:
                 raise TypeError(f"a text part is a string or {{'text': ..., 'citations': [...]}}: {part!r}")
             for citation in part.get("citations") or []:
                 if citation.get("type", "web_search_result_location") == "web_search_result_location" and (
-                        citation.get("url") not in urls):
+                    citation.get("url") not in urls
+                ):
                     raise ValueError(f"citation of {citation.get('url')!r}, which no scripted search returns")
 
 
@@ -174,6 +213,7 @@ def _tokens(chars: int) -> int:
 
 # --- images and documents ---
 
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -185,8 +225,10 @@ def png_bytes(width: int, height: int, *, min_bytes: int = 0) -> bytes:
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed pixels
     compressor = zlib.compressobj(9)
     rows_per_batch = max(1, (1 << 20) // len(row))
-    idat = b"".join(compressor.compress(row * min(rows_per_batch, height - y))
-                    for y in range(0, height, rows_per_batch)) + compressor.flush()
+    idat = (
+        b"".join(compressor.compress(row * min(rows_per_batch, height - y)) for y in range(0, height, rows_per_batch))
+        + compressor.flush()
+    )
     head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
     tail = _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
     fill = min_bytes - len(head) - len(tail) - 12
@@ -205,12 +247,15 @@ def jpeg_bytes(width: int, height: int, *, min_bytes: int = 0) -> bytes:
     bits = 2 * blocks  # one 1-bit code "0" for the DC difference, one for the end of block
     scan = b"\x00" * (bits // 8) + (bytes([0xFF >> (bits % 8)]) if bits % 8 else b"")  # pad with 1 bits
     scan = scan.replace(b"\xff", b"\xff\x00")  # byte stuffing
-    head = (b"\xff\xd8" + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
-            + segment(0xDB, b"\x00" + b"\x01" * 64)
-            + segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
-            + segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00")  # DC table 0: one code, category 0
-            + segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\x00")  # AC table 0: one code, end of block
-            + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"))
+    head = (
+        b"\xff\xd8"
+        + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        + segment(0xDB, b"\x00" + b"\x01" * 64)
+        + segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+        + segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00")  # DC table 0: one code, category 0
+        + segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\x00")  # AC table 0: one code, end of block
+        + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+    )
     fill = min_bytes - len(head) - len(scan) - 2 - 4
     comment = b""
     while fill >= 0:  # COM segments carry at most 65533 bytes each
@@ -255,9 +300,17 @@ def gif_bytes(width: int, height: int) -> bytes:
             k += 1
     put(end, k)
     data = bits.bytes()
-    blocks = b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255))
-    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-            + b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02" + blocks + b"\x00;")
+    blocks = b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255))
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0x80, 0, 0)
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b","
+        + struct.pack("<HHHHB", 0, 0, width, height, 0)
+        + b"\x02"
+        + blocks
+        + b"\x00;"
+    )
 
 
 def webp_bytes(width: int, height: int) -> bytes:
@@ -291,15 +344,19 @@ def pdf_bytes(pages: int, text_per_page: str = "Page {page} of a test document."
     if pages < 1:
         raise ValueError("a PDF has at least one page")
     kids = " ".join(f"{4 + 2 * n} 0 R" for n in range(pages))
-    objects = {1: b"<< /Type /Catalog /Pages 2 0 R >>",
-               2: f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
-               3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"}
+    objects = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    }
     for n in range(pages):
         text = text_per_page.replace("{page}", str(n + 1)).encode("latin-1", "replace")
         text = text.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
         stream = b"BT /F1 12 Tf 72 720 Td (" + text + b") Tj ET"
-        objects[4 + 2 * n] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                              b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (5 + 2 * n))
+        objects[4 + 2 * n] = (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (5 + 2 * n)
+        )
         objects[5 + 2 * n] = b"<< /Length %d >>\nstream\n%b\nendstream" % (len(stream), stream)
 
     def build() -> bytes:
@@ -324,16 +381,25 @@ def pdf_bytes(pages: int, text_per_page: str = "Page {page} of a test document."
 
 def image_block(data: bytes, media_type: str | None = None, *, cache_control: dict | None = None) -> dict:
     """An image content block carrying `data` as base64; the media type is detected unless given."""
-    source = {"type": "base64", "media_type": media_type or _detect_image(data) or "image/png",
-              "data": base64.b64encode(data).decode()}
+    source = {
+        "type": "base64",
+        "media_type": media_type or _detect_image(data) or "image/png",
+        "data": base64.b64encode(data).decode(),
+    }
     block: dict = {"type": "image", "source": source}
     if cache_control is not None:
         block["cache_control"] = cache_control
     return block
 
 
-def document_block(data: bytes | str, *, title: str | None = None, context: str | None = None,
-                   citations: bool | None = None, cache_control: dict | None = None) -> dict:
+def document_block(
+    data: bytes | str,
+    *,
+    title: str | None = None,
+    context: str | None = None,
+    citations: bool | None = None,
+    cache_control: dict | None = None,
+) -> dict:
     """A document block: a PDF for bytes, a plain-text document for a string."""
     if isinstance(data, str):
         source = {"type": "text", "media_type": "text/plain", "data": data}
@@ -351,8 +417,7 @@ def document_block(data: bytes | str, *, title: str | None = None, context: str 
 def image_tokens(width: int, height: int) -> int:
     """Input tokens of an image: ceil(width * height / 750), after the API's downscaling of large images
     (long edge above 1568 px, or above about 1600 tokens: scaled down, aspect ratio kept)."""
-    scale = min(1.0, IMAGE_MAX_LONG_EDGE / max(width, height),
-                math.sqrt(IMAGE_MAX_TOKENS * 750 / (width * height)))
+    scale = min(1.0, IMAGE_MAX_LONG_EDGE / max(width, height), math.sqrt(IMAGE_MAX_TOKENS * 750 / (width * height)))
     if scale < 1:
         width, height = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
     return math.ceil(width * height / 750)
@@ -398,20 +463,19 @@ def image_size(data: bytes) -> tuple[int, int] | None:
                 elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
                     i += 2
                 elif marker in _JPEG_SOF:
-                    height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                    height, width = struct.unpack(">HH", data[i + 5 : i + 9])
                     return width, height
                 elif marker in (0xD9, 0xDA):  # end of image, or a scan before any frame header
                     return None
                 else:
-                    i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+                    i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
             return None
         if kind == "image/webp":
             chunk = data[12:16]
             if chunk == b"VP8X":
                 return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
             if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-                return (int.from_bytes(data[26:28], "little") & 0x3FFF,
-                        int.from_bytes(data[28:30], "little") & 0x3FFF)
+                return (int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF)
             if chunk == b"VP8L" and data[20] == 0x2F:
                 bits = int.from_bytes(data[21:25], "little")
                 return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
@@ -445,8 +509,8 @@ def _pdf_stream(obj: bytes) -> bytes:
     end = obj.rfind(b"endstream")
     if start is None or end < start.end():
         return b""
-    data = obj[start.end():end]
-    if b"/FlateDecode" in obj[:start.start()]:
+    data = obj[start.end() : end]
+    if b"/FlateDecode" in obj[: start.start()]:
         try:
             data = zlib.decompress(data)
         except zlib.error:
@@ -464,8 +528,13 @@ def pdf_page_texts(data: bytes) -> tuple[int, ...]:
         if not _PDF_PAGE.search(body):
             continue
         contents = _PDF_CONTENTS.search(body)
-        refs = [] if contents is None else [int(contents[1])] if contents[1] else [
-            int(ref) for ref in re.findall(rb"(\d+)\s+\d+\s+R", contents[2])]
+        refs = (
+            []
+            if contents is None
+            else [int(contents[1])]
+            if contents[1]
+            else [int(ref) for ref in re.findall(rb"(\d+)\s+\d+\s+R", contents[2])]
+        )
         chars = 0
         for ref in refs:
             for literal in _PDF_STRING.findall(_pdf_stream(objects.get(ref, b""))):
@@ -582,8 +651,9 @@ def default_text(body: dict) -> str:
             content = message.get("content")
             if isinstance(content, str):
                 return f"You said: {content}"
-            return "You said: " + " ".join(b.get("text", "") for b in content or []
-                                           if isinstance(b, dict) and b.get("type", "text") == "text")
+            return "You said: " + " ".join(
+                b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type", "text") == "text"
+            )
     return "Hello."
 
 
@@ -609,6 +679,7 @@ def split_deltas(text: str, size: int) -> list[str]:
 
 # --- validation ---
 
+
 def _check_string(value: Any, where: str) -> str:
     if value is None:
         raise ApiError(400, f"{where}: Field required")
@@ -617,8 +688,7 @@ def _check_string(value: Any, where: str) -> str:
     return value
 
 
-def _check_image(path: str, block: dict, urls: Mapping[str, bytes] | None,
-                 max_side: int) -> tuple[str, bool]:
+def _check_image(path: str, block: dict, urls: Mapping[str, bytes] | None, max_side: int) -> tuple[str, bool]:
     """Raises for an image the API refuses; returns (its data's path, whether a side is over `max_side`)."""
     source = block.get("source")
     if not isinstance(source, dict):
@@ -627,14 +697,19 @@ def _check_image(path: str, block: dict, urls: Mapping[str, bytes] | None,
     if kind == "base64":
         media_type = source.get("media_type")
         if media_type not in IMAGE_MEDIA_TYPES:
-            raise ApiError(400, f"{path}.image.source.base64.media_type: Input should be 'image/jpeg', "
-                                f"'image/png', 'image/gif' or 'image/webp'")
+            raise ApiError(
+                400,
+                f"{path}.image.source.base64.media_type: Input should be 'image/jpeg', "
+                f"'image/png', 'image/gif' or 'image/webp'",
+            )
         data = _check_string(source.get("data"), f"{path}.image.source.base64.data")
         if not data:
             raise ApiError(400, f"{path}.image.source.base64: image cannot be empty")
         if len(data) > MAX_IMAGE_BYTES:
-            raise ApiError(400, f"{path}.image.source.base64: image exceeds 5 MB maximum: "
-                                f"{len(data)} bytes > {MAX_IMAGE_BYTES} bytes")
+            raise ApiError(
+                400,
+                f"{path}.image.source.base64: image exceeds 5 MB maximum: {len(data)} bytes > {MAX_IMAGE_BYTES} bytes",
+            )
         raw = _decode(data)
         if raw is None:
             raise ApiError(400, f"{path}.image.source.base64: invalid base64 data")
@@ -643,20 +718,25 @@ def _check_image(path: str, block: dict, urls: Mapping[str, bytes] | None,
         url = _check_string(source.get("url"), f"{path}.image.source.url.url")
         raw = (urls or {}).get(url)
         if raw is None:
-            raise ApiError(400, f"{path}.image.source.url: Unable to download the file. "
-                                f"Please verify the URL and try again.")
+            raise ApiError(
+                400, f"{path}.image.source.url: Unable to download the file. Please verify the URL and try again."
+            )
         media_type = _detect_image(raw)
         if media_type is None:
             raise ApiError(400, "Could not process image")
         if len(raw) > MAX_IMAGE_BYTES:
-            raise ApiError(400, f"{path}.image.source.url: image exceeds 5 MB maximum: "
-                                f"{len(raw)} bytes > {MAX_IMAGE_BYTES} bytes")
+            raise ApiError(
+                400, f"{path}.image.source.url: image exceeds 5 MB maximum: {len(raw)} bytes > {MAX_IMAGE_BYTES} bytes"
+            )
         where = f"{path}.image.source.url"
     elif kind == "file":
         raise ApiError(400, f"{path}.image.source.file: FakeAnthropic does not implement the Files API")
     else:
-        raise ApiError(400, f"{path}.image.source: Input tag '{kind}' found using 'type' does not match any of "
-                            f"the expected tags: 'base64', 'url', 'file'")
+        raise ApiError(
+            400,
+            f"{path}.image.source: Input tag '{kind}' found using 'type' does not match any of "
+            f"the expected tags: 'base64', 'url', 'file'",
+        )
     if _detect_image(raw) != media_type:
         raise ApiError(400, f"{where}: Image does not match the provided media type {media_type}")
     size = image_size(raw)
@@ -665,15 +745,17 @@ def _check_image(path: str, block: dict, urls: Mapping[str, bytes] | None,
     return where, max(size) > max_side
 
 
-def _check_document(path: str, block: dict, urls: Mapping[str, bytes] | None,
-                    check_image: Callable[[str, dict], None]) -> tuple[str, int]:
+def _check_document(
+    path: str, block: dict, urls: Mapping[str, bytes] | None, check_image: Callable[[str, dict], None]
+) -> tuple[str, int]:
     """Raises for a document the API refuses; returns (its data's path, PDF pages) (0 pages: not a PDF)."""
     for name in ("title", "context"):
         if block.get(name) is not None:
             _check_string(block[name], f"{path}.document.{name}")
     citations = block.get("citations")
-    if citations is not None and (not isinstance(citations, dict)
-                                  or not isinstance(citations.get("enabled", False), bool)):
+    if citations is not None and (
+        not isinstance(citations, dict) or not isinstance(citations.get("enabled", False), bool)
+    ):
         raise ApiError(400, f"{path}.document.citations.enabled: Input should be a valid boolean")
     source = block.get("source")
     if not isinstance(source, dict):
@@ -691,8 +773,9 @@ def _check_document(path: str, block: dict, urls: Mapping[str, bytes] | None,
         url = _check_string(source.get("url"), f"{path}.document.source.url.url")
         raw = (urls or {}).get(url)
         if raw is None:
-            raise ApiError(400, f"{path}.pdf.source.url: Unable to download the file. "
-                                f"Please verify the URL and try again.")
+            raise ApiError(
+                400, f"{path}.pdf.source.url: Unable to download the file. Please verify the URL and try again."
+            )
         where = f"{path}.pdf.source.url"
     elif kind == "text":
         if source.get("media_type") != "text/plain":
@@ -707,16 +790,22 @@ def _check_document(path: str, block: dict, urls: Mapping[str, bytes] | None,
                 if kind == "image":
                     check_image(f"{path}.document.source.content.content.{k}", part)
                 elif kind != "text":
-                    raise ApiError(400, f"{path}.document.source.content.content.{k}: Input tag '{kind}' found "
-                                        f"using 'type' does not match any of the expected tags: 'text', 'image'")
+                    raise ApiError(
+                        400,
+                        f"{path}.document.source.content.content.{k}: Input tag '{kind}' found "
+                        f"using 'type' does not match any of the expected tags: 'text', 'image'",
+                    )
         elif not isinstance(content, str):
             raise ApiError(400, f"{path}.document.source.content.content: Field required")
         return "", 0
     elif kind == "file":
         raise ApiError(400, f"{path}.document.source.file: FakeAnthropic does not implement the Files API")
     else:
-        raise ApiError(400, f"{path}.document.source: Input tag '{kind}' found using 'type' does not match any "
-                            f"of the expected tags: 'base64', 'text', 'content', 'url', 'file'")
+        raise ApiError(
+            400,
+            f"{path}.document.source: Input tag '{kind}' found using 'type' does not match any "
+            f"of the expected tags: 'base64', 'text', 'content', 'url', 'file'",
+        )
     pages = len(pdf_page_texts(raw)) if raw.startswith(b"%PDF") else 0
     if not pages:
         raise ApiError(400, f"{where}: The PDF specified was not valid.")
@@ -731,18 +820,27 @@ def _validate_media(body: dict, urls: Mapping[str, bytes] | None, max_pdf_pages:
             path = f"messages.{i}.content.{j}"
             if isinstance(block, dict) and block.get("type") in ("image", "document"):
                 found.append((path, block))
-            elif isinstance(block, dict) and block.get("type") == "tool_result" and isinstance(
-                    block.get("content"), list):
-                found += [(f"{path}.tool_result.content.{k}", inner) for k, inner in enumerate(block["content"])
-                          if isinstance(inner, dict) and inner.get("type") in ("image", "document")]
+            elif (
+                isinstance(block, dict)
+                and block.get("type") == "tool_result"
+                and isinstance(block.get("content"), list)
+            ):
+                found += [
+                    (f"{path}.tool_result.content.{k}", inner)
+                    for k, inner in enumerate(block["content"])
+                    if isinstance(inner, dict) and inner.get("type") in ("image", "document")
+                ]
 
     def images_in(block: dict) -> int:  # an image, or the images of a document's content source
         if block["type"] == "image":
             return 1
         source = block.get("source")
         content = source.get("content") if isinstance(source, dict) else None
-        return sum(isinstance(part, dict) and part.get("type") == "image" for part in content or []
-                   ) if isinstance(content, list) else 0
+        return (
+            sum(isinstance(part, dict) and part.get("type") == "image" for part in content or [])
+            if isinstance(content, list)
+            else 0
+        )
 
     images = sum(images_in(block) for _, block in found)
     max_side = MANY_IMAGES_MAX_SIDE if images > MANY_IMAGES else MAX_IMAGE_SIDE
@@ -764,10 +862,16 @@ def _validate_media(body: dict, urls: Mapping[str, bytes] | None, max_pdf_pages:
             raise ApiError(400, f"{where}: A maximum of {max_pdf_pages} PDF pages may be provided.")
     if too_large:
         which = "" if max_side == MAX_IMAGE_SIDE else " for many-image requests"
-        raise ApiError(400, f"{too_large[0][1]}: At least one of the image dimensions exceed max allowed size"
-                            f"{which}: {max_side} pixels",
-                       details={"error_code": "image_dimensions_too_large", "max_side_length_pixels": max_side,
-                                "paths": [path for path, _ in too_large]})
+        raise ApiError(
+            400,
+            f"{too_large[0][1]}: At least one of the image dimensions exceed max allowed size"
+            f"{which}: {max_side} pixels",
+            details={
+                "error_code": "image_dimensions_too_large",
+                "max_side_length_pixels": max_side,
+                "paths": [path for path, _ in too_large],
+            },
+        )
 
 
 def _web_search_tool(body: dict) -> dict | None:
@@ -810,12 +914,15 @@ def _validate_tools(body: dict) -> None:
                 raise ApiError(400, f"tools.{i}.{kind}.user_location.type: Input should be 'approximate'")
         elif kind not in KNOWN_TOOL_TYPES:
             expected = ", ".join(f"'{t}'" for t in KNOWN_TOOL_TYPES)
-            raise ApiError(400, f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the "
-                                f"expected tags: {expected}")
+            raise ApiError(
+                400,
+                f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags: {expected}",
+            )
 
 
-def _validate(body: Any, *, counting: bool, urls: Mapping[str, bytes] | None = None,
-              max_pdf_pages: int = MAX_PDF_PAGES) -> None:
+def _validate(
+    body: Any, *, counting: bool, urls: Mapping[str, bytes] | None = None, max_pdf_pages: int = MAX_PDF_PAGES
+) -> None:
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object")
     for name in ("model", "messages") if counting else ("model", "max_tokens", "messages"):
@@ -834,20 +941,25 @@ def _validate(body: Any, *, counting: bool, urls: Mapping[str, bytes] | None = N
             raise ApiError(400, f"messages.{i}.content: Field required")
         final_assistant = i == len(messages) - 1 and role == "assistant"
         if message["content"] in ("", []) and not final_assistant:
-            raise ApiError(400, f"messages.{i}: all messages must have non-empty content except for the "
-                                f"optional final assistant message")
+            raise ApiError(
+                400,
+                f"messages.{i}: all messages must have non-empty content except for the "
+                f"optional final assistant message",
+            )
     _validate_tools(body)
     _validate_media(body, urls, max_pdf_pages)
     marked = [cc for _, _, cc in _blocks(body, urls) if cc]
     if len(marked) > MAX_CACHE_BREAKPOINTS:
-        raise ApiError(400, f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
-                            f"Found {len(marked)}.")
+        raise ApiError(
+            400, f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marked)}."
+        )
     for cc in marked:
         if cc.get("type") != "ephemeral" or cc.get("ttl", "5m") not in CACHE_TTLS:
             raise ApiError(400, "cache_control: Input should be {'type': 'ephemeral', 'ttl': '5m' | '1h'}")
 
 
 # --- the answer ---
+
 
 @dataclass
 class _Out:
@@ -874,8 +986,9 @@ class _Plan:
 
 def _text_out(text: str, citations: list[dict] | None) -> _Out:
     if citations:
-        return _Out({"type": "text", "text": text, "citations": citations},
-                    {"citations": [], "type": "text", "text": ""})
+        return _Out(
+            {"type": "text", "text": text, "citations": citations}, {"citations": [], "type": "text", "text": ""}
+        )
     return _Out({"type": "text", "text": text}, {"type": "text", "text": ""})
 
 
@@ -883,9 +996,13 @@ def _citation(citation: dict, text: str, titles: dict[str, str]) -> dict:
     if citation.get("type", "web_search_result_location") != "web_search_result_location":
         return citation
     cited = citation.get("cited_text", text[:150])
-    return {"type": "web_search_result_location", "cited_text": cited, "url": citation["url"],
-            "title": citation.get("title", titles.get(citation["url"])),
-            "encrypted_index": citation.get("encrypted_index") or _opaque(f"index:{citation['url']}:{cited}")}
+    return {
+        "type": "web_search_result_location",
+        "cited_text": cited,
+        "url": citation["url"],
+        "title": citation.get("title", titles.get(citation["url"])),
+        "encrypted_index": citation.get("encrypted_index") or _opaque(f"index:{citation['url']}:{cited}"),
+    }
 
 
 def _search_outs(script: Script, tool: dict) -> list[_Out]:
@@ -898,26 +1015,47 @@ def _search_outs(script: Script, tool: dict) -> list[_Out]:
         query = {"query": search["query"]}
         partial = json.dumps(query)
         size = max(1, script.delta_chars)
-        outs.append(_Out({"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": query},
-                         {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}},
-                         ["", *(partial[i:i + size] for i in range(0, len(partial), size))]))
+        outs.append(
+            _Out(
+                {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": query},
+                {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}},
+                ["", *(partial[i : i + size] for i in range(0, len(partial), size))],
+            )
+        )
         error_code = "max_uses_exceeded" if max_uses is not None and n > max_uses else search.get("error_code")
         if error_code:
             content: Any = {"type": "web_search_tool_result_error", "error_code": error_code}
         else:
-            content = [{"type": "web_search_result", "title": r["title"], "url": r["url"],
-                        "encrypted_content": r.get("encrypted_content") or _opaque(f"{r['url']}\n{r['title']}"),
-                        "page_age": r.get("page_age")} for r in search.get("results") or []]
-        block = {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content,
-                 "caller": {"type": "direct"}}
+            content = [
+                {
+                    "type": "web_search_result",
+                    "title": r["title"],
+                    "url": r["url"],
+                    "encrypted_content": r.get("encrypted_content") or _opaque(f"{r['url']}\n{r['title']}"),
+                    "page_age": r.get("page_age"),
+                }
+                for r in search.get("results") or []
+            ]
+        block = {
+            "type": "web_search_tool_result",
+            "tool_use_id": tool_id,
+            "content": content,
+            "caller": {"type": "direct"},
+        }
         read = 0 if error_code else sum(_tokens(len(json.dumps(r, sort_keys=True))) for r in content)
         outs.append(_Out(block, block, [], read, searched=not error_code))
     return outs
 
 
 class FakeAnthropic:
-    def __init__(self, *, min_cache_tokens: int = 1024, api_key: str | None = None, models: set[str] | None = None,
-                 max_pdf_pages: int = MAX_PDF_PAGES):
+    def __init__(
+        self,
+        *,
+        min_cache_tokens: int = 1024,
+        api_key: str | None = None,
+        models: set[str] | None = None,
+        max_pdf_pages: int = MAX_PDF_PAGES,
+    ):
         self.min_cache_tokens = min_cache_tokens
         self.api_key = api_key  # None: any non-empty key is accepted
         # The models the API serves; None: any. Another model is a 404 not_found_error naming it, as the API answers.
@@ -1004,8 +1142,14 @@ class FakeAnthropic:
             body: Any = json.loads(raw) if raw else {}
         except ValueError:
             body = None
-        rec = Received(body=body if isinstance(body, dict) else {}, headers=headers, at=time.monotonic(),
-                       request_id=_random_id("req_011C"), path=request.path, size=size)
+        rec = Received(
+            body=body if isinstance(body, dict) else {},
+            headers=headers,
+            at=time.monotonic(),
+            request_id=_random_id("req_011C"),
+            path=request.path,
+            size=size,
+        )
         counting = request.path == "/v1/messages/count_tokens"
         if request.path == "/v1/messages" or counting:
             (self.count_requests if counting else self.requests).append(rec)
@@ -1106,8 +1250,10 @@ class FakeAnthropic:
         usage["input_tokens"] += sum(out.read_tokens for out in outs)  # the model reads what it found
         usage["output_tokens"] = output_tokens("".join("".join(out.deltas) for out in outs))
         if tool is not None:
-            usage["server_tool_use"] = {"web_search_requests": sum(out.searched for out in outs),
-                                        "web_fetch_requests": 0}
+            usage["server_tool_use"] = {
+                "web_search_requests": sum(out.searched for out in outs),
+                "web_fetch_requests": 0,
+            }
         usage.update(overrides)
         return _Plan(outs, stop_reason, usage, start_usage)
 
@@ -1150,8 +1296,13 @@ class FakeAnthropic:
 
     def _message(self, rec: Received, content: list[dict], stop_reason: str | None, usage: dict) -> dict:
         return {
-            "id": _random_id("msg_01", 22), "type": "message", "role": "assistant", "model": rec.body["model"],
-            "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+            "id": _random_id("msg_01", 22),
+            "type": "message",
+            "role": "assistant",
+            "model": rec.body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
             "usage": {**usage, "service_tier": "standard"},
         }
 
@@ -1180,23 +1331,36 @@ class FakeAnthropic:
         blocks = plan.blocks
         text_deltas = sum(len(out.deltas) for out in blocks if out.kind == "text")
         last_text = max(i for i, out in enumerate(blocks) if out.kind == "text")
-        faults = [(n, kind) for n, kind in ((script.error_after_deltas, "error"), (script.drop_after_deltas, "drop"),
-                                             (script.end_without_stop_after_deltas, "end")) if n is not None]
+        faults = [
+            (n, kind)
+            for n, kind in (
+                (script.error_after_deltas, "error"),
+                (script.drop_after_deltas, "drop"),
+                (script.end_without_stop_after_deltas, "end"),
+            )
+            if n is not None
+        ]
         fault_at, fault = min(faults) if faults else (None, None)
         if fault_at is not None:
             fault_at = min(fault_at, text_deltas)
         first = script.delay if script.first_delay is None else script.first_delay
 
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
-                                           "cache-control": "no-cache", "request-id": rec.request_id})
+        resp = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "request-id": rec.request_id,
+            }
+        )
 
         async def send(event: str, data: dict) -> None:
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
         async def fail() -> web.StreamResponse:
             if fault == "error":
-                await send("error", {"type": "error", "error": {"type": "overloaded_error",
-                                                                "message": ERROR_MESSAGES[529]}})
+                await send(
+                    "error", {"type": "error", "error": {"type": "overloaded_error", "message": ERROR_MESSAGES[529]}}
+                )
             elif fault == "drop":
                 # A reset, not a clean close: the client sees a truncated chunked body.
                 request.transport.abort()
@@ -1216,13 +1380,20 @@ class FakeAnthropic:
             for index, out in enumerate(blocks):
                 if out.kind == "web_search_tool_result" and script.search_delay:
                     await asyncio.sleep(script.search_delay)
-                await send("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": out.start})
+                await send(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": out.start}
+                )
                 if index == 0:
                     await send("ping", {"type": "ping"})
                 for citation in (out.block.get("citations") or []) if out.kind == "text" else []:
-                    await send("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "citations_delta", "citation": citation}})
+                    await send(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "citations_delta", "citation": citation},
+                        },
+                    )
                 for delta in out.deltas:
                     if out.kind == "text" and fault is not None and rec.deltas_sent == fault_at:
                         return await fail()
@@ -1230,14 +1401,25 @@ class FakeAnthropic:
                         await asyncio.sleep(first if paced == 0 else script.delay)
                         paced += 1
                     if out.kind == "text":
-                        await send("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                           "delta": {"type": "text_delta", "text": delta}})
+                        await send(
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": index,
+                                "delta": {"type": "text_delta", "text": delta},
+                            },
+                        )
                         rec.deltas_sent += 1
                         rec.text += delta
                     else:
-                        await send("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                           "delta": {"type": "input_json_delta",
-                                                                     "partial_json": delta}})
+                        await send(
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": index,
+                                "delta": {"type": "input_json_delta", "partial_json": delta},
+                            },
+                        )
                     generated += delta
                     rec.usage["output_tokens"] = output_tokens(generated)  # billed for what was generated
                 if index == last_text and fault is not None and rec.deltas_sent == fault_at:
@@ -1247,9 +1429,14 @@ class FakeAnthropic:
                     rec.usage["input_tokens"] += out.read_tokens
                     rec.usage["server_tool_use"]["web_search_requests"] += out.searched
             rec.usage = plan.usage
-            await send("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": plan.stop_reason, "stop_sequence": None},
-                                         "usage": {k: v for k, v in plan.usage.items() if k != "cache_creation"}})
+            await send(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": plan.stop_reason, "stop_sequence": None},
+                    "usage": {k: v for k, v in plan.usage.items() if k != "cache_creation"},
+                },
+            )
             await send("message_stop", {"type": "message_stop"})
             await resp.write_eof()
             return resp

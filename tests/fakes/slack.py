@@ -39,37 +39,66 @@ MAX_BLOCKS = 50
 MAX_HOME_BLOCKS = 100
 MAX_SECTION_CHARS = 3000
 # What a token installed from this project's manifest.yml is granted (add_workspace's default).
-MANIFEST_SCOPES = ("app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:read,"
-                   "files:write,im:history,im:read,im:write,mpim:history,users:read")
+MANIFEST_SCOPES = (
+    "app_mentions:read,assistant:write,channels:history,groups:history,chat:write,commands,files:read,"
+    "files:write,im:history,im:read,im:write,mpim:history,users:read"
+)
 # The bot-token scopes each method accepts (any one will do), from the methods' pages on docs.slack.dev.
 # A string instead names a family of scopes that depends on the conversation's type ("history" for
 # conversations.replies: channels:history in a public channel, groups:history in a private one,
 # im:history in a DM, mpim:history in a group DM). A token without them gets missing_scope.
 METHOD_SCOPES: dict[str, tuple[str, ...] | str] = {
-    "auth.test": (), "oauth.v2.access": (), "views.publish": (), "views.open": (),
-    "chat.postMessage": ("chat:write",), "chat.update": ("chat:write",), "chat.postEphemeral": ("chat:write",),
-    "chat.delete": ("chat:write",), "chat.startStream": ("chat:write",), "chat.appendStream": ("chat:write",),
+    "auth.test": (),
+    "oauth.v2.access": (),
+    "views.publish": (),
+    "views.open": (),
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "chat.delete": ("chat:write",),
+    "chat.startStream": ("chat:write",),
+    "chat.appendStream": ("chat:write",),
     "chat.stopStream": ("chat:write",),
     # Since 2026-03 either scope; Slack says assistant:write will stop being accepted.
     "assistant.threads.setStatus": ("chat:write", "assistant:write"),
     "assistant.threads.setSuggestedPrompts": ("assistant:write",),
     "agents.sessions.setStatus": ("chat:write",),
-    "conversations.replies": "history", "conversations.info": "read", "conversations.open": "write",
-    "users.info": ("users:read",), "files.info": ("files:read",),
-    "files.getUploadURLExternal": ("files:write",), "files.completeUploadExternal": ("files:write",),
+    "conversations.replies": "history",
+    "conversations.info": "read",
+    "conversations.open": "write",
+    "users.info": ("users:read",),
+    "files.info": ("files:read",),
+    "files.getUploadURLExternal": ("files:write",),
+    "files.completeUploadExternal": ("files:write",),
 }
 # Conversation kinds and the prefix of their scopes; the order Slack lists them in a `needed` that names them all.
 CHANNEL_KINDS = {"public": "channels", "private": "groups", "mpim": "mpim", "im": "im"}
 _OPEN_SCOPES = {"public": "channels:manage", "private": "groups:write", "mpim": "mpim:write", "im": "im:write"}
-_FILETYPES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "gif": "gif", "webp": "webp", "pdf": "pdf", "csv": "csv",
-              "txt": "text", "md": "markdown", "json": "json", "py": "python", "zip": "zip", "docx": "docx",
-              "xlsx": "xlsx", "html": "html"}
+_FILETYPES = {
+    "png": "png",
+    "jpg": "jpg",
+    "jpeg": "jpg",
+    "gif": "gif",
+    "webp": "webp",
+    "pdf": "pdf",
+    "csv": "csv",
+    "txt": "text",
+    "md": "markdown",
+    "json": "json",
+    "py": "python",
+    "zip": "zip",
+    "docx": "docx",
+    "xlsx": "xlsx",
+    "html": "html",
+}
 _PRETTY_TYPES = {"text": "Plain Text", "markdown": "Markdown (raw)", "python": "Python", "binary": "Binary"}
 # What files.slack.com serves a download without a usable token: a sign-in page, HTTP 200.
-LOGIN_PAGE = ("<!DOCTYPE html><html lang=\"en-US\"><head><meta charset=\"utf-8\"><title>Slack</title></head>"
-              "<body><div id=\"page\"><h1>Sign in to your workspace</h1><form id=\"signin_form\" method=\"post\">"
-              "<input type=\"email\" name=\"email\"><input type=\"password\" name=\"password\">"
-              "<button type=\"submit\" id=\"signin_btn\">Sign in</button></form></div></body></html>")
+LOGIN_PAGE = (
+    '<!DOCTYPE html><html lang="en-US"><head><meta charset="utf-8"><title>Slack</title></head>'
+    '<body><div id="page"><h1>Sign in to your workspace</h1><form id="signin_form" method="post">'
+    '<input type="email" name="email"><input type="password" name="password">'
+    '<button type="submit" id="signin_btn">Sign in</button></form></div></body></html>'
+)
 _DECODED_FIELDS = ("blocks", "attachments", "view", "files")  # JSON strings when sent form-encoded
 
 
@@ -130,6 +159,7 @@ class Workspace:
 @dataclass
 class SocketConnection:
     """One Socket Mode websocket a client opened with a URL from apps.connections.open."""
+
     id: str
     team_id: str
     app_id: str
@@ -176,8 +206,15 @@ class Download:
 
 
 class SlackError(Exception):
-    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None, page: str | None = None,
-                 extra: dict | None = None):
+    def __init__(
+        self,
+        error: str,
+        *,
+        status: int = 200,
+        retry_after: int | None = None,
+        page: str | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(error)
         self.error, self.status, self.retry_after = error, status, retry_after
         self.page = page  # not Slack's JSON but an edge proxy's text/plain error page (a 502/503 in an outage)
@@ -185,12 +222,24 @@ class SlackError(Exception):
 
 
 class FakeSlack:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, update_limit_per_minute: int = 50,
-                 post_per_channel_per_second: float = 1.0, post_burst: int = 3, replies_limit_per_minute: int = 1,
-                 max_markdown_chars: int = 12000, max_text_chars: int = 4000, replies_page_limit: int = 15,
-                 stream_starts_per_minute: int = 20, stream_appends_per_minute: int = 100,
-                 stream_stops_per_minute: int = 20, stream_timeout: float = 300.0, status_per_minute: int = 60,
-                 sessions_per_minute: int = 50):
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        update_limit_per_minute: int = 50,
+        post_per_channel_per_second: float = 1.0,
+        post_burst: int = 3,
+        replies_limit_per_minute: int = 1,
+        max_markdown_chars: int = 12000,
+        max_text_chars: int = 4000,
+        replies_page_limit: int = 15,
+        stream_starts_per_minute: int = 20,
+        stream_appends_per_minute: int = 100,
+        stream_stops_per_minute: int = 20,
+        stream_timeout: float = 300.0,
+        status_per_minute: int = 60,
+        sessions_per_minute: int = 50,
+    ):
         self.clock = clock
         # Plain attributes, read on every call, so a test can tighten a limit on a running fake.
         self.update_limit_per_minute = update_limit_per_minute
@@ -255,16 +304,27 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._methods = {
-            "auth.test": self._auth_test, "chat.postMessage": self._post_message, "chat.update": self._update,
-            "chat.postEphemeral": self._post_ephemeral, "chat.delete": self._delete,
-            "conversations.replies": self._replies, "conversations.open": self._open, "users.info": self._users_info,
-            "conversations.info": self._conversations_info, "files.info": self._files_info,
-            "views.publish": self._views_publish, "views.open": self._views_open, "oauth.v2.access": self._oauth_access,
-            "chat.startStream": self._start_stream, "chat.appendStream": self._append_stream,
-            "chat.stopStream": self._stop_stream, "assistant.threads.setStatus": self._set_thread_status,
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.delete": self._delete,
+            "conversations.replies": self._replies,
+            "conversations.open": self._open,
+            "users.info": self._users_info,
+            "conversations.info": self._conversations_info,
+            "files.info": self._files_info,
+            "views.publish": self._views_publish,
+            "views.open": self._views_open,
+            "oauth.v2.access": self._oauth_access,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "assistant.threads.setStatus": self._set_thread_status,
             "agents.sessions.setStatus": self._set_session_status,
             "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
-            "files.getUploadURLExternal": self._get_upload_url, "files.completeUploadExternal": self._complete_upload,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -301,8 +361,17 @@ class FakeSlack:
 
     # -- test set-up -------------------------------------------------------------------------------------
 
-    def add_workspace(self, team_id: str, bot_token: str, *, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
-                      team_name: str = "Acme", enterprise_id: str | None = None, scopes: str = MANIFEST_SCOPES) -> None:
+    def add_workspace(
+        self,
+        team_id: str,
+        bot_token: str,
+        *,
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team_name: str = "Acme",
+        enterprise_id: str | None = None,
+        scopes: str = MANIFEST_SCOPES,
+    ) -> None:
         self.remove_workspace(team_id)
         self.workspaces[team_id] = Workspace(team_id, bot_token, bot_user_id, bot_id, team_name, enterprise_id, scopes)
         self._tokens[bot_token] = team_id
@@ -318,12 +387,23 @@ class FakeSlack:
         nothing else (Web API methods refuse it with not_allowed_token_type)."""
         self._app_tokens[app_token] = (team_id, app_id)
 
-    def add_user(self, team_id: str, user_id: str, *, is_admin: bool = False, is_owner: bool = False,
-                 name: str = "someone") -> None:
+    def add_user(
+        self, team_id: str, user_id: str, *, is_admin: bool = False, is_owner: bool = False, name: str = "someone"
+    ) -> None:
         self.users[(team_id, user_id)] = {
-            "id": user_id, "team_id": team_id, "name": name, "real_name": name.title(), "deleted": False,
-            "is_admin": is_admin, "is_owner": is_owner, "is_primary_owner": False, "is_restricted": False,
-            "is_ultra_restricted": False, "is_bot": False, "is_app_user": False, "tz": "Europe/London",
+            "id": user_id,
+            "team_id": team_id,
+            "name": name,
+            "real_name": name.title(),
+            "deleted": False,
+            "is_admin": is_admin,
+            "is_owner": is_owner,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": False,
+            "is_app_user": False,
+            "tz": "Europe/London",
             "profile": {"real_name": name.title(), "display_name": name, "team": team_id},
         }
 
@@ -343,9 +423,21 @@ class FakeSlack:
             return self.channels[channel_id]
         return {"G": "private", "D": "im"}.get(channel_id[:1], "public")
 
-    def add_file(self, team_id: str, *, name: str, mimetype: str, content: bytes, filetype: str | None = None,
-                 title: str | None = None, user: str = "U0001", channel: str | None = None,
-                 slack_connect: bool = False, accessible: bool = True, owner_team: str = "TEXTERNAL") -> dict:
+    def add_file(
+        self,
+        team_id: str,
+        *,
+        name: str,
+        mimetype: str,
+        content: bytes,
+        filetype: str | None = None,
+        title: str | None = None,
+        user: str = "U0001",
+        channel: str | None = None,
+        slack_connect: bool = False,
+        accessible: bool = True,
+        owner_team: str = "TEXTERNAL",
+    ) -> dict:
         """A file someone shared in a message of `team_id`; returns the object Slack puts in the event's `files[]`.
 
         Its url_private / url_private_download are served by this fake (start it first). `slack_connect`: shared
@@ -355,29 +447,64 @@ class FakeSlack:
         if not self.port:
             raise RuntimeError("start the fake before adding files: their URLs name its port")
         extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-        file = File(f"F{next(self._file_ids):08d}", team_id, name, len(content), bytes(content), title or name,
-                    channel, mimetype=mimetype, filetype=filetype or _FILETYPES.get(extension, extension or "binary"),
-                    user=user, created=int(time.time()), owner_team=owner_team if slack_connect else team_id,
-                    slack_connect=slack_connect, accessible=accessible)
+        file = File(
+            f"F{next(self._file_ids):08d}",
+            team_id,
+            name,
+            len(content),
+            bytes(content),
+            title or name,
+            channel,
+            mimetype=mimetype,
+            filetype=filetype or _FILETYPES.get(extension, extension or "binary"),
+            user=user,
+            created=int(time.time()),
+            owner_team=owner_team if slack_connect else team_id,
+            slack_connect=slack_connect,
+            accessible=accessible,
+        )
         file.shared = True
         self.files[file.id] = file
         if slack_connect:
-            return {"id": file.id, "mode": "file_access", "file_access": "check_file_info", "created": 0,
-                    "timestamp": 0, "user": ""}
+            return {
+                "id": file.id,
+                "mode": "file_access",
+                "file_access": "check_file_info",
+                "created": 0,
+                "timestamp": 0,
+                "user": "",
+            }
         return self._file_json(file)
 
     def delete_file(self, file_id: str) -> None:
         """Someone deleted the file: downloads answer 404, files.info `file_deleted`."""
         self.files[file_id].deleted = True
 
-    def file_share_event(self, files: list[dict], *, channel: str, user: str = "U0001", text: str = "",
-                         thread_ts: str | None = None, team_id: str | None = None, mention: bool = False) -> dict:
+    def file_share_event(
+        self,
+        files: list[dict],
+        *,
+        channel: str,
+        user: str = "U0001",
+        text: str = "",
+        thread_ts: str | None = None,
+        team_id: str | None = None,
+        mention: bool = False,
+    ) -> dict:
         """The event of a message that shares `files` (objects add_file returned): a `message` with subtype
         `file_share`, or with `mention` the `app_mention` Slack sends when the message also names the bot."""
         ts = self._next_ts()
-        event: dict[str, Any] = {"type": "app_mention" if mention else "message", "text": text, "files": files,
-                                 "upload": True, "user": user, "display_as_bot": False, "ts": ts, "channel": channel,
-                                 "event_ts": ts}
+        event: dict[str, Any] = {
+            "type": "app_mention" if mention else "message",
+            "text": text,
+            "files": files,
+            "upload": True,
+            "user": user,
+            "display_as_bot": False,
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+        }
         if not mention:
             event["subtype"] = "file_share"
             kind = self.channel_kind(channel)
@@ -388,12 +515,25 @@ class FakeSlack:
             event["team"] = team_id
         return event
 
-    def add_oauth_code(self, code: str, team_id: str, *, bot_token: str | None = None, bot_user_id: str = "UBOT",
-                       bot_id: str = "BBOT", team_name: str = "Acme", enterprise_id: str | None = None,
-                       user_id: str = "U0001", app_id: str = "A0001", user_token: str | None = None,
-                       scope: str = MANIFEST_SCOPES,
-                       user_scope: str = "", org_wide: bool = False, rotating: bool = False,
-                       expires_in: int = 43200) -> None:
+    def add_oauth_code(
+        self,
+        code: str,
+        team_id: str,
+        *,
+        bot_token: str | None = None,
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team_name: str = "Acme",
+        enterprise_id: str | None = None,
+        user_id: str = "U0001",
+        app_id: str = "A0001",
+        user_token: str | None = None,
+        scope: str = MANIFEST_SCOPES,
+        user_scope: str = "",
+        org_wide: bool = False,
+        rotating: bool = False,
+        expires_in: int = 43200,
+    ) -> None:
         """An authorization code the app can exchange once; the bot token works only after the exchange.
 
         `rotating`: the app has token rotation on: the bot token expires in `expires_in` seconds and the
@@ -406,9 +546,14 @@ class FakeSlack:
         if user_token:
             authed_user["access_token"] = user_token
         self.oauth_installs[code] = {
-            "ok": True, "app_id": app_id, "authed_user": authed_user, "scope": scope, "token_type": "bot",
+            "ok": True,
+            "app_id": app_id,
+            "authed_user": authed_user,
+            "scope": scope,
+            "token_type": "bot",
             "access_token": bot_token or f"xoxb-{team_id}-{zlib.crc32(code.encode()):010d}",
-            "bot_user_id": bot_user_id, "team": None if org_wide else {"id": team_id, "name": team_name},
+            "bot_user_id": bot_user_id,
+            "team": None if org_wide else {"id": team_id, "name": team_name},
             "enterprise": {"id": enterprise_id, "name": f"{team_name} Grid"} if enterprise_id else None,
             "is_enterprise_install": org_wide,
         }
@@ -423,13 +568,21 @@ class FakeSlack:
         self._refresh_tokens[token] = {"payload": payload, "bot_id": bot_id}
         return token
 
-    def inject(self, method: str, error: str, *, count: int = 1, retry_after: int = 1, status: int | None = None) -> None:
+    def inject(
+        self, method: str, error: str, *, count: int = 1, retry_after: int = 1, status: int | None = None
+    ) -> None:
         """The next `count` calls of `method` fail; "ratelimited" answers 429 + Retry-After like Slack."""
         status = status or (429 if error == "ratelimited" else 200)
         self._faults[method].extend([(error, status, retry_after)] * count)
 
-    def inject_outage(self, method: str, *, status: int = 503, count: int = 1,
-                      page: str = "upstream connect error or disconnect/reset before headers") -> None:
+    def inject_outage(
+        self,
+        method: str,
+        *,
+        status: int = 503,
+        count: int = 1,
+        page: str = "upstream connect error or disconnect/reset before headers",
+    ) -> None:
         """The next `count` calls of `method` get an edge proxy's plain-text error page, not Slack's JSON."""
         self._faults[method].extend([(f"page:{page}", status, None)] * count)
 
@@ -446,8 +599,14 @@ class FakeSlack:
             if message.streaming:
                 message.streaming, message.stopped_by_user = None, True
                 stopped.append(message.ts)
-        return {"type": "agent_session_stopped", "channel": channel, "thread_ts": thread_ts, "user": user,
-                "streaming_message_ts": stopped, "event_ts": self._next_ts()}
+        return {
+            "type": "agent_session_stopped",
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "user": user,
+            "streaming_message_ts": stopped,
+            "event_ts": self._next_ts(),
+        }
 
     def thread_status(self, channel: str, thread_ts: str) -> str:
         """The assistant status shown in the thread now ("" when none): it clears when the app posts in the
@@ -463,7 +622,9 @@ class FakeSlack:
         return [call for call in self.calls if call.method == method]
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
-        found = [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts and not m.deleted]
+        found = [
+            m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts and not m.deleted
+        ]
         return sorted(found, key=lambda m: float(m.ts))
 
     def channel_messages(self, channel: str) -> list[Message]:
@@ -475,8 +636,9 @@ class FakeSlack:
         markdown = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
         if markdown:
             return "".join(markdown)
-        sections = [b["text"].get("text", "") for b in blocks
-                    if b.get("type") == "section" and isinstance(b.get("text"), dict)]
+        sections = [
+            b["text"].get("text", "") for b in blocks if b.get("type") == "section" and isinstance(b.get("text"), dict)
+        ]
         if sections:
             return "".join(sections)
         return message.text or message.markdown_text or ""
@@ -494,17 +656,29 @@ class FakeSlack:
                 raise AssertionError("no Socket Mode client connected")
             await asyncio.sleep(0.02)
 
-    async def socket_send(self, payload: dict, *, type: str = "events_api", retry_attempt: int = 0,
-                          retry_reason: str = "", accepts_response_payload: bool = False) -> str:
+    async def socket_send(
+        self,
+        payload: dict,
+        *,
+        type: str = "events_api",
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        accepts_response_payload: bool = False,
+    ) -> str:
         """Deliver `payload` to the connected client in a Socket Mode envelope, as Slack does; returns its
         envelope_id (the client must ack it: see `socket_acks` and `wait_for_ack`)."""
         connection = await self.wait_for_socket()
         envelope_id = f"{next(self._envelope_ids):08d}-fake-{connection.id}"
-        await connection.ws.send_json({
-            "envelope_id": envelope_id, "type": type, "payload": payload,
-            "accepts_response_payload": accepts_response_payload,
-            "retry_attempt": retry_attempt, "retry_reason": retry_reason,
-        })
+        await connection.ws.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": type,
+                "payload": payload,
+                "accepts_response_payload": accepts_response_payload,
+                "retry_attempt": retry_attempt,
+                "retry_reason": retry_reason,
+            }
+        )
         return envelope_id
 
     async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict:
@@ -549,11 +723,14 @@ class FakeSlack:
         self.socket_connections.append(connection)
         try:
             open_count = sum(1 for c in self.socket_connections if not c.ws.closed)
-            await ws.send_json({
-                "type": "hello", "num_connections": open_count,
-                "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
-                "connection_info": {"app_id": ticket[1]},
-            })
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": open_count,
+                    "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": ticket[1]},
+                }
+            )
             async for message in ws:
                 if message.type != web.WSMsgType.TEXT:
                     continue
@@ -590,8 +767,17 @@ class FakeSlack:
             status, headers = 200, {}
         except SlackError as failure:
             if failure.page is not None:
-                self.calls.append(Call(method, params, workspace.team_id if workspace else None, now, failure.status,
-                                       {"page": failure.page}, token))
+                self.calls.append(
+                    Call(
+                        method,
+                        params,
+                        workspace.team_id if workspace else None,
+                        now,
+                        failure.status,
+                        {"page": failure.page},
+                        token,
+                    )
+                )
                 return web.Response(status=failure.status, text=failure.page, content_type="text/plain")
             body, status = {"ok": False, "error": failure.error, **failure.extra}, failure.status
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
@@ -643,26 +829,52 @@ class FakeSlack:
         url_name = private.rsplit("/", 1)[-1]
         kind = self.channel_kind(file.channel) if file.channel else None
         body = {
-            "id": file.id, "created": file.created, "timestamp": file.created, "name": file.filename,
-            "title": file.title or file.filename, "mimetype": file.mimetype, "filetype": file.filetype,
-            "pretty_type": _PRETTY_TYPES.get(file.filetype, file.filetype.upper()), "user": file.user,
-            "user_team": file.owner_team or file.team_id, "editable": False, "size": file.length, "mode": "hosted",
-            "is_external": False, "external_type": "", "is_public": kind == "public", "public_url_shared": False,
-            "display_as_bot": False, "username": "", "url_private": private, "url_private_download": download,
+            "id": file.id,
+            "created": file.created,
+            "timestamp": file.created,
+            "name": file.filename,
+            "title": file.title or file.filename,
+            "mimetype": file.mimetype,
+            "filetype": file.filetype,
+            "pretty_type": _PRETTY_TYPES.get(file.filetype, file.filetype.upper()),
+            "user": file.user,
+            "user_team": file.owner_team or file.team_id,
+            "editable": False,
+            "size": file.length,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": kind == "public",
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": private,
+            "url_private_download": download,
             "media_display_type": "unknown",
             "permalink": f"https://{domain}.slack.com/files/{file.user}/{file.id}/{url_name}",
             "permalink_public": f"https://slack-files.com/{file.owner_team or file.team_id}-{file.id}-"
-                                f"{zlib.crc32(file.id.encode()):010x}",
-            "is_starred": False, "has_rich_preview": False, "file_access": "visible",
+            f"{zlib.crc32(file.id.encode()):010x}",
+            "is_starred": False,
+            "has_rich_preview": False,
+            "file_access": "visible",
         }
         if info:
             shares: dict = {}
             listed: dict[str, list[str]] = {"channels": [], "groups": [], "ims": []}
             if file.channel and kind:
                 visibility = "public" if kind == "public" else "private"
-                shares[visibility] = {file.channel: [{"reply_users": [], "reply_users_count": 0, "reply_count": 0,
-                                                      "ts": file.message_ts or f"{file.created}.000100",
-                                                      "share_user_id": file.user, "team_id": file.team_id}]}
+                shares[visibility] = {
+                    file.channel: [
+                        {
+                            "reply_users": [],
+                            "reply_users_count": 0,
+                            "reply_count": 0,
+                            "ts": file.message_ts or f"{file.created}.000100",
+                            "share_user_id": file.user,
+                            "team_id": file.team_id,
+                        }
+                    ]
+                }
                 listing = {"public": "channels", "private": "groups", "mpim": "groups", "im": "ims"}[kind]
                 listed[listing].append(file.channel)
             body.update({"comments_count": 0, "shares": shares, **listed, "has_more_shares": False})
@@ -676,8 +888,12 @@ class FakeSlack:
             raise SlackError("file_deleted")
         if file.slack_connect and not file.accessible:
             raise SlackError("access_denied")  # "Unable to access the file (slack connect)"
-        return {"ok": True, "file": self._file_json(file, info=True), "comments": [],
-                "response_metadata": {"next_cursor": ""}}
+        return {
+            "ok": True,
+            "file": self._file_json(file, info=True),
+            "comments": [],
+            "response_metadata": {"next_cursor": ""},
+        }
 
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
         """url_private(_download): the bytes for a bot token of the file's workspace that has files:read; any
@@ -686,26 +902,34 @@ class FakeSlack:
         file = self.files.get(file_id)
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         token = credentials if scheme.lower() == "bearer" and credentials else None
-        if file is None or file.deleted or not file.shared or request.match_info["key"] != (
-                f"{file.owner_team or file.team_id}-{file.id}"):
+        if (
+            file is None
+            or file.deleted
+            or not file.shared
+            or request.match_info["key"] != (f"{file.owner_team or file.team_id}-{file.id}")
+        ):
             self.downloads.append(Download(file_id, token, 404, "not_found", request.path, done=True))
             return web.Response(status=404, text="Not Found")
         workspace = self.workspaces.get(self._tokens.get(token or "", ""))
         granted = {scope.strip() for scope in workspace.scopes.split(",")} if workspace else set()
-        if (workspace is None or workspace.team_id != file.team_id or "files:read" not in granted
-                or file.slack_connect and not file.accessible):
+        if (
+            workspace is None
+            or workspace.team_id != file.team_id
+            or "files:read" not in granted
+            or (file.slack_connect and not file.accessible)
+        ):
             self.downloads.append(Download(file_id, token, 200, "login_page", request.path, done=True))
             return web.Response(text=LOGIN_PAGE, content_type="text/html", charset="utf-8")
         record = Download(file_id, token, 200, "file", request.path)
         self.downloads.append(record)
         headers = {"Content-Type": file.mimetype, "Content-Length": str(len(file.content))}
         if "/download/" in request.path:
-            headers["Content-Disposition"] = f"attachment; filename=\"{quote(file.filename)}\""
+            headers["Content-Disposition"] = f'attachment; filename="{quote(file.filename)}"'
         response = web.StreamResponse(status=200, headers=headers)
         try:
             await response.prepare(request)
             for start in range(0, len(file.content), self.download_chunk_size):
-                chunk = file.content[start:start + self.download_chunk_size]
+                chunk = file.content[start : start + self.download_chunk_size]
                 await response.write(chunk)
                 record.sent += len(chunk)
                 if self.download_chunk_delay:
@@ -802,9 +1026,15 @@ class FakeSlack:
             if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
                 raise SlackError("invalid_blocks")
             for block in blocks:
-                if (not isinstance(block, dict) or not block.get("type")
-                        or (block["type"] == "markdown" and not block.get("text"))
-                        or (block["type"] == "section" and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_CHARS)):
+                if (
+                    not isinstance(block, dict)
+                    or not block.get("type")
+                    or (block["type"] == "markdown" and not block.get("text"))
+                    or (
+                        block["type"] == "section"
+                        and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_CHARS
+                    )
+                ):
                     raise SlackError("invalid_blocks")
             if sum(len(b["text"]) for b in blocks if b["type"] == "markdown") > self.max_markdown_chars:
                 raise SlackError("msg_too_long")
@@ -822,8 +1052,15 @@ class FakeSlack:
 
     @staticmethod
     def _message_json(m: Message) -> dict:
-        body = {"type": "message", "text": m.text, "user": m.user, "bot_id": m.bot_id, "app_id": "A0001",
-                "ts": m.ts, "team": m.team_id}
+        body = {
+            "type": "message",
+            "text": m.text,
+            "user": m.user,
+            "bot_id": m.bot_id,
+            "app_id": "A0001",
+            "ts": m.ts,
+            "team": m.team_id,
+        }
         if m.blocks:
             body["blocks"] = m.blocks
         if m.thread_ts:
@@ -841,9 +1078,16 @@ class FakeSlack:
         return message
 
     def _auth_test(self, ws: Workspace, params: dict, now: float) -> dict:
-        body = {"ok": True, "url": f"https://{ws.team_name.lower().replace(' ', '-')}.slack.com/", "team": ws.team_name,
-                "user": "bot", "team_id": ws.team_id, "user_id": ws.bot_user_id, "bot_id": ws.bot_id,
-                "is_enterprise_install": False}
+        body = {
+            "ok": True,
+            "url": f"https://{ws.team_name.lower().replace(' ', '-')}.slack.com/",
+            "team": ws.team_name,
+            "user": "bot",
+            "team_id": ws.team_id,
+            "user_id": ws.bot_user_id,
+            "bot_id": ws.bot_id,
+            "is_enterprise_install": False,
+        }
         if ws.enterprise_id:
             body["enterprise_id"] = ws.enterprise_id
         return body
@@ -857,8 +1101,17 @@ class FakeSlack:
         if not (text or blocks or params.get("markdown_text") or params.get("attachments")):
             raise SlackError("no_text")
         self._check_content(params, blocks=blocks, text=text)
-        message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, blocks or None,
-                          ws.bot_user_id, ws.bot_id, ws.team_id, markdown_text=params.get("markdown_text"))
+        message = Message(
+            channel,
+            self._next_ts(),
+            params.get("thread_ts") or None,
+            text,
+            blocks or None,
+            ws.bot_user_id,
+            ws.bot_id,
+            ws.team_id,
+            markdown_text=params.get("markdown_text"),
+        )
         message.states.append((now, text or message.markdown_text or "", message.blocks))
         self.messages[f"{channel}:{message.ts}"] = message
         self.statuses.pop((channel, message.thread_ts or ""), None)  # a reply in the thread clears its status
@@ -904,7 +1157,12 @@ class FakeSlack:
                 raise SlackError("invalid_chunks")
             text = ""
             for chunk in chunks:
-                if not isinstance(chunk, dict) or chunk.get("type") not in ("markdown_text", "task_update", "plan_update", "blocks"):
+                if not isinstance(chunk, dict) or chunk.get("type") not in (
+                    "markdown_text",
+                    "task_update",
+                    "plan_update",
+                    "blocks",
+                ):
                     raise SlackError("invalid_chunks")
                 if chunk["type"] == "markdown_text":
                     if not isinstance(chunk.get("text"), str):
@@ -954,8 +1212,19 @@ class FakeSlack:
                 raise SlackError("missing_recipient_user_id")
         mode, text = self._stream_content(params)
         self._per_channel_post(ws.team_id, channel, now)  # a new message in the channel, like a post
-        message = Message(channel, self._next_ts(), thread_ts, "", None, ws.bot_user_id, ws.bot_id, ws.team_id,
-                          markdown_text="", streaming=mode or "markdown_text", stream_started_at=now)
+        message = Message(
+            channel,
+            self._next_ts(),
+            thread_ts,
+            "",
+            None,
+            ws.bot_user_id,
+            ws.bot_id,
+            ws.team_id,
+            markdown_text="",
+            streaming=mode or "markdown_text",
+            stream_started_at=now,
+        )
         self.messages[f"{channel}:{message.ts}"] = message
         self.statuses.pop((channel, thread_ts), None)
         self._grow(message, mode, text, now)
@@ -975,8 +1244,11 @@ class FakeSlack:
         message = self._streamed_message(ws, params, now)
         mode, text = self._stream_content(params)
         blocks = params.get("blocks")
-        if blocks is not None and (not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS
-                                   or not all(isinstance(b, dict) and b.get("type") for b in blocks)):
+        if blocks is not None and (
+            not isinstance(blocks, list)
+            or len(blocks) > MAX_BLOCKS
+            or not all(isinstance(b, dict) and b.get("type") for b in blocks)
+        ):
             raise SlackError("invalid_blocks")
         self._grow(message, mode, text, now)
         message.streaming = None
@@ -984,8 +1256,12 @@ class FakeSlack:
             message.blocks = blocks  # rendered under the streamed text
         if params.get("session_status") and message.thread_ts:
             self._session(ws, message.channel, message.thread_ts, params["session_status"], now)
-        return {"ok": True, "channel": message.channel, "ts": message.ts,
-                "message": {**self._message_json(message), "text": message.markdown_text}}
+        return {
+            "ok": True,
+            "channel": message.channel,
+            "ts": message.ts,
+            "message": {**self._message_json(message), "text": message.markdown_text},
+        }
 
     def _set_thread_status(self, ws: Workspace, params: dict, now: float) -> dict:
         channel, thread_ts, status = params.get("channel_id"), params.get("thread_ts"), params.get("status")
@@ -1010,8 +1286,15 @@ class FakeSlack:
         channel, thread_ts = params.get("channel_id"), params.get("thread_ts")
         if not channel or not thread_ts:
             raise SlackError("invalid_arguments")
-        self._session(ws, channel, thread_ts, params.get("status"), now,
-                      title=params.get("title"), initiator_user_id=params.get("initiator_user_id"))
+        self._session(
+            ws,
+            channel,
+            thread_ts,
+            params.get("status"),
+            now,
+            title=params.get("title"),
+            initiator_user_id=params.get("initiator_user_id"),
+        )
         body = {"ok": True}
         if not self.agent_session_stopped_subscribed:
             body["warning"] = "missing_agent_session_stopped_event_subscription"
@@ -1023,7 +1306,11 @@ class FakeSlack:
             raise SlackError("invalid_arguments")
         if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
             raise SlackError("invalid_arguments")
-        self.suggested_prompts[channel] = {"title": params.get("title"), "prompts": prompts, "thread_ts": params.get("thread_ts")}
+        self.suggested_prompts[channel] = {
+            "title": params.get("title"),
+            "prompts": prompts,
+            "thread_ts": params.get("thread_ts"),
+        }
         return {"ok": True}
 
     def _post_ephemeral(self, ws: Workspace, params: dict, now: float) -> dict:
@@ -1034,8 +1321,15 @@ class FakeSlack:
         if not (text or blocks or params.get("markdown_text")):
             raise SlackError("no_text")
         self._check_content(params, blocks=blocks, text=text)
-        ephemeral = Ephemeral(channel, user, text or params.get("markdown_text") or "", blocks or None,
-                              self._next_ts(), ws.team_id, params.get("thread_ts"))
+        ephemeral = Ephemeral(
+            channel,
+            user,
+            text or params.get("markdown_text") or "",
+            blocks or None,
+            self._next_ts(),
+            ws.team_id,
+            params.get("thread_ts"),
+        )
         self.ephemeral.append(ephemeral)
         return {"ok": True, "message_ts": ephemeral.message_ts}
 
@@ -1067,9 +1361,11 @@ class FakeSlack:
         parent = [m for m in everything if m["ts"] == thread_ts][:1]
         inclusive = str(params.get("inclusive") or "").lower() in ("1", "true")
         oldest, latest = self._ts_param(params, "oldest"), self._ts_param(params, "latest")
+
         def in_range(ts: int) -> bool:
-            return ((oldest is None or ts > oldest or inclusive and ts == oldest)
-                    and (latest is None or ts < latest or inclusive and ts == latest))
+            return (oldest is None or ts > oldest or (inclusive and ts == oldest)) and (
+                latest is None or ts < latest or (inclusive and ts == latest)
+            )
 
         replies = [m for m in everything if m["ts"] != thread_ts and in_range(self._ts_us(m["ts"]))]
         backwards = latest is not None
@@ -1094,14 +1390,18 @@ class FakeSlack:
             page, rest = replies[split:], replies[:split]
             following = rest[-1] if rest else None
         else:
-            page, rest = replies[:max(room, 0)], replies[max(room, 0):]
+            page, rest = replies[: max(room, 0)], replies[max(room, 0) :]
             following = rest[0] if rest else None
         next_cursor = ""
         if following is not None:
             marker = f"{'prev_ts' if backwards else 'next_ts'}:{self._ts_us(following['ts'])}"
             next_cursor = base64.b64encode(marker.encode()).decode()
-        return {"ok": True, "messages": head + page, "has_more": following is not None,
-                "response_metadata": {"next_cursor": next_cursor}}
+        return {
+            "ok": True,
+            "messages": head + page,
+            "has_more": following is not None,
+            "response_metadata": {"next_cursor": next_cursor},
+        }
 
     @classmethod
     def _ts_param(cls, params: dict, name: str) -> int | None:
@@ -1117,7 +1417,7 @@ class FakeSlack:
     @staticmethod
     def _ts_us(ts: str) -> int:
         seconds, _, fraction = str(ts).partition(".")
-        if not seconds.isdigit() or fraction and not fraction.isdigit():
+        if not seconds.isdigit() or (fraction and not fraction.isdigit()):
             raise ValueError(ts)
         return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
 
@@ -1138,15 +1438,28 @@ class FakeSlack:
             raise SlackError("channel_not_found")
         kind = self.channel_kind(channel)
         legacy_group = kind == "private" and channel.startswith("G")  # private channels made before 2021
-        body = {"id": channel, "created": 1700000000, "is_archived": False, "is_org_shared": False,
-                "context_team_id": ws.team_id, "is_channel": kind in ("public", "private") and not legacy_group,
-                "is_group": legacy_group, "is_im": kind == "im", "is_mpim": kind == "mpim",
-                "is_private": kind != "public"}
+        body = {
+            "id": channel,
+            "created": 1700000000,
+            "is_archived": False,
+            "is_org_shared": False,
+            "context_team_id": ws.team_id,
+            "is_channel": kind in ("public", "private") and not legacy_group,
+            "is_group": legacy_group,
+            "is_im": kind == "im",
+            "is_mpim": kind == "mpim",
+            "is_private": kind != "public",
+        }
         if kind == "im":
             body.update(user=f"U{channel[1:]}", is_user_deleted=False)
         else:
-            body.update(name=f"mpdm-{channel.lower()}-1" if kind == "mpim" else channel.lower(), is_general=False,
-                        is_shared=False, is_ext_shared=False, is_member=True)
+            body.update(
+                name=f"mpdm-{channel.lower()}-1" if kind == "mpim" else channel.lower(),
+                is_general=False,
+                is_shared=False,
+                is_ext_shared=False,
+                is_member=True,
+            )
         return {"ok": True, "channel": body}
 
     def _get_upload_url(self, ws: Workspace, params: dict, now: float) -> dict:
@@ -1178,8 +1491,16 @@ class FakeSlack:
         if channel:
             self._per_channel_post(ws.team_id, channel, now)
             text = params.get("initial_comment") or ""
-            message = Message(channel, self._next_ts(), params.get("thread_ts") or None, text, None, ws.bot_user_id,
-                              ws.bot_id, ws.team_id)
+            message = Message(
+                channel,
+                self._next_ts(),
+                params.get("thread_ts") or None,
+                text,
+                None,
+                ws.bot_user_id,
+                ws.bot_id,
+                ws.team_id,
+            )
             message.states.append((now, text, None))
             self.messages[f"{channel}:{message.ts}"] = message
             ts = message.ts
@@ -1212,11 +1533,22 @@ class FakeSlack:
         if any(b.get("type") == "input" for b in blocks) and not view.get("submit"):
             raise SlackError("invalid_arguments")  # a modal with inputs needs a submit button
         self._used_triggers.add(trigger)
-        opened = {"id": f"V{len(self.modals) + 1:08d}M", "team_id": ws.team_id, "type": "modal", "blocks": blocks,
-                  "title": view["title"], "submit": view.get("submit"), "close": view.get("close"),
-                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
-                  "state": {"values": {}}, "hash": f"{now:.6f}", "app_id": "A0001", "bot_id": ws.bot_id,
-                  "trigger_id": trigger}
+        opened = {
+            "id": f"V{len(self.modals) + 1:08d}M",
+            "team_id": ws.team_id,
+            "type": "modal",
+            "blocks": blocks,
+            "title": view["title"],
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": f"{now:.6f}",
+            "app_id": "A0001",
+            "bot_id": ws.bot_id,
+            "trigger_id": trigger,
+        }
         self.modals.append(opened)
         return {"ok": True, "view": opened}
 
@@ -1227,9 +1559,18 @@ class FakeSlack:
         if len(view.get("blocks") or []) > MAX_HOME_BLOCKS:
             raise SlackError("invalid_blocks")
         view_id = f"V{zlib.crc32(f'{ws.team_id}:{user_id}'.encode()):08X}"
-        published = {"id": view_id, "team_id": ws.team_id, "type": "home", "blocks": view.get("blocks") or [],
-                     "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
-                     "state": {"values": {}}, "hash": f"{now:.6f}", "app_id": "A0001", "bot_id": ws.bot_id}
+        published = {
+            "id": view_id,
+            "team_id": ws.team_id,
+            "type": "home",
+            "blocks": view.get("blocks") or [],
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": f"{now:.6f}",
+            "app_id": "A0001",
+            "bot_id": ws.bot_id,
+        }
         self.home_views[(ws.team_id, user_id)] = published
         return {"ok": True, "view": published}
 
@@ -1246,9 +1587,15 @@ class FakeSlack:
         if payload is None:
             raise SlackError("invalid_code")
         team = payload["team"] or payload["enterprise"]
-        self.add_workspace(team["id"], payload["access_token"], bot_user_id=payload["bot_user_id"],
-                           bot_id=self._oauth_bot_ids.pop(code), team_name=team["name"],
-                           enterprise_id=(payload["enterprise"] or {}).get("id"), scopes=payload["scope"])
+        self.add_workspace(
+            team["id"],
+            payload["access_token"],
+            bot_user_id=payload["bot_user_id"],
+            bot_id=self._oauth_bot_ids.pop(code),
+            team_name=team["name"],
+            enterprise_id=(payload["enterprise"] or {}).get("id"),
+            scopes=payload["scope"],
+        )
         return payload
 
     def _refresh(self, params: dict) -> dict:
@@ -1265,14 +1612,27 @@ class FakeSlack:
             raise SlackError("invalid_refresh_token")  # uninstalled (or revoked) since
         access_token = f"xoxb-{team['id']}-{zlib.crc32(refresh_token.encode()):010d}-r"
         payload = {
-            "ok": True, "app_id": previous["app_id"], "scope": previous["scope"], "token_type": "bot",
-            "access_token": access_token, "bot_user_id": previous["bot_user_id"],
-            "refresh_token": "", "expires_in": self.token_expires_in,
-            "team": previous["team"], "enterprise": previous["enterprise"],
+            "ok": True,
+            "app_id": previous["app_id"],
+            "scope": previous["scope"],
+            "token_type": "bot",
+            "access_token": access_token,
+            "bot_user_id": previous["bot_user_id"],
+            "refresh_token": "",
+            "expires_in": self.token_expires_in,
+            "team": previous["team"],
+            "enterprise": previous["enterprise"],
             "is_enterprise_install": previous["is_enterprise_install"],
         }
         payload["refresh_token"] = self._new_refresh_token(payload, grant["bot_id"])
         self._expired_tokens.add(previous["access_token"])
-        self.add_workspace(team["id"], access_token, bot_user_id=workspace.bot_user_id, bot_id=workspace.bot_id,
-                           team_name=workspace.team_name, enterprise_id=workspace.enterprise_id, scopes=workspace.scopes)
+        self.add_workspace(
+            team["id"],
+            access_token,
+            bot_user_id=workspace.bot_user_id,
+            bot_id=workspace.bot_id,
+            team_name=workspace.team_name,
+            enterprise_id=workspace.enterprise_id,
+            scopes=workspace.scopes,
+        )
         return dict(payload)

@@ -127,8 +127,13 @@ class FakeStripe:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def fail_next(self, status: int = 500, type: str = "api_error", message: str = "Something went wrong on Stripe's end.",
-                  code: str | None = None) -> None:
+    def fail_next(
+        self,
+        status: int = 500,
+        type: str = "api_error",
+        message: str = "Something went wrong on Stripe's end.",
+        code: str | None = None,
+    ) -> None:
         """The next API request fails like this. Like a failure before Stripe executed anything, it is
         not stored under the request's idempotency key, so the SDK's retry can succeed."""
         self._failures.append(_Failure(status, type, message, code))
@@ -150,9 +155,12 @@ class FakeStripe:
         if key and key in self._idempotent:
             first_params, status, body = self._idempotent[key]
             if first_params != params:
-                return _error(400, "idempotency_error",
-                              f"Keys for idempotent requests can only be used with the same parameters they were first "
-                              f"used with. Try using a key other than '{key}' if you meant to execute a different request.")
+                return _error(
+                    400,
+                    "idempotency_error",
+                    f"Keys for idempotent requests can only be used with the same parameters they were first "
+                    f"used with. Try using a key other than '{key}' if you meant to execute a different request.",
+                )
             return _json(status, body, replayed=True)
         status, body = create(params)
         if key:
@@ -161,35 +169,59 @@ class FakeStripe:
 
     async def _create_customer(self, request: web.Request) -> web.Response:
         def create(params: dict[str, Any]) -> tuple[int, dict]:
-            customer = {"id": random_id("cus_", 14), "object": "customer", "created": int(time.time()), "livemode": False,
-                        "metadata": params.get("metadata", {}), "name": params.get("name"), "email": params.get("email"),
-                        "_payment_methods": []}
+            customer = {
+                "id": random_id("cus_", 14),
+                "object": "customer",
+                "created": int(time.time()),
+                "livemode": False,
+                "metadata": params.get("metadata", {}),
+                "name": params.get("name"),
+                "email": params.get("email"),
+                "_payment_methods": [],
+            }
             self.customers[customer["id"]] = customer
             return 200, _public(customer)
+
         return await self._idempotent_post(request, create)
 
     async def _create_payment_intent(self, request: web.Request) -> web.Response:
         """Off-session payments with a saved card (`confirm=true`, `off_session=true`): they succeed, or fail
         with a card_error (402) whose body carries the PaymentIntent, as Stripe answers."""
+
         def create(params: dict[str, Any]) -> tuple[int, dict]:
             customer = self.customers.get(params.get("customer") or "")
             method = params.get("payment_method")
             if customer is None:
-                return 400, _error_body("invalid_request_error", f"No such customer: '{params.get('customer')}'", "resource_missing")
+                return 400, _error_body(
+                    "invalid_request_error", f"No such customer: '{params.get('customer')}'", "resource_missing"
+                )
             if method not in customer["_payment_methods"]:
-                return 400, _error_body("invalid_request_error", f"No such PaymentMethod: '{method}'", "resource_missing")
+                return 400, _error_body(
+                    "invalid_request_error", f"No such PaymentMethod: '{method}'", "resource_missing"
+                )
             try:
                 amount = int(params["amount"])
             except (KeyError, ValueError):
                 return 400, _error_body("invalid_request_error", "Missing required param: amount.", "parameter_missing")
             if params.get("confirm") != "true" or params.get("off_session") != "true":
-                return 400, _error_body("invalid_request_error", "This fake only confirms off-session payments.", "parameter_missing")
+                return 400, _error_body(
+                    "invalid_request_error", "This fake only confirms off-session payments.", "parameter_missing"
+                )
             outcome, self.next_off_session_outcome = self.next_off_session_outcome, "succeeded"
             intent = {
-                "id": random_id("pi_3"), "object": "payment_intent", "amount": amount, "amount_received": 0,
-                "currency": params.get("currency"), "customer": customer["id"], "payment_method": method,
-                "metadata": params.get("metadata", {}), "livemode": False, "created": int(time.time()),
-                "status": "succeeded", "latest_charge": None, "last_payment_error": None,
+                "id": random_id("pi_3"),
+                "object": "payment_intent",
+                "amount": amount,
+                "amount_received": 0,
+                "currency": params.get("currency"),
+                "customer": customer["id"],
+                "payment_method": method,
+                "metadata": params.get("metadata", {}),
+                "livemode": False,
+                "created": int(time.time()),
+                "status": "succeeded",
+                "latest_charge": None,
+                "last_payment_error": None,
                 "description": params.get("description"),
             }
             self.payment_intents[intent["id"]] = intent
@@ -199,26 +231,46 @@ class FakeStripe:
             if outcome == "processing":
                 intent.update(status="processing")
                 return 200, dict(intent)
-            error = {"type": "card_error", "code": outcome, "message": {
-                "card_declined": "Your card was declined.",
-                "authentication_required": "Your card was declined. This transaction requires authentication.",
-            }[outcome], "payment_intent": None}
+            error = {
+                "type": "card_error",
+                "code": outcome,
+                "message": {
+                    "card_declined": "Your card was declined.",
+                    "authentication_required": "Your card was declined. This transaction requires authentication.",
+                }[outcome],
+                "payment_intent": None,
+            }
             if outcome == "card_declined":
                 error["decline_code"] = "generic_decline"
-            intent.update(status="requires_payment_method" if outcome == "card_declined" else "requires_action",
-                          last_payment_error={k: v for k, v in error.items() if k != "payment_intent"})
+            intent.update(
+                status="requires_payment_method" if outcome == "card_declined" else "requires_action",
+                last_payment_error={k: v for k, v in error.items() if k != "payment_intent"},
+            )
             error["payment_intent"] = dict(intent)
             return 402, {"error": error}
+
         return await self._idempotent_post(request, create)
 
     def intent_charge(self, payment_intent_id: str, amount_refunded: int = 0) -> dict[str, Any]:
         """The charge of a succeeded off-session PaymentIntent."""
         intent = self.payment_intents[payment_intent_id]
         return {
-            "id": intent["latest_charge"], "object": "charge", "amount": intent["amount"], "amount_captured": intent["amount"],
-            "amount_refunded": amount_refunded, "captured": True, "created": intent["created"], "currency": intent["currency"],
-            "customer": intent["customer"], "disputed": False, "livemode": False, "metadata": dict(intent["metadata"]),
-            "paid": True, "payment_intent": intent["id"], "refunded": amount_refunded == intent["amount"], "status": "succeeded",
+            "id": intent["latest_charge"],
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": amount_refunded,
+            "captured": True,
+            "created": intent["created"],
+            "currency": intent["currency"],
+            "customer": intent["customer"],
+            "disputed": False,
+            "livemode": False,
+            "metadata": dict(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent["id"],
+            "refunded": amount_refunded == intent["amount"],
+            "status": "succeeded",
             "receipt_url": f"https://pay.stripe.com/receipts/payment/{intent['id'][3:]}",
         }
 
@@ -231,9 +283,15 @@ class FakeStripe:
         if succeeded:
             intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=random_id("ch_3"))
         else:
-            intent.update(status="requires_payment_method", last_payment_error={
-                "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
-                "message": "Your card has insufficient funds."})
+            intent.update(
+                status="requires_payment_method",
+                last_payment_error={
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "insufficient_funds",
+                    "message": "Your card has insufficient funds.",
+                },
+            )
         return self.payment_intent_event(payment_intent_id)
 
     def payment_intent_event(self, payment_intent_id: str) -> dict[str, Any]:
@@ -248,8 +306,12 @@ class FakeStripe:
             return denied
         session = self.sessions.get(request.match_info["id"])
         if session is None:
-            return _error(404, "invalid_request_error", f"No such checkout.session: '{request.match_info['id']}'",
-                          "resource_missing")
+            return _error(
+                404,
+                "invalid_request_error",
+                f"No such checkout.session: '{request.match_info['id']}'",
+                "resource_missing",
+            )
         return _json(200, session)
 
     async def _retrieve_payment_intent(self, request: web.Request) -> web.Response:
@@ -268,19 +330,35 @@ class FakeStripe:
             if intent["latest_charge"] and "latest_charge" in (query.get("expand") or []):
                 intent["latest_charge"] = self.intent_charge(intent["id"])
             return _json(200, intent)
-        session = next((s for s in self.sessions.values() if s.get("_payment_intent") == request.match_info["id"]
-                        and s.get("payment_status") == "paid"), None)
+        session = next(
+            (
+                s
+                for s in self.sessions.values()
+                if s.get("_payment_intent") == request.match_info["id"] and s.get("payment_status") == "paid"
+            ),
+            None,
+        )
         if session is None:
-            return _error(404, "invalid_request_error", f"No such payment_intent: '{request.match_info['id']}'",
-                          "resource_missing")
+            return _error(
+                404,
+                "invalid_request_error",
+                f"No such payment_intent: '{request.match_info['id']}'",
+                "resource_missing",
+            )
         charge = self.charge(session["id"])
         expand = query.get("expand") or []
         intent = {
-            "id": session["_payment_intent"], "object": "payment_intent", "amount": session["amount_total"],
-            "amount_received": session["amount_total"], "currency": session["currency"], "status": "succeeded",
-            "livemode": False, "metadata": dict(session["_payment_intent_metadata"]),
+            "id": session["_payment_intent"],
+            "object": "payment_intent",
+            "amount": session["amount_total"],
+            "amount_received": session["amount_total"],
+            "currency": session["currency"],
+            "status": "succeeded",
+            "livemode": False,
+            "metadata": dict(session["_payment_intent_metadata"]),
             "latest_charge": charge if "latest_charge" in expand else charge["id"],
-            "customer": session.get("customer"), "payment_method": session.get("_payment_method"),
+            "customer": session.get("customer"),
+            "payment_method": session.get("_payment_method"),
             "setup_future_usage": session.get("_setup_future_usage"),
         }
         return _json(200, intent)
@@ -307,21 +385,29 @@ class FakeStripe:
 
     def _new_session(self, params: dict[str, Any]) -> tuple[int, dict]:
         if params.get("mode") != "payment":
-            return 400, _error_body("invalid_request_error", "This fake only supports mode=payment.", "parameter_missing")
+            return 400, _error_body(
+                "invalid_request_error", "This fake only supports mode=payment.", "parameter_missing"
+            )
         if not params.get("success_url"):
-            return 400, _error_body("invalid_request_error", "Missing required param: success_url.", "parameter_missing")
+            return 400, _error_body(
+                "invalid_request_error", "Missing required param: success_url.", "parameter_missing"
+            )
         now = int(time.time())
         expires_at = int(params.get("expires_at", now + 86400))
         if not now + 1800 <= expires_at <= now + 86400:
-            return 400, _error_body("invalid_request_error",
-                                    "The `expires_at` timestamp must be between 30 minutes and 24 hours from now.",
-                                    "parameter_invalid_integer")
+            return 400, _error_body(
+                "invalid_request_error",
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from now.",
+                "parameter_invalid_integer",
+            )
         amount_total, currency = 0, None
         for item in params.get("line_items") or []:
             quantity = int(item.get("quantity", 1))
             if "price" in item:
                 if item["price"] not in self.prices:
-                    return 400, _error_body("invalid_request_error", f"No such price: '{item['price']}'", "resource_missing")
+                    return 400, _error_body(
+                        "invalid_request_error", f"No such price: '{item['price']}'", "resource_missing"
+                    )
                 unit_amount, currency = self.prices[item["price"]]
             else:
                 unit_amount, currency = int(item["price_data"]["unit_amount"]), item["price_data"]["currency"]
@@ -331,34 +417,63 @@ class FakeStripe:
 
         session_id = random_id("cs_test_a1", 56)
         session = {
-            "id": session_id, "object": "checkout.session", "after_expiration": None, "allow_promotion_codes": None,
-            "amount_subtotal": amount_total, "amount_total": amount_total,
+            "id": session_id,
+            "object": "checkout.session",
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": amount_total,
+            "amount_total": amount_total,
             "automatic_tax": {"enabled": False, "liability": None, "status": None},
-            "billing_address_collection": None, "cancel_url": params.get("cancel_url"),
-            "client_reference_id": params.get("client_reference_id"), "client_secret": None, "consent": None,
-            "created": now, "currency": currency, "customer": params.get("customer"), "customer_creation": "if_required",
-            "customer_details": None, "customer_email": None, "expires_at": expires_at, "invoice": None,
-            "livemode": False, "locale": None, "metadata": params.get("metadata", {}), "mode": "payment",
-            "payment_intent": None, "payment_link": None, "payment_method_collection": "if_required",
-            "payment_method_types": ["card"], "payment_status": "unpaid", "status": "open",
+            "billing_address_collection": None,
+            "cancel_url": params.get("cancel_url"),
+            "client_reference_id": params.get("client_reference_id"),
+            "client_secret": None,
+            "consent": None,
+            "created": now,
+            "currency": currency,
+            "customer": params.get("customer"),
+            "customer_creation": "if_required",
+            "customer_details": None,
+            "customer_email": None,
+            "expires_at": expires_at,
+            "invoice": None,
+            "livemode": False,
+            "locale": None,
+            "metadata": params.get("metadata", {}),
+            "mode": "payment",
+            "payment_intent": None,
+            "payment_link": None,
+            "payment_method_collection": "if_required",
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "status": "open",
             "success_url": params["success_url"],
             "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
-            "ui_mode": "hosted", "url": f"https://checkout.stripe.com/c/pay/{session_id}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
+            "ui_mode": "hosted",
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}#fidkdWxOYHwnPyd1blpxYHZxWjA0",
         }
         # Kept for the charge objects of refunds and disputes (underscore keys never leave the fake).
         session["_payment_intent_metadata"] = params.get("payment_intent_data", {}).get("metadata", {})
         session["_setup_future_usage"] = params.get("payment_intent_data", {}).get("setup_future_usage")
         if params.get("customer") and params["customer"] not in self.customers:
-            return 400, _error_body("invalid_request_error", f"No such customer: '{params['customer']}'", "resource_missing")
+            return 400, _error_body(
+                "invalid_request_error", f"No such customer: '{params['customer']}'", "resource_missing"
+            )
         self.sessions[session_id] = session
         return 200, _public(session)
 
     # --- webhook events, as Stripe would send them ------------------------------------------------
     def event(self, type: str, obj: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": random_id("evt_1"), "object": "event", "api_version": _ApiVersion.CURRENT, "created": int(time.time()),
-            "data": {"object": copy.deepcopy(_public(obj))}, "livemode": False, "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None}, "type": type,
+            "id": random_id("evt_1"),
+            "object": "event",
+            "api_version": _ApiVersion.CURRENT,
+            "created": int(time.time()),
+            "data": {"object": copy.deepcopy(_public(obj))},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": type,
         }
 
     def complete(self, session_id: str, paid: bool = True) -> dict[str, Any]:
@@ -381,11 +496,20 @@ class FakeStripe:
         session = self.sessions[session_id]
         amount = session["amount_total"]
         return {
-            "id": session.setdefault("_charge_id", random_id("ch_3")), "object": "charge",
-            "amount": amount, "amount_captured": amount, "amount_refunded": amount_refunded,
-            "captured": True, "created": session["created"], "currency": session["currency"], "disputed": False,
-            "livemode": False, "metadata": dict(session["_payment_intent_metadata"]), "paid": True,
-            "payment_intent": self._payment_intent(session), "refunded": amount_refunded == amount,
+            "id": session.setdefault("_charge_id", random_id("ch_3")),
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": amount,
+            "amount_refunded": amount_refunded,
+            "captured": True,
+            "created": session["created"],
+            "currency": session["currency"],
+            "disputed": False,
+            "livemode": False,
+            "metadata": dict(session["_payment_intent_metadata"]),
+            "paid": True,
+            "payment_intent": self._payment_intent(session),
+            "refunded": amount_refunded == amount,
             "status": "succeeded",
             "receipt_url": "https://pay.stripe.com/receipts/payment/"
             f"{session.setdefault('_receipt', random_id('CAcaFwoV'))}",
@@ -402,18 +526,29 @@ class FakeStripe:
         session = self.sessions[session_id]
         charge = self.charge(session_id)
         dispute = {
-            "id": session.setdefault("_dispute_id", random_id("dp_1")), "object": "dispute",
-            "amount": charge["amount"], "charge": charge["id"], "created": int(time.time()),
-            "currency": charge["currency"], "is_charge_refundable": False, "livemode": False, "metadata": {},
-            "payment_intent": charge["payment_intent"], "reason": "fraudulent",
+            "id": session.setdefault("_dispute_id", random_id("dp_1")),
+            "object": "dispute",
+            "amount": charge["amount"],
+            "charge": charge["id"],
+            "created": int(time.time()),
+            "currency": charge["currency"],
+            "is_charge_refundable": False,
+            "livemode": False,
+            "metadata": {},
+            "payment_intent": charge["payment_intent"],
+            "reason": "fraudulent",
             "status": status or ("needs_response" if stage == "created" else "lost"),
         }
         return self.event(f"charge.dispute.{stage}", dispute)
 
     def _pay(self, session_id: str, payment_status: str) -> dict[str, Any]:
         session = self.sessions[session_id]
-        session.update(status="complete", payment_status=payment_status, payment_intent=self._payment_intent(session),
-                       customer_details={"email": "buyer@example.com", "name": "Test Buyer"})
+        session.update(
+            status="complete",
+            payment_status=payment_status,
+            payment_intent=self._payment_intent(session),
+            customer_details={"email": "buyer@example.com", "name": "Test Buyer"},
+        )
         if payment_status == "paid" and "_payment_method" not in session:
             session["_payment_method"] = random_id("pm_1")
             customer = self.customers.get(session.get("customer") or "")

@@ -48,7 +48,9 @@ async def on_stop(ack: AsyncAck, respond: AsyncRespond, body: dict, action: dict
         await _tell(respond, say.ALREADY_FINISHED)
 
 
-async def on_feedback(ack: AsyncAck, respond: AsyncRespond, body: dict, action: dict, context: AsyncBoltContext) -> None:
+async def on_feedback(
+    ack: AsyncAck, respond: AsyncRespond, body: dict, action: dict, context: AsyncBoltContext
+) -> None:
     await ack()
     services: Services = context["services"]
     user, rating, answer_id = _clicker(body), action.get("value"), answer_of_feedback(action.get("block_id"))
@@ -56,7 +58,11 @@ async def on_feedback(ack: AsyncAck, respond: AsyncRespond, body: dict, action: 
         return
     container = body.get("container") or {}
     await services.feedback.record(
-        team_id=workspace_id(context.team_id, body), answer_id=answer_id, user_id=user, rating=rating,
-        channel_id=container.get("channel_id"), message_ts=container.get("message_ts"),
+        team_id=workspace_id(context.team_id, body),
+        answer_id=answer_id,
+        user_id=user,
+        rating=rating,
+        channel_id=container.get("channel_id"),
+        message_ts=container.get("message_ts"),
     )
     await _tell(respond, say.FEEDBACK_THANKS)

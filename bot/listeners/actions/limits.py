@@ -28,7 +28,9 @@ async def on_edit_limits(ack: AsyncAck, body: dict, context: AsyncBoltContext) -
     if not user_id or not body.get("trigger_id") or not await is_admin(context.client, user_id):
         log.info("%s in %s pressed Set a limit but is no admin; ignored", user_id, team_id)
         return
-    await services.slack.for_team(team_id).call(context.client, "views.open", trigger_id=body["trigger_id"], view=limits_modal())
+    await services.slack.for_team(team_id).call(
+        context.client, "views.open", trigger_id=body["trigger_id"], view=limits_modal()
+    )
 
 
 async def on_limits_submitted(ack: AsyncAck, body: dict, view: dict, context: AsyncBoltContext) -> None:
@@ -46,7 +48,9 @@ async def on_limits_submitted(ack: AsyncAck, body: dict, view: dict, context: As
         await services.credits.remove_limit(team_id, change.scope, change.subject)
     else:
         credits, period = change.amount
-        await services.credits.set_limit(team_id, SpendingLimit(change.scope, change.subject, credits, period, set_by=user_id))
+        await services.credits.set_limit(
+            team_id, SpendingLimit(change.scope, change.subject, credits, period, set_by=user_id)
+        )
     await ack()
     try:
         await publish_home(services, context.client, team_id, user_id)

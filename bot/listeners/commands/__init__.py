@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 
 # Slack wants the acknowledgement within 3 seconds, and the balance travels in it.
 REPLY_DEADLINE = 2.0
-USAGE = ("Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack. "
-         "Admins: `/credits usage`, `/credits export`, `/credits limit`, `/credits limits` and `/credits autoreload`.")
+USAGE = (
+    "Use `/credits` to see this workspace's credits, or `/credits buy 500` to buy a pack. "
+    "Admins: `/credits usage`, `/credits export`, `/credits limit`, `/credits limits` and `/credits autoreload`."
+)
 
 
 def register(app: AsyncApp) -> None:
@@ -29,7 +31,9 @@ def register(app: AsyncApp) -> None:
 async def on_claude(ack: AsyncAck, command: dict, context: AsyncBoltContext) -> None:
     services: Services = context["services"]
     team_id = workspace_id(context.team_id, command)
-    work = claude_command(services, context.client, team_id, command.get("user_id") or "", command.get("text", "").split())
+    work = claude_command(
+        services, context.client, team_id, command.get("user_id") or "", command.get("text", "").split()
+    )
     await ack(**await _admin_reply(work, team_id, "/claude"))
 
 
@@ -45,7 +49,11 @@ async def on_credits(ack: AsyncAck, respond: AsyncRespond, command: dict, contex
         work = autoreload_command(services, context.client, team_id, command.get("user_id") or "", words[1:])
         await ack(**await _admin_reply(work, team_id, "autoreload"))
     elif words and words[0].lower() == "usage":
-        await ack(**await _admin_reply(usage_command(services, context.client, team_id, command.get("user_id") or ""), team_id, "usage"))
+        await ack(
+            **await _admin_reply(
+                usage_command(services, context.client, team_id, command.get("user_id") or ""), team_id, "usage"
+            )
+        )
     elif words and words[0].lower() == "export":
         await ack(**await _export(services, context, team_id, command.get("user_id"), words[1:]))
     elif words and words[0].lower() != "help":
@@ -62,7 +70,10 @@ async def _overview(services: Services, team_id: str) -> dict:
         )
     except Exception:
         log.exception("/credits could not read the balance of %s", team_id)
-        return {"response_type": "ephemeral", "text": "I couldn't read this workspace's credits just now. Please try again in a minute."}
+        return {
+            "response_type": "ephemeral",
+            "text": "I couldn't read this workspace's credits just now. Please try again in a minute.",
+        }
     buttons, note = top_up_offer(services)
     blocks = credits_blocks(balance, usage, services.pricing.describe(), top_up=buttons, top_up_note=note)
     return {"response_type": "ephemeral", "text": credits_summary_text(balance), "blocks": blocks}
@@ -77,7 +88,9 @@ async def _admin_reply(work, team_id: str, what: str) -> dict:
     return {"response_type": "ephemeral", "text": text}
 
 
-async def _export(services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, args: list[str]) -> dict:
+async def _export(
+    services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, args: list[str]
+) -> dict:
     period = export_period(args, services.clock())
     if period is None:
         return {"response_type": "ephemeral", "text": f"I didn't understand the dates. {EXPORT_USAGE}"}
@@ -93,7 +106,9 @@ async def _export(services: Services, context: AsyncBoltContext, team_id: str, u
     return {"response_type": "ephemeral", "text": "I'm sending you the CSV in a direct message."}
 
 
-async def _limits(services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, words: list[str]) -> dict:
+async def _limits(
+    services: Services, context: AsyncBoltContext, team_id: str, user_id: str | None, words: list[str]
+) -> dict:
     if not user_id:
         return {"response_type": "ephemeral", "text": "I couldn't tell who asked. Please try again."}
     if words[0].lower() == "limits":
@@ -127,4 +142,6 @@ async def _buy(ack, respond, command, context, services: Services, team_id: str,
     try:
         await respond(**message)
     except Exception as error:
-        log.warning("could not send the checkout link to %s in team %s (%s)", user_id, team_id, error.__class__.__name__)
+        log.warning(
+            "could not send the checkout link to %s in team %s (%s)", user_id, team_id, error.__class__.__name__
+        )

@@ -29,8 +29,11 @@ async def on_home_opened(body: dict, event: dict, context: AsyncBoltContext) -> 
             await publish_home(services, context.client, team_id, user)
         elif tab == "messages" and isinstance(channel, str) and channel:
             await services.slack.for_team(team_id).call(
-                context.client, "assistant.threads.setSuggestedPrompts", channel_id=channel,
-                title="Ask me anything", prompts=SUGGESTED_PROMPTS,
+                context.client,
+                "assistant.threads.setSuggestedPrompts",
+                channel_id=channel,
+                title="Ask me anything",
+                prompts=SUGGESTED_PROMPTS,
             )
     except SlackApiError as error:
         log.warning("could not set up the %s tab of %s (%s)", tab, user, slack_error(error))

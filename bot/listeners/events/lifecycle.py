@@ -26,7 +26,8 @@ async def on_tokens_revoked(body: dict, event: dict, context: AsyncBoltContext) 
         await _forget_workspace(body, context)  # without its bot token the app is gone from the workspace
     elif isinstance(tokens.get("oauth"), list) and context["services"].installs is not None:
         await context["services"].installs.forget_user_tokens(
-            enterprise_id=context.enterprise_id, team_id=context.team_id,
+            enterprise_id=context.enterprise_id,
+            team_id=context.team_id,
             user_ids=[user for user in tokens["oauth"] if isinstance(user, str)],
         )
 

@@ -19,6 +19,7 @@ async def on_agent_session_stopped(body: dict, event: dict, context: AsyncBoltCo
     channel, thread_ts, user = event.get("channel"), event.get("thread_ts"), event.get("user")
     if not (isinstance(channel, str) and isinstance(thread_ts, str)):
         return
-    stopped = await services.stops.stop_thread(workspace_id(context.team_id, body), channel, thread_ts,
-                                               by=user if isinstance(user, str) else "")
+    stopped = await services.stops.stop_thread(
+        workspace_id(context.team_id, body), channel, thread_ts, by=user if isinstance(user, str) else ""
+    )
     log.info("agent session in %s/%s stopped by %s: %d answers asked to stop", channel, thread_ts, user, stopped)

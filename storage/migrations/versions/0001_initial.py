@@ -3,6 +3,7 @@
 Revision ID: 0001
 Revises:
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -34,9 +35,7 @@ def upgrade() -> None:
         sa.Column("content", sa.Text(), nullable=False),
         sa.Column("created_at", WHEN, nullable=False),
     )
-    op.create_index(
-        "ix_conversation_turns_thread", "conversation_turns", ["team_id", "channel_id", "thread_ts", "id"]
-    )
+    op.create_index("ix_conversation_turns_thread", "conversation_turns", ["team_id", "channel_id", "thread_ts", "id"])
     op.create_index("ix_conversation_turns_created_at", "conversation_turns", ["created_at"])
 
     op.create_table(

@@ -8,6 +8,7 @@ column for column, including their naive DateTime columns: the stores strip the 
 Revision ID: 0003
 Revises: 0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 

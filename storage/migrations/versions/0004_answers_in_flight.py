@@ -4,6 +4,7 @@ heartbeats that tell which processes are still alive to finish theirs.
 Revision ID: 0004
 Revises: 0003
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -3,6 +3,7 @@
 Revision ID: 0008
 Revises: 0007
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -42,8 +43,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_auto_reloads_team_created", "auto_reloads", ["team_id", "created_at"])
     # Never two reloads in flight for a workspace, whatever the processes do.
-    op.create_index("ux_auto_reloads_one_pending", "auto_reloads", ["team_id"], unique=True,
-                    sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+    op.create_index(
+        "ux_auto_reloads_one_pending",
+        "auto_reloads",
+        ["team_id"],
+        unique=True,
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    )
 
 
 def downgrade() -> None:

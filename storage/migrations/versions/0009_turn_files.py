@@ -4,6 +4,7 @@ follow-ups show Claude the same files again. The files themselves stay in Slack.
 Revision ID: 0009
 Revises: 0008
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -4,6 +4,7 @@ channel, and the audit trail of every change.
 Revision ID: 0010
 Revises: 0009
 """
+
 import sqlalchemy as sa
 from alembic import op
 
