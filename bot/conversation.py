@@ -42,6 +42,7 @@ async def conversation_so_far(
         thread_ts=question.conversation.thread_ts,
         before_ts=question.ts,
         bot_user_id=bot_user_id,
+        token_budget=services.settings.history_token_budget,
     )
     if imported is None:
         return Context([], [], say.HISTORY_UNAVAILABLE)

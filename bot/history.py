@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Enough rows to fill any sensible token budget, without reading a years-long DM.
 MAX_ROWS = 400
+# A thread the bot joins is read in pages of what Slack gives apps outside the Marketplace, up to about MAX_ROWS.
+THREAD_PAGE = 15
+MAX_THREAD_PAGES = 27
 
 
 @dataclass(frozen=True)
@@ -134,19 +137,52 @@ class ConversationHistory:
 
 
 async def read_thread_from_slack(
-    client: AsyncWebClient, *, channel: str, thread_ts: str, before_ts: str, bot_user_id: str | None
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str,
+    before_ts: str,
+    bot_user_id: str | None,
+    token_budget: int | None = None,
 ) -> list[Turn] | None:
-    """The earlier messages of a thread the bot was not part of; None when Slack would not say."""
-    try:
-        response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200)
-    except SlackApiError as error:
-        log.warning("could not read thread %s in %s: %s", thread_ts, channel, slack_error(error))
-        return None
-    except Exception as error:  # the network: the answer goes on without the thread
-        log.warning("could not read thread %s in %s (%s)", thread_ts, channel, error.__class__.__name__)
-        return None
+    """The earlier messages of a thread the bot was not part of; None when Slack would not say.
+
+    Read newest first, a page at a time (`latest` = the question, then the cursor to older pages), until the
+    thread's start, the token budget, or Slack's limit on conversations.replies (once a minute for apps outside
+    the Marketplace): what cannot be read is the oldest part, and the newest messages matter most."""
+    messages: list[dict] = []
+    cursor = None
+    for _ in range(MAX_THREAD_PAGES):
+        try:
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, latest=before_ts, inclusive=False, limit=THREAD_PAGE, cursor=cursor
+            )
+        except SlackApiError as error:
+            if messages:  # a later page: keep the newer part already read
+                log.info(
+                    "read the newest %d messages of thread %s in %s; Slack said %s to more",
+                    len(messages),
+                    thread_ts,
+                    channel,
+                    slack_error(error),
+                )
+                break
+            log.warning("could not read thread %s in %s: %s", thread_ts, channel, slack_error(error))
+            return None
+        except Exception as error:  # the network: the answer goes on with what was read, or without the thread
+            log.warning("could not read thread %s in %s (%s)", thread_ts, channel, error.__class__.__name__)
+            if messages:
+                break
+            return None
+        seen = {message.get("ts") for message in messages}
+        messages = [m for m in response.get("messages", []) if m.get("ts") not in seen] + messages
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not response.get("has_more") or not cursor:
+            break
+        if token_budget is not None and sum(estimate_tokens(m.get("text") or "") for m in messages) > token_budget:
+            break
+    messages.sort(key=lambda message: float(message.get("ts") or 0))
     turns = []
-    messages: list[dict] = response.get("messages", [])
     for message in messages:
         files = _file_records(message)
         if message.get("ts") == before_ts or not (message.get("text") or files):

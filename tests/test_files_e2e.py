@@ -176,3 +176,59 @@ async def test_a_mention_in_a_group_dm_is_answered_in_its_thread(start_bot_on_sq
     (reply,) = h.slack.thread("G0MPIM01", sent.ts)
     assert h.slack.visible_markdown(reply).startswith("Hello, all three of you.")
     assert not [call for call in h.slack.calls if call.response.get("error") == "missing_scope"]
+
+
+def long_thread(h, parent: str, count: int) -> list[dict]:
+    stamps = [f"{float(parent) + i:.6f}" for i in range(count)]
+    messages = [
+        {"type": "message", "user": "U0002", "text": f"message {i}", "ts": ts, "thread_ts": parent}
+        for i, ts in enumerate(stamps)
+    ]
+    h.slack.add_history("C0001", parent, messages)
+    return messages
+
+
+async def test_joining_a_400_message_thread_reads_the_newest_messages_slacks_limit_allows(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite(history_token_budget=100_000)
+    parent = "1600100000.000100"
+    long_thread(h, parent, 400)
+    h.claude.enqueue(Script(text="Caught up."))
+    await h.mention("summarise this thread", thread_ts=parent)
+    await h.idle()
+    reads = h.slack.calls_to("conversations.replies")
+    assert [call.status for call in reads] == [200, 429]  # a second page within the minute: Slack's limit
+    content = h.claude.requests[0].body["messages"][0]["content"]
+    shown = texts(content) if isinstance(content, list) else content
+    # The thread's start, then the newest messages before the question: what a 15-message page holds.
+    assert shown.startswith("<@U0002>: message 0\n") and all(f"message {i}" in shown for i in range(386, 400))
+    assert "message 385" not in shown and "message 10\n" not in shown
+
+
+async def test_with_a_higher_limit_the_whole_thread_is_paged_through(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite(history_token_budget=100_000)
+    h.slack.replies_limit_per_minute = 100  # a Marketplace app
+    parent = "1600200000.000100"
+    long_thread(h, parent, 400)
+    h.claude.enqueue(Script(text="Caught up."))
+    await h.mention("summarise this thread", thread_ts=parent)
+    await h.idle()
+    assert len(h.slack.calls_to("conversations.replies")) == 27
+    content = h.claude.requests[0].body["messages"][0]["content"]
+    shown = texts(content) if isinstance(content, list) else content
+    assert all(f"message {i}" in shown for i in (0, 1, 200, 399))
+
+
+async def test_files_in_a_thread_the_bot_joins_are_read_too(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    parent = "1600300000.000100"
+    shared = h.slack.add_file(TEAM, name="budget.csv", mimetype="text/csv", content=b"item,cost\nrent,900\n")
+    h.slack.add_history(
+        "C0001",
+        parent,
+        [{"type": "message", "user": "U0002", "text": "here is the budget", "ts": parent, "files": [shared]}],
+    )
+    h.claude.enqueue(Script(text="Rent is 900."))
+    await h.mention("what does rent cost?", thread_ts=parent)
+    await h.idle()
+    first = h.claude.requests[0].body["messages"][0]["content"]
+    assert "rent,900" in texts(first) and "here is the budget" in texts(first)
