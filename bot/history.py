@@ -175,7 +175,8 @@ async def read_thread_from_slack(
                 break
             return None
         seen = {message.get("ts") for message in messages}
-        messages = [m for m in response.get("messages", []) if m.get("ts") not in seen] + messages
+        page: list[dict] = response.get("messages") or []
+        messages = [message for message in page if message.get("ts") not in seen] + messages
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not response.get("has_more") or not cursor:
             break
