@@ -232,3 +232,21 @@ async def test_files_in_a_thread_the_bot_joins_are_read_too(start_bot_on_sqlite)
     await h.idle()
     first = h.claude.requests[0].body["messages"][0]["content"]
     assert "rent,900" in texts(first) and "here is the budget" in texts(first)
+
+
+async def test_a_slack_connect_file_is_looked_up_with_files_info_and_named_when_not_shared_with_us(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    allowed = h.slack.add_file(
+        TEAM, name="shared.txt", mimetype="text/plain", content=b"from a partner", slack_connect=True
+    )
+    denied = h.slack.add_file(
+        TEAM, name="private.txt", mimetype="text/plain", content=b"not for you", slack_connect=True, accessible=False
+    )
+    assert allowed.get("file_access") == "check_file_info"
+    h.claude.enqueue(Script(text="A partner's note."))
+    sent = await h.mention("what did they send?", files=[allowed, denied])
+    await h.idle()
+    shown = texts(user_content(h.claude.requests[0]))
+    assert "from a partner" in shown and "not for you" not in shown
+    assert len(h.slack.calls_to("files.info")) == 2
+    assert "deleted, or I have no access" in h.reply_text("C0001", sent.ts)
