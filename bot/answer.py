@@ -10,6 +10,7 @@ behind what another process needs to finish it (bot/recovery.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Callable
@@ -325,7 +326,7 @@ async def _write_answer(
     failure_notice, shutting_down = await files_refused(question, hold, choice, files, services), False
     try:
         if failure_notice is None:
-            await stream_into(reply, stream, stopper, on_first_stream=session.start)
+            await stream_into(reply, stream, stopper, on_first_stream=session.start, slots=services.claude_slots)
     except ClaudeError as error:
         failure_notice = say.claude_failed(error.failure, error.request_id)
     except asyncio.CancelledError:
@@ -526,15 +527,18 @@ class AgentSession:
 
 
 async def stream_into(
-    reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None]
+    reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None],
+    slots: asyncio.Semaphore | None = None,
 ) -> None:
-    """Pour Claude's text into the reply; stop Claude at once if the reply is deleted or someone stops it."""
+    """Pour Claude's text into the reply; stop Claude at once if the reply is deleted or someone stops it.
+    `slots`: the process's streams (CLAUDE_MAX_STREAMS); a stopped or deleted answer leaves the queue at once."""
 
     async def pump() -> None:
-        async for delta in stream.deltas():
-            reply.append(delta)
-            if reply.streamed:
-                on_first_stream()
+        async with slots or contextlib.nullcontext():
+            async for delta in stream.deltas():
+                reply.append(delta)
+                if reply.streamed:
+                    on_first_stream()
 
     task = asyncio.get_running_loop().create_task(pump(), name="claude-stream")
     reply.on_gone(task.cancel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class Services:
     journal: AnswerJournal
     stops: AnswerStops
     answer_settings: AnswerSettings  # what admins chose: model, prompt, web search (per workspace and channel)
+    claude_slots: asyncio.Semaphore  # CLAUDE_MAX_STREAMS: the Claude streams this process reads at once
     feedback: FeedbackStore
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
@@ -238,6 +240,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         processes=processes,
         journal=journal,
         stops=AnswerStops(journal),
+        claude_slots=asyncio.Semaphore(settings.claude_max_streams),
         answer_settings=AnswerSettings(
             engine, default_model=settings.claude_model, default_prompt=settings.system_prompt, clock=clock
         ),

@@ -147,6 +147,9 @@ class Settings(BillingSettings):
     claude_max_retries: int = Field(2, ge=0, le=5)
     claude_retry_max_wait: float = Field(8.0, ge=0)
     claude_timeout: float = Field(60.0, gt=0)
+    # Answers this process reads from Claude at once; more wait their turn (their first sign already shows). Each
+    # stream costs CPU for every event: beyond what a CPU can read, every answer (and every ack) would slow down.
+    claude_max_streams: int = Field(100, ge=1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_token_budget: int = Field(8000, ge=0)
     history_retention_days: int = Field(30, ge=1)

@@ -71,3 +71,20 @@ async def test_stopping_mid_answer_leaves_no_task_of_the_bot_running(sqlite_url)
         await stop_harness(h)
     await asyncio.sleep(0)
     assert bot_tasks() == []
+
+
+async def test_claude_streams_beyond_claude_max_streams_wait_their_turn_and_all_finish(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite(claude_max_streams=1, slack_streaming="edit")
+    for word in ("one", "two"):
+        h.claude.enqueue(Script(text=f"answer {word} " * 20, delta_chars=10, delay=0.02))
+    first = await h.mention("first?")
+    second = await h.mention("second?", channel="C0002")
+    await h.claude.wait_for_requests(1)
+    await asyncio.sleep(0.3)
+    assert len(h.claude.requests) == 1 and h.claude.open_streams == 1  # the second waits for the first
+    assert "Thinking" in h.reply_text("C0002", second.ts)  # ... with its placeholder already shown
+    await h.idle()
+    assert len(h.claude.requests) == 2
+    assert h.reply_text("C0001", first.ts).startswith("answer one") and h.reply_text("C0002", second.ts).startswith(
+        "answer two"
+    )
