@@ -22,7 +22,7 @@ from billing import AnswerUsage, Insufficient, OverLimit, Reservation, Settlemen
 from bot import user_messages as say
 from bot.answer_settings import AnswerChoice
 from bot.attachments import ConversationFiles, read_conversation_files
-from bot.claude_request import build_claude_request, input_allowance
+from bot.claude_request import NO_QUESTION, build_claude_request, input_allowance
 from bot.claude_stream import ClaudeError, ClaudeStream, Failure
 from bot.conversation import conversation_so_far
 from bot.delivery import Recipient, SlackReply, SlackScheduler
@@ -129,7 +129,7 @@ async def claim(question: Question, services: Services, bot_user_id: str | None)
             question,
             reservation,
             outcome_text=claimed.outcome,
-            model=None if choice.model == services.settings.claude_model else choice.model,
+            model=choice.model,
         )
     return claimed
 
@@ -356,7 +356,8 @@ async def _write_answer(
     deleted = reply.gone.is_set()
     learned = []
     if stream.text and failure_notice is None and not deleted and not stopper.stopped:
-        learned = [*context.imported, Turn("user", question.text, files.records()), Turn("assistant", stream.text)]
+        asked = Turn("user", question.text or NO_QUESTION, files.records())
+        learned = [*context.imported, asked, Turn("assistant", stream.text)]
 
     def tail(settlement: Settlement | None) -> str:
         notices = say.with_notices(
@@ -527,7 +528,11 @@ class AgentSession:
 
 
 async def stream_into(
-    reply: SlackReply, stream: ClaudeStream, stopper: Stopper, *, on_first_stream: Callable[[], None],
+    reply: SlackReply,
+    stream: ClaudeStream,
+    stopper: Stopper,
+    *,
+    on_first_stream: Callable[[], None],
     slots: asyncio.Semaphore | None = None,
 ) -> None:
     """Pour Claude's text into the reply; stop Claude at once if the reply is deleted or someone stops it.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.tables import answer_settings, answer_settings_audit
@@ -71,40 +72,61 @@ class AnswerSettings:
         self, team_id: str, channel_id: str | None, setting: str, value: str | bool | None, *, by: str
     ) -> Change | None:
         """Set (or, with None, reset to what applies above) one setting; None when it already was so."""
-        if setting not in SETTINGS:
-            raise ValueError(f"unknown setting {setting!r}")
+        changes = await self.change_many(team_id, channel_id, [(setting, value)], by=by)
+        return changes[0] if changes else None
+
+    async def change_many(
+        self, team_id: str, channel_id: str | None, wanted: list[tuple[str, str | bool | None]], *, by: str
+    ) -> list[Change]:
+        """Several settings of one scope in one transaction, each audited; those already so are left out."""
+        if unknown := [setting for setting, _ in wanted if setting not in SETTINGS]:
+            raise ValueError(f"unknown settings {unknown}")
         scope = channel_id or WORKSPACE
         now = self._clock()
         c = answer_settings.c
+        changes: list[Change] = []
         async with self._engine.begin() as connection:
+            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+            # The row first (a concurrent first change of the same scope in another process waits, then updates).
+            await connection.execute(
+                dialect.insert(answer_settings)
+                .values(team_id=team_id, channel_id=scope, updated_by=by, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["team_id", "channel_id"])
+            )
             row = (
                 await connection.execute(
                     sa.select(answer_settings).where(c.team_id == team_id, c.channel_id == scope).with_for_update()
                 )
-            ).first()
-            old = getattr(row, setting) if row is not None else None
-            if old == value:
-                return None
-            values = {setting: value, "updated_by": by, "updated_at": now}
-            if row is None:
-                await connection.execute(sa.insert(answer_settings).values(team_id=team_id, channel_id=scope, **values))
-            else:
-                await connection.execute(
-                    sa.update(answer_settings).where(c.team_id == team_id, c.channel_id == scope).values(**values)
-                )
-            change = Change(scope, setting, _text(old), _text(value), by, now)
+            ).one()
+            for setting, value in wanted:
+                old = getattr(row, setting)
+                if old == value:
+                    continue
+                changes.append(Change(scope, setting, _text(old), _text(value), by, now))
+            if not changes:
+                return []
+            values = dict(wanted)
             await connection.execute(
-                sa.insert(answer_settings_audit).values(
-                    team_id=team_id,
-                    channel_id=scope,
-                    setting=setting,
-                    old_value=change.old_value,
-                    new_value=change.new_value,
-                    changed_by=by,
-                    changed_at=now,
-                )
+                sa.update(answer_settings)
+                .where(c.team_id == team_id, c.channel_id == scope)
+                .values(**values, updated_by=by, updated_at=now)
             )
-        return change
+            await connection.execute(
+                sa.insert(answer_settings_audit),
+                [
+                    {
+                        "team_id": team_id,
+                        "channel_id": scope,
+                        "setting": change.setting,
+                        "old_value": change.old_value,
+                        "new_value": change.new_value,
+                        "changed_by": by,
+                        "changed_at": now,
+                    }
+                    for change in changes
+                ],
+            )
+        return changes
 
     async def overview(self, team_id: str) -> dict[str, dict[str, str | bool]]:
         """What is set, by scope ("" for the workspace, then channels): only the settings chosen there."""

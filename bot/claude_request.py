@@ -15,8 +15,8 @@ CACHE_POINT = {"type": "ephemeral"}
 # Reserve for more input than the usual four characters a token: code and many languages pack tighter.
 RESERVE_CHARS_PER_TOKEN = 3
 RESERVE_OVERHEAD_TOKENS = 16
-# What one web search's results may add to the input (they are read as input tokens).
-WEB_SEARCH_RESERVE_TOKENS = 10_000
+# What one web search may add to the input: its results (read as input tokens), often tens of thousands.
+WEB_SEARCH_RESERVE_TOKENS = 25_000
 
 
 NO_QUESTION = "(I shared the files above without a question: tell me what they are and what matters in them.)"
@@ -29,9 +29,13 @@ def _cached(content: str | list[dict]) -> list[dict]:
     return [*content[:-1], {**content[-1], "cache_control": CACHE_POINT}]
 
 
+FILES_GONE = "(files were shared here that are no longer available)"
+
+
 def _content(text: str, file_blocks: list[dict]) -> str | list[dict]:
+    """A turn's content; never empty (the API refuses an empty turn), even when its only files are gone."""
     if not file_blocks:
-        return text
+        return text or FILES_GONE
     return [*file_blocks, {"type": "text", "text": text}] if text else list(file_blocks)
 
 

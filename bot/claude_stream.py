@@ -91,6 +91,7 @@ class ClaudeStream:
         self.completed = False
         self._started = False
         self._searches = 0
+        self._searches_started = 0
         self.sources: dict[str, str] = {}  # the web pages the answer cites: url -> title, in order of citation
 
     @property
@@ -108,7 +109,8 @@ class ClaudeStream:
             cache_creation_input_tokens=self._input.cache_creation_input_tokens,
             cache_read_input_tokens=self._input.cache_read_input_tokens,
             output_tokens=output,
-            web_search_requests=self._searches,
+            # Cut short, the searches Claude started are what is known of them (the count comes at the end).
+            web_search_requests=self._searches if self.completed else max(self._searches, self._searches_started),
         )
 
     async def deltas(self) -> AsyncIterator[str]:
@@ -153,6 +155,9 @@ class ClaudeStream:
         elif event.type == "content_block_delta" and event.delta.type == "text_delta":
             self._parts.append(event.delta.text)
             return event.delta.text
+        elif event.type == "content_block_start" and event.content_block.type == "server_tool_use":
+            if event.content_block.name == "web_search":
+                self._searches_started += 1
         elif event.type == "content_block_delta" and event.delta.type == "citations_delta":
             citation = event.delta.citation
             if citation.type == "web_search_result_location" and citation.url:

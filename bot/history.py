@@ -18,6 +18,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.attachments import shared_files
+from bot.attachments.kinds import estimate_tokens as estimate_file_tokens
 from bot.claude_stream import estimate_tokens
 from bot.slack_errors import slack_error
 from bot.tables import conversation_turns
@@ -48,19 +49,23 @@ class Turn:
 
     @property
     def tokens(self) -> int:
-        return estimate_tokens(self.content) + sum(int(file.get("tokens") or 0) for file in self.files)
+        files = sum(int(file.get("tokens") or file.get("estimate") or 0) for file in self.files)
+        return estimate_tokens(self.content) + files
 
 
 def trim_to_budget(turns: list[Turn], token_budget: int) -> list[Turn]:
-    """The newest turns that fit in the budget, starting with a user turn as the API requires."""
+    """The newest turns that fit in the budget, starting with a user turn as the API requires. A turn whose files
+    do not fit any more is kept without them (its text says which), so that what was said about them stays."""
     kept: list[Turn] = []
     used = 0
     for turn in reversed(turns):
-        cost = turn.tokens
-        if used + cost > token_budget:
+        if used + turn.tokens > token_budget and turn.files:
+            names = ", ".join(str(file.get("name") or "a file") for file in turn.files)
+            turn = Turn(turn.role, f"{turn.content}\n(shared earlier, no longer shown: {names})")
+        if used + turn.tokens > token_budget:
             break
         kept.append(turn)
-        used += cost
+        used += turn.tokens
     kept.reverse()
     while kept and kept[0].role != "user":
         kept.pop(0)
@@ -197,4 +202,8 @@ async def read_thread_from_slack(
 
 
 def _file_records(message: dict) -> tuple[dict, ...]:
-    return tuple(file.as_record() for file in shared_files(message))
+    """A thread's files as references, with an estimate of their cost (known exactly once they are read)."""
+    return tuple(
+        {**file.as_record(), "estimate": estimate_file_tokens(file.mimetype, file.filetype, file.size)}
+        for file in shared_files(message)
+    )

@@ -85,7 +85,7 @@ async def settle_record(services: Services, record: InFlight) -> None:
     # not the asker's doing). Once text was shown it is charged, as far as the record knows what was consumed.
     async with services.engine.begin() as connection:
         if record.shown_anything:
-            model = record.model or services.settings.claude_model
+            model = services.priced_model(record.model or services.settings.claude_model)
             charge = services.pricing_for(model).charge(record.usage, produced_output=True)
             usage = AnswerUsage.of(model, record.channel_id, record.usage)
             settlement = await services.credits.settle(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class Services:
     reloads: AutoReload | None  # auto-reload (with Stripe only)
     installs: Installs | None = None  # OAuth mode only
     _pricing_by_model: dict[str, Pricing] = field(default_factory=dict)
+    _unpriced: set[str] = field(default_factory=set)
 
     def pricing_for(self, model: str) -> Pricing:
         """The pricing of answers by `model` (raises billing.UnknownModelError for a model without a price)."""
@@ -106,12 +108,22 @@ class Services:
 
     def priced(self, choice: AnswerChoice) -> AnswerChoice:
         """`choice`, or with CLAUDE_MODEL when its model has lost its price (PRICES_FILE changed since)."""
+        model = self.priced_model(choice.model)
+        return choice if model == choice.model else replace(choice, model=model)
+
+    def priced_model(self, model: str) -> str:
+        """`model`, or CLAUDE_MODEL when it has no price (said once: the prices change only with a restart)."""
+        if model in self._unpriced:
+            return self.settings.claude_model
         try:
-            self.pricing_for(choice.model)
+            self.pricing_for(model)
         except UnknownModelError:
-            log.warning("model %s has no price any more; answering with %s", choice.model, self.settings.claude_model)
-            return replace(choice, model=self.settings.claude_model)
-        return choice
+            self._unpriced.add(model)
+            log.warning(
+                "model %s has no price (PRICES_FILE); answering and charging as %s", model, self.settings.claude_model
+            )
+            return self.settings.claude_model
+        return model
 
     def priced_models(self) -> list[str]:
         """The models answers may use: those with a price (all of them under flat pricing)."""
@@ -150,15 +162,17 @@ class Services:
             await publish_home(self, client, team_id, user_id)
 
     async def close(self) -> None:
-        await self.slack.close()
-        if self.redis is not None:
-            await self.redis.redis.aclose()
-        await self.claude.close()
-        await self.http.close()
-        await self.slack_http.close()
-        await self.engine.dispose()
-        if self.reader is not None:
-            await self.reader.dispose()
+        """Close everything, each whatever became of the others (the first failure is raised at the end)."""
+        async with contextlib.AsyncExitStack() as closing:
+            if self.reader is not None:
+                closing.push_async_callback(self.reader.dispose)
+            closing.push_async_callback(self.engine.dispose)
+            closing.push_async_callback(self.slack_http.close)
+            closing.push_async_callback(self.http.close)
+            closing.push_async_callback(self.claude.close)
+            if self.redis is not None:
+                closing.push_async_callback(self.redis.redis.aclose)
+            closing.push_async_callback(self.slack.close)
 
 
 def _credit_packs(settings: Settings) -> list[CreditPack]:
@@ -209,13 +223,13 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
     pricing = build_pricing(settings)  # before anything is opened: these raise on bad settings
     packs = _credit_packs(settings)
     credits = Credits.from_settings(engine, settings, clock=clock)
+    process_id = uuid.uuid4().hex
+    budgets, redis_budgets = budget_maker(settings, process_id)
     http = aiohttp.ClientSession()
     slack_http = open_slack_http()
-    process_id = uuid.uuid4().hex
     processes = ProcessRegistry(
         engine, process_id=process_id, heartbeat_every=heartbeat_interval(settings), clock=clock
     )
-    budgets, redis_budgets = budget_maker(settings, process_id)
     journal = AnswerJournal(engine, processes, clock=clock)
     reader = create_reader(settings.database_url) if settings.oauth_enabled else None
     services = Services(

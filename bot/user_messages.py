@@ -94,8 +94,12 @@ def files_not_read(problems: list[tuple[str, str]]) -> str:
 
 
 def sources(pages: dict[str, str]) -> str:
-    """The web pages an answer cites, as links."""
-    links = " · ".join(f"<{url}|{title.replace('|', '-').replace('>', '')}>" for url, title in pages.items())
+    """The web pages an answer cites, as Markdown links (the answer is Markdown); titles come from the web."""
+
+    def title(text: str) -> str:
+        return "".join(f"\\{c}" if c in "[]()\\" else c for c in " ".join(text.split()))[:120]
+
+    links = " · ".join(f"[{title(name)}]({url.replace(')', '%29').replace(' ', '%20')})" for url, name in pages.items())
     return f"🔎 _Sources:_ {links}"
 
 

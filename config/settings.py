@@ -168,6 +168,13 @@ class Settings(BillingSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level.upper()
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url or None
+
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, url: str) -> str:

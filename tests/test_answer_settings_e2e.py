@@ -102,7 +102,7 @@ async def test_web_search_when_an_admin_turns_it_on_is_capped_charged_and_cited(
     assert request.body["tools"] == [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
     reply = h.reply_text("C0001", sent.ts)
     assert reply.startswith("According to the bank, rates are 2%.")
-    assert "<https://example.org/rates|Rates 2026>" in reply
+    assert "[Rates 2026](https://example.org/rates)" in reply
     assert request.usage["server_tool_use"]["web_search_requests"] == 1
     usage = TokenUsage(
         input_tokens=request.usage["input_tokens"],

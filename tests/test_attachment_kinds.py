@@ -87,3 +87,16 @@ def test_pdf_pages_count_page_objects_not_the_page_tree():
 )
 def test_kinds_by_what_slack_says(mimetype, filetype, kind):
     assert kinds.kind_of(mimetype, filetype) == kind
+
+
+def test_a_turn_whose_files_no_longer_fit_keeps_its_text():
+    from bot.history import Turn, trim_to_budget
+
+    turns = [
+        Turn("user", "summarise this", ({"id": "F1", "name": "r.pdf", "tokens": 30_000},)),
+        Turn("assistant", "It is about pricing."),
+        Turn("user", "and section 3?"),
+    ]
+    kept = trim_to_budget(turns, 1_000)
+    assert [turn.role for turn in kept] == ["user", "assistant", "user"]
+    assert kept[0].files == () and "r.pdf" in kept[0].content

@@ -677,7 +677,7 @@ async def test_history_scopes_follow_the_conversation_type(make):
 
 async def test_group_dms_are_told_apart_by_conversations_info(make):
     fake, _ = await make()
-    fake.add_workspace("T1", TOKEN, scopes=MANIFEST_SCOPES + ",channels:read,groups:read")  # the manifest has no *:read
+    fake.add_workspace("T1", TOKEN, scopes=MANIFEST_SCOPES + ",channels:read,groups:read,mpim:read,mpim:write")
     client = AsyncWebClient(TOKEN, base_url=fake.api_url)
     opened = (await client.conversations_open(users="U0001,U0002"))["channel"]["id"]
     fake.add_channel("C0MPIM", "mpim")

@@ -250,3 +250,54 @@ async def test_a_slack_connect_file_is_looked_up_with_files_info_and_named_when_
     assert "from a partner" in shown and "not for you" not in shown
     assert len(h.slack.calls_to("files.info")) == 2
     assert "deleted, or I have no access" in h.reply_text("C0001", sent.ts)
+
+
+async def test_the_bot_token_goes_only_to_slack_a_remote_files_url_is_not_fetched(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    remote = {
+        "id": "F0REMOTE1",
+        "name": "plan.txt",
+        "mimetype": "text/plain",
+        "filetype": "text",
+        "size": 10,
+        "mode": "external",
+        "is_external": True,
+        "url_private": "https://attacker.example/steal",
+    }
+    elsewhere = {
+        **h.slack.add_file(TEAM, name="moved.txt", mimetype="text/plain", content=b"x"),
+        "url_private_download": "https://attacker.example/moved",
+    }
+    h.claude.enqueue(Script(text="Nothing to read."))
+    sent = await h.mention("read these", files=[remote, elsewhere])
+    await h.idle()
+    reply = h.reply_text("C0001", sent.ts)
+    assert "*plan.txt*" in reply and "*moved.txt*" in reply and reply.count("kept outside Slack") == 2
+    assert not h.slack.downloads
+
+
+async def test_a_broken_image_is_named_and_the_question_answered(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    broken = bytearray(png_bytes(10, 10))
+    broken[16:24] = bytes(8)  # a header that says 0×0 pixels
+    shared = h.slack.add_file(TEAM, name="broken.png", mimetype="image/png", content=bytes(broken))
+    h.claude.enqueue(Script(text="Here is my answer."))
+    sent = await h.mention("and this?", files=[shared])
+    await h.idle()
+    reply = h.reply_text("C0001", sent.ts)
+    assert reply.startswith("Here is my answer.") and "*broken.png*" in reply
+
+
+async def test_a_follow_up_after_the_only_file_of_a_turn_was_deleted_still_reaches_claude(start_bot_on_sqlite):
+    h = await start_bot_on_sqlite()
+    shared = h.slack.add_file(TEAM, name="list.txt", mimetype="text/plain", content=b"eggs")
+    h.claude.enqueue(Script(text="A short list."))
+    await h.dm("", files=[shared])
+    await h.idle()
+    h.slack.delete_file(shared["id"])
+    h.claude.enqueue(Script(text="It had eggs."))
+    await h.dm("what was on it?")
+    await h.idle()
+    first_turn = h.claude.requests[1].body["messages"][0]["content"]
+    assert first_turn and texts(first_turn if isinstance(first_turn, list) else [{"type": "text", "text": first_turn}])
+    assert h.claude.requests[1].status == 200

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.attachments import kinds
 from bot.attachments.reading import Attachment, ReadFiles, SharedFile, Unreadable, read_file, read_files
 
 
@@ -45,10 +46,15 @@ async def read_conversation_files(
         asyncio.gather(*(read_file(SharedFile.from_record(record), client, http) for record in unique)),
     )
     files = ConversationFiles(question=question)
-    for record, result in zip(unique, results, strict=True):
+    total = sum(attachment.encoded_bytes for attachment in question.readable)
+    # Newest first: when everything together is more than one request takes, the oldest files are left out.
+    for record, result in reversed(list(zip(unique, results, strict=True))):
+        if isinstance(result, Attachment) and total + result.encoded_bytes > kinds.REQUEST_MAX_BYTES:
+            result = Unreadable(result.file, "together with the newer files it is more than Claude takes at once")
         if isinstance(result, Unreadable):
             files.earlier_unreadable.append(result)
             continue
+        total += result.encoded_bytes
         files.earlier[record["id"]] = result
         if not record.get("tokens"):
             files.unpriced_tokens += result.tokens

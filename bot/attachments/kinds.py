@@ -102,6 +102,11 @@ def image_type(data: bytes) -> str | None:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the image's header; None when the header cannot be read."""
+    size = _header_size(data)
+    return size if size is not None and min(size) > 0 else None
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
     try:
         kind = image_type(data)
         if kind == "image/png":
@@ -176,6 +181,18 @@ def pdf_tokens(pages: int) -> int:
 
 def text_tokens(text: str) -> int:
     return math.ceil(len(text) / TEXT_CHARS_PER_TOKEN) + 8  # the file's name and fences
+
+
+def estimate_tokens(mimetype: str, filetype: str, size: int) -> int:
+    """What a file may cost, from what Slack says of it before it is read (to trim a thread the bot joins)."""
+    kind = kind_of(mimetype, filetype)
+    if kind == "image":
+        return IMAGE_MAX_TOKENS
+    if kind == "pdf":
+        return pdf_tokens(min(PDF_MAX_PAGES, max(1, math.ceil(size / 30_000))))
+    if kind == "text":
+        return math.ceil(min(size, TEXT_MAX_BYTES) / TEXT_CHARS_PER_TOKEN)
+    return 0
 
 
 def megabytes(size: int) -> str:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import logging
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -33,6 +34,7 @@ class SharedFile:
     size: int = 0
     url: str = ""  # url_private_download (or url_private)
     needs_info: bool = False  # Slack Connect: `file_access: "check_file_info"`, the rest comes from files.info
+    external: bool = False  # a link to a file kept elsewhere (Google Drive, another app's remote file)
 
     @classmethod
     def from_slack(cls, file: dict) -> SharedFile | None:
@@ -48,6 +50,7 @@ class SharedFile:
             size=size if isinstance(size, int) else 0,
             url=str(file.get("url_private_download") or file.get("url_private") or ""),
             needs_info=file.get("file_access") == "check_file_info",
+            external=bool(file.get("is_external")) or file.get("mode") == "external",
         )
 
     def as_record(self) -> dict:
@@ -73,6 +76,21 @@ def shared_files(message: dict) -> tuple[SharedFile, ...]:
     if not isinstance(files, list):
         return ()
     return tuple(shared for shared in (SharedFile.from_slack(f) for f in files if isinstance(f, dict)) if shared)
+
+
+SLACK_FILE_HOSTS = {"files.slack.com", "files.slack-gov.com"}
+
+
+def on_slack(url: str, api_url: str) -> bool:
+    """Whether `url` is Slack's (its file hosts, or the host SLACK_API_URL names): the only place the token goes."""
+    parsed, api = urlparse(url), urlparse(api_url)
+    if parsed.hostname in SLACK_FILE_HOSTS:
+        return parsed.scheme == "https"
+    return bool(parsed.hostname) and (parsed.scheme, parsed.hostname, parsed.port) == (
+        api.scheme,
+        api.hostname,
+        api.port,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,9 @@ async def read_file(file: SharedFile, client: AsyncWebClient, http: aiohttp.Clie
     try:
         if file.needs_info or not file.url:
             file = await _complete(file, client)
+        if file.external or not on_slack(file.url, client.base_url):
+            # The bot token goes only to Slack: a remote file's URL is whatever the app that shared it chose.
+            return Unreadable(file, "it is a link to a file kept outside Slack, which I don't open")
         kind = kinds.kind_of(file.mimetype, file.filetype)
         if kind is None:
             return Unreadable(
@@ -155,6 +176,9 @@ async def read_file(file: SharedFile, client: AsyncWebClient, http: aiohttp.Clie
     except NotFetched as problem:
         log.info("file %s not read: %s", file.id, problem.reason)
         return Unreadable(file, problem.reason)
+    except Exception:  # a file nobody foresaw must not cost the answer: it is named, the rest answered
+        log.exception("file %s could not be read", file.id)
+        return Unreadable(file, "I could not read it")
 
 
 def _too_large(kind: str, size: int) -> str:

@@ -53,8 +53,7 @@ async def on_settings_submitted(ack: AsyncAck, body: dict, view: dict, context: 
     if not user_id or not await is_admin(context.client, user_id):
         await ack(response_action="errors", errors={"model": ADMINS_ONLY})
         return
-    for setting, value in changes:
-        await services.answer_settings.change(team_id, channel, setting, value, by=user_id)
+    await services.answer_settings.change_many(team_id, channel, changes, by=user_id)
     await ack()
     try:
         await publish_home(services, context.client, team_id, user_id)
