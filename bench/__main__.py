@@ -83,6 +83,12 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="the Redis several processes share (default: a private redis-server, started for the run)",
     )
+    parser.add_argument(
+        "--claude-max-streams",
+        type=int,
+        default=None,
+        help="CLAUDE_MAX_STREAMS of each bot process (default: the bot's own, 100); size it to each process's CPU",
+    )
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
     if args.quick:
@@ -113,6 +119,7 @@ async def main(args: argparse.Namespace) -> None:
         ramp=args.ramp,
         time_limit=args.time_limit,
         references=references,
+        claude_max_streams=args.claude_max_streams,
     )
     rows, burst_rows = [], []
     started = time.monotonic()

@@ -62,6 +62,7 @@ class Options:
     interval: float = 1.0
     edits_per_minute: int = 50
     references: tuple[str, ...] = ()
+    claude_max_streams: int | None = None  # the bot's default when None
 
 
 @dataclass
@@ -133,6 +134,8 @@ class World:
             sweep_interval_seconds=3600,
             log_level="WARNING",
         )
+        if o.claude_max_streams is not None:
+            values["claude_max_streams"] = o.claude_max_streams
         values.update(overrides)
         return values
 

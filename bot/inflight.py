@@ -72,6 +72,7 @@ def _from_row(row) -> InFlight:
             cache_creation_input_tokens=row.cache_creation_input_tokens,
             cache_read_input_tokens=row.cache_read_input_tokens,
             output_tokens=row.output_tokens,
+            web_search_requests=row.web_search_requests or 0,
         ),
         settled=row.settled,
         outcome_text=row.outcome_text,
@@ -85,6 +86,7 @@ def _usage_values(usage: TokenUsage) -> dict:
         "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         "cache_read_input_tokens": usage.cache_read_input_tokens,
         "output_tokens": usage.output_tokens,
+        "web_search_requests": usage.web_search_requests,
     }
 
 

@@ -59,7 +59,8 @@ answers_in_flight = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("stop_requested_by", String(32), nullable=True),
     Column("outcome_text", Text(), nullable=True),
-    Column("model", String(64), nullable=True),  # 0010: None for the default model (CLAUDE_MODEL)
+    Column("web_search_requests", BigInteger(), nullable=True),  # 0010: searches so far, charged by recovery too
+    Column("model", String(64), nullable=True),  # 0010: the answer's model (None in rows from before: CLAUDE_MODEL)
 )
 
 # One rating per person and answer (the latest click counts).

@@ -168,3 +168,23 @@ async def test_a_finished_call_counts_from_its_end_in_every_process(redis_server
     finally:
         await one.redis.aclose()
         await two.redis.aclose()
+
+
+async def test_a_full_window_seen_once_does_not_look_full_for_ever(redis_server):
+    """may_start_stream asks wait_time() without taking: the count from the last take must age out, or a workspace
+    whose stream starts once ran out would never stream again in this process."""
+    now = [1000.0]
+    one = RedisBudgets(Redis.from_url(redis_server.url), share=2, process_id="one")
+    try:
+        budget = one.budget(KEY, Limit(2, window=60.0))
+        budget._clock = lambda: now[0]  # the estimate's clock; Redis keeps its own
+        while budget.used() < 2:
+            if await budget.take(urgent=True) <= 0:
+                await budget.finished()
+        assert budget.wait_time() > 0
+        now[0] += budget.limit.kept_window * 0.75
+        assert budget.used() == 1  # most of the window later, most of it has left (rounded up)
+        now[0] += budget.limit.kept_window
+        assert budget.used() == 0 and budget.wait_time() == 0
+    finally:
+        await one.redis.aclose()

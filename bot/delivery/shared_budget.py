@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -158,7 +159,8 @@ class SharedBudget:
         self._key = key
         self._clock = clock
         self._local = Budget(limit.share(shared.share), clock)
-        self._used = 0  # calls in the shared window, as of the last answer from Redis
+        self._used = 0  # calls in the shared window, as of the last answer from Redis ...
+        self._used_at = 0.0  # ... at this time
         self._last_take = 0.0
         self._in_flight: deque[str] = deque()  # this process's calls taken and not finished, oldest first
 
@@ -172,7 +174,7 @@ class SharedBudget:
                 pass
             else:
                 if used >= 0:
-                    self._used = used
+                    self._used, self._used_at = used, self._clock()
                 if wait <= 0:
                     self._local.record()  # should Redis go, this process's fallback share knows what it spent
                     self._in_flight.append(member)
@@ -200,12 +202,18 @@ class SharedBudget:
                 pass
 
     def used(self) -> int:
-        return self._used if self._shared.usable() else self._local.used()
+        return self._estimated_used() if self._shared.usable() else self._local.used()
+
+    def _estimated_used(self) -> int:
+        """The shared window's count as last seen, less what has left the window since (as if spread evenly):
+        a budget nobody took from for a while must not look full for ever (no take, no newer count)."""
+        elapsed = self._clock() - self._used_at
+        return math.ceil(self._used * max(0.0, 1 - elapsed / self.limit.kept_window))
 
     def wait_time(self, *, urgent: bool = False) -> float:
         if not self._shared.usable():
             return self._local.wait_time(urgent=urgent)
-        return 0.0 if self._used < self.limit.calls else 1.0
+        return 0.0 if self._estimated_used() < self.limit.calls else 1.0
 
     @property
     def idle(self) -> bool:

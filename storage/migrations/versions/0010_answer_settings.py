@@ -41,9 +41,12 @@ def upgrade() -> None:
     op.create_index("answer_settings_audit_team", "answer_settings_audit", ["team_id", "changed_at"])
     # The model an answer in flight uses: recovery charges its usage at that model's prices.
     op.add_column("answers_in_flight", sa.Column("model", sa.String(64), nullable=True))
+    # Its web searches so far: recovery charges them too.
+    op.add_column("answers_in_flight", sa.Column("web_search_requests", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("answers_in_flight", "web_search_requests")
     op.drop_column("answers_in_flight", "model")
     op.drop_index("answer_settings_audit_team", table_name="answer_settings_audit")
     op.drop_table("answer_settings_audit")
