@@ -123,15 +123,7 @@ class Credits:
             if new:
                 return await self._hold(connection, team_id, user_id, channel_id, amount, reservation_id, now)
             async with connection.begin_nested() as savepoint:
-                held = (
-                    await connection.execute(
-                        sa.update(accounts)
-                        .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
-                        .values(reserved=accounts.c.reserved + amount)
-                        .returning(accounts.c.team_id)
-                    )
-                ).first()
-                if held is not None:
+                if await _take_available(connection, team_id, amount):
                     over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
                     if over is not None:
                         await savepoint.rollback()
@@ -182,23 +174,13 @@ class Credits:
         reservation_id: str,
         now: datetime,
     ) -> Reservation | Insufficient | OverLimit:
-        held = (
-            await connection.execute(
-                sa.update(accounts)
-                .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
-                .values(reserved=accounts.c.reserved + amount)
-                .returning(accounts.c.team_id)
-            )
-        ).first()
-        if held is None:
+        if not await _take_available(connection, team_id, amount):
             balance, reserved = await read_existing_balance(connection, team_id)
             return Insufficient(team_id=team_id, balance=balance, available=balance - reserved, needed=amount)
         # Checked with the account row locked: the workspace's reservations are checked one at a time.
         over = await limits.check(connection, team_id, user_id, channel_id, amount, now)
         if over is not None:
-            await connection.execute(
-                sa.update(accounts).where(accounts.c.team_id == team_id).values(reserved=accounts.c.reserved - amount)
-            )
+            await _give_back(connection, team_id, amount)
             return over
         await connection.execute(
             sa.insert(reservations).values(
@@ -233,15 +215,7 @@ class Credits:
                 raise UnknownReservationError(reservation_id)
             if extra == 0:
                 return Reservation(id=reservation_id, team_id=row.team_id, amount=row.amount)
-            held = (
-                await connection.execute(
-                    sa.update(accounts)
-                    .where(accounts.c.team_id == row.team_id, accounts.c.balance - accounts.c.reserved >= extra)
-                    .values(reserved=accounts.c.reserved + extra)
-                    .returning(accounts.c.team_id)
-                )
-            ).first()
-            if held is None:
+            if not await _take_available(connection, row.team_id, extra):
                 balance, reserved = await read_existing_balance(connection, row.team_id)
                 return Insufficient(
                     team_id=row.team_id,
@@ -251,11 +225,7 @@ class Credits:
                 )
             over = await limits.check(connection, row.team_id, row.user_id, row.channel_id, extra, now)
             if over is not None:
-                await connection.execute(
-                    sa.update(accounts)
-                    .where(accounts.c.team_id == row.team_id)
-                    .values(reserved=accounts.c.reserved - extra)
-                )
+                await _give_back(connection, row.team_id, extra)
                 return over
             await connection.execute(
                 sa.update(reservations)
@@ -505,6 +475,23 @@ class NegativeBalanceError(ValueError):
     def __init__(self, team_id: str, amount: int, balance_after: int):
         super().__init__(f"{team_id}: {amount:+,} credits would leave a balance of {balance_after:,}")
         self.team_id, self.amount, self.balance_after = team_id, amount, balance_after
+
+
+async def _take_available(connection: AsyncConnection, team_id: str, amount: int) -> bool:
+    """Hold `amount` of the workspace's available credits (its account row stays locked to the transaction's end)."""
+    held = await connection.execute(
+        sa.update(accounts)
+        .where(accounts.c.team_id == team_id, accounts.c.balance - accounts.c.reserved >= amount)
+        .values(reserved=accounts.c.reserved + amount)
+        .returning(accounts.c.team_id)
+    )
+    return held.first() is not None
+
+
+async def _give_back(connection: AsyncConnection, team_id: str, amount: int) -> None:
+    await connection.execute(
+        sa.update(accounts).where(accounts.c.team_id == team_id).values(reserved=accounts.c.reserved - amount)
+    )
 
 
 async def _find_reservation(connection: AsyncConnection, reservation_id: str) -> Reservation | None:
