@@ -15,6 +15,7 @@ from bench.databases import fresh_database
 from bench.references import REFERENCES
 from bench.report import calls_by_channel, markdown_table, summarize
 from bench.scenarios import Options, Scenario, World, run_bot, run_references
+from config import Settings
 
 
 def parse_scenarios(spec: str) -> list[Scenario]:
@@ -87,7 +88,8 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         "--claude-max-streams",
         type=int,
         default=None,
-        help="CLAUDE_MAX_STREAMS of each bot process (default: the bot's own, 100); size it to each process's CPU",
+        help="CLAUDE_MAX_STREAMS of each bot process (default: the bot's own, 100, divided among --processes, which "
+        "share this machine's CPUs)",
     )
     parser.add_argument("--quick", action="store_true", help="1, 5 and 20 answers of 150 words, two references")
     args = parser.parse_args(argv)
@@ -96,6 +98,14 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         args.time_limit = min(args.time_limit, 90.0)
         args.bursts = "none"
     return args
+
+
+def claude_streams_each(processes: int) -> int | None:
+    """Several bot processes here share this machine's CPUs, where each would have its own in production: each gets
+    its share of the bot's default CLAUDE_MAX_STREAMS, as each dyno is sized to its CPU."""
+    if processes <= 1:
+        return None
+    return max(1, Settings.model_fields["claude_max_streams"].default // processes)
 
 
 def machine() -> str:
@@ -119,7 +129,7 @@ async def main(args: argparse.Namespace) -> None:
         ramp=args.ramp,
         time_limit=args.time_limit,
         references=references,
-        claude_max_streams=args.claude_max_streams,
+        claude_max_streams=args.claude_max_streams or claude_streams_each(args.processes),
     )
     rows, burst_rows = [], []
     started = time.monotonic()
