@@ -97,6 +97,7 @@ class Services:
     installs: Installs | None = None  # OAuth mode only
     _pricing_by_model: dict[str, Pricing] = field(default_factory=dict)
     _unpriced: set[str] = field(default_factory=set)
+    _priced_models: list[str] | None = None
 
     def pricing_for(self, model: str) -> Pricing:
         """The pricing of answers by `model` (raises billing.UnknownModelError for a model without a price)."""
@@ -126,8 +127,10 @@ class Services:
         return model
 
     def priced_models(self) -> list[str]:
-        """The models answers may use: those with a price (all of them under flat pricing)."""
-        return sorted(load_prices(self.settings.prices_file))
+        """The models answers may use: those with a price (read once: PRICES_FILE changes only with a restart)."""
+        if self._priced_models is None:
+            self._priced_models = sorted(load_prices(self.settings.prices_file))
+        return self._priced_models
 
     async def slack_client_for_team(self, team_id: str) -> AsyncWebClient | None:
         """A Web API client for work that no Slack request started (a purchase granted by Stripe);
