@@ -58,6 +58,7 @@ async def main(status_path: Path) -> None:
     handling_times(durations)
     settings = load_settings()
     bot = await start_bot(settings, host="127.0.0.1", port=settings.port)
+    server.steady_heap()  # as serve_forever does
     probe, cpu, rss_before = LoopProbe(), CpuClock(), rss_bytes()
     probe.start()
     stopping = asyncio.Event()

@@ -307,9 +307,16 @@ def delivery_limits(settings: Settings) -> DeliveryLimits:
     )
 
 
+REDIS_SOCKET_TIMEOUT = 5.0
+
+
 def budget_maker(settings: Settings, process_id: str) -> tuple[BudgetMaker, RedisBudgets | None]:
     share = settings.budget_share
     if not settings.redis_url:
         return LocalBudgets(share), None
-    shared = RedisBudgets(Redis.from_url(settings.redis_url), share=share, process_id=process_id)
+    # A command given up on is not cancelled (shared_budget.py): the socket timeout is what ends it when Redis hangs.
+    redis = Redis.from_url(
+        settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
+    )
+    shared = RedisBudgets(redis, share=share, process_id=process_id)
     return shared, shared

@@ -140,6 +140,47 @@ async def test_a_slow_redis_is_not_waited_for(redis_server):
         await blocker.aclose()
 
 
+async def test_calls_made_while_redis_did_not_answer_are_counted_there_when_it_answers_again(redis_server):
+    """One process may fall back alone while the others still count in Redis: its calls must reach them."""
+    limit = Limit(10, window=60.0, burst=10)
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    try:
+        budget = one.budget(KEY, limit)
+        assert await budget.take() == 0
+        await budget.finished()
+        redis_server.kill()
+        for _ in range(3):
+            assert await budget.take() == 0  # this process's share, counted here only
+            await budget.finished()
+        redis_server.start()  # the same port: Redis is back, empty (the first call is lost with it)
+        await asyncio.sleep(RETRY_AFTER + 0.1)
+        assert await budget.take() == 0
+        assert await one.redis.zcard(f"{KEY}:w") == 4, "the three calls made without Redis, and this one"
+        other = two.budget(KEY, limit)
+        taken = [await other.take(urgent=True) for _ in range(10)]
+        assert sum(1 for wait in taken if wait <= 0) == 10 - 4, taken
+    finally:
+        await one.redis.aclose()
+        await two.redis.aclose()
+
+
+async def test_a_process_without_redis_leaves_alone_what_the_others_spent(redis_server):
+    limit = Limit(10, window=60.0, burst=10)
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    try:
+        busy = two.budget(KEY, limit)
+        for _ in range(8):
+            assert await busy.take(urgent=True) == 0
+        budget = one.budget(KEY, limit)
+        assert await budget.take(urgent=True) == 0  # Redis says 9 of 10 are spent
+        redis_server.kill()
+        taken = [await budget.take(urgent=True) for _ in range(5)]
+        assert sum(1 for wait in taken if wait <= 0) == 1, f"its share (5) would allow 4 more: {taken}"
+    finally:
+        await one.redis.aclose()
+        await two.redis.aclose()
+
+
 @pytest.mark.parametrize("urgent", [False, True])
 async def test_the_window_holds_even_for_urgent_calls(redis_server, urgent):
     limit = Limit(4, window=60.0, burst=1)

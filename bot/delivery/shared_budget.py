@@ -7,9 +7,12 @@ checks the pause and the window, refills the bucket and counts the call, on Redi
 processes' clocks need not agree). A 429's Retry-After is written there too, so every process waits it
 out. The keys expire a second after their window: nothing grows.
 
-Redis that does not answer within `timeout` (50 ms) is not waited for: the budget falls back to this
-process's share of it (`SLACK_BUDGET_SHARE`, 2 by default with Redis), the log says so once, and the
-shared budget is tried again a second later. No answer fails because of Redis.
+Redis that does not answer within `timeout` (50 ms) is not waited for: the budget falls back
+to this process's share of it (`SLACK_BUDGET_SHARE`, 2 by default with Redis), the log says so once, and the
+shared budget is tried again a second later. No answer fails because of Redis. One process alone may fall
+back while the others still count in Redis (a busy moment of its own loop looks like a slow Redis), so the
+fallback also leaves alone what the shared window held when Redis last answered, and the calls made meanwhile
+are written to Redis as soon as it answers again: no process goes on spending what another already spent.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 0.05
 RETRY_AFTER = 1.0
+FULL_WINDOW_RECHECK = 1.0  # seconds
 
 # KEYS: the window (a sorted set of call times), the bucket (a hash), the pause (a time).
 # ARGV: limit, window (ms), burst, rate (calls per ms), urgent (0/1), a unique member for this call.
@@ -71,6 +75,18 @@ end
 return 1
 """
 
+# KEYS: the window. ARGV: window (ms), then pairs of (member, age in ms): calls this process made while Redis did
+# not answer, each counted from its own time (a member already there only moves later).
+RECORD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'GT', now - tonumber(ARGV[i + 1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 # KEYS: the pause. ARGV: milliseconds. The pause only ever moves later.
 PAUSE = """
 local t = redis.call('TIME')
@@ -96,6 +112,7 @@ class RedisBudgets:
         self._take = redis.register_script(TAKE)
         self._pause = redis.register_script(PAUSE)
         self._finish = redis.register_script(FINISH)
+        self._record = redis.register_script(RECORD)
         self._members = (f"{process_id}:{n}" for n in itertools.count())
         self._down_until = 0.0
         self.down = False
@@ -118,12 +135,17 @@ class RedisBudgets:
     async def finish(self, key: str, limit: Limit, member: str) -> None:
         await self._call(self._finish, [f"{key}:w"], [member, int(limit.kept_window * 1000)])
 
+    async def record(self, key: str, limit: Limit, ages: list[tuple[str, float]]) -> None:
+        """Count calls made without Redis, each `age` seconds ago."""
+        pairs = [value for member, age in ages for value in (member, max(0, int(age * 1000)))]
+        await self._call(self._record, [f"{key}:w"], [int(limit.kept_window * 1000), *pairs])
+
     async def pause(self, key: str, seconds: float) -> None:
         await self._call(self._pause, [f"{key}:p"], [max(1, int(seconds * 1000))])
 
     async def _call(self, script: Callable, keys: list[str], args: list) -> list:
         try:
-            result = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
+            result = await self._answer_in_time(script(keys=keys, args=args))
         except (RedisError, OSError, TimeoutError) as error:
             self._down_until = self._clock() + RETRY_AFTER
             if not self.down:
@@ -139,6 +161,18 @@ class RedisBudgets:
             log.warning("Redis answers again: the Slack budgets are shared by every process")
         return result
 
+    async def _answer_in_time(self, command: Awaitable[list]) -> list:
+        """The command's answer, or TimeoutError after `timeout` seconds. A command given up on is not cancelled
+        (redis-py would drop its connection, and a busy moment would turn into a storm of new ones): it ends on
+        its own, and its answer is ignored (a call it counted in Redis counts until its window ends, or until
+        the fallback's record of the same call, under the same member, replaces it)."""
+        call = asyncio.ensure_future(command)
+        done, _ = await asyncio.wait({call}, timeout=self._timeout)
+        if not done:
+            call.add_done_callback(_ignore_outcome)
+            raise TimeoutError
+        return call.result()
+
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
@@ -148,6 +182,11 @@ class RedisBudgets:
 
 class SharedBudgetUnavailable(Exception):
     pass
+
+
+def _ignore_outcome(call: asyncio.Future) -> None:
+    if not call.cancelled():
+        call.exception()  # retrieved, so that asyncio does not log it as never retrieved
 
 
 class SharedBudget:
@@ -162,13 +201,15 @@ class SharedBudget:
         self._used = 0  # calls in the shared window, as of the last answer from Redis ...
         self._used_at = 0.0  # ... at this time
         self._last_take = 0.0
-        self._in_flight: deque[str] = deque()  # this process's calls taken and not finished, oldest first
+        self._in_flight: deque[tuple[str, bool]] = deque()  # calls taken and not finished: (member, in Redis)
+        self._unshared: dict[str, float] = {}  # calls Redis has not been told of: member -> when it counts from
 
     async def take(self, *, urgent: bool = False) -> float:
         self._last_take = self._clock()
+        member = self._shared.member()
         if self._shared.usable():
-            member = self._shared.member()
             try:
+                await self._tell_redis()
                 wait, used = await self._shared.take(self._key, self.limit, urgent, member)
             except SharedBudgetUnavailable:
                 pass
@@ -177,21 +218,45 @@ class SharedBudget:
                     self._used, self._used_at = used, self._clock()
                 if wait <= 0:
                     self._local.record()  # should Redis go, this process's fallback share knows what it spent
-                    self._in_flight.append(member)
+                    self._in_flight.append((member, True))
                 return wait
+        horizon = self._clock() - self.limit.kept_window
+        self._unshared = {call: at for call, at in self._unshared.items() if at > horizon}
+        if self._estimated_used() + len(self._unshared) >= self.limit.calls:
+            # The others may still be counting in Redis: what the window held when Redis last answered (less what
+            # has left it since) is not this process's to spend, whatever its own share says.
+            return FULL_WINDOW_RECHECK
         wait = self._local.take_now(urgent=urgent)
         if wait <= 0:
-            self._in_flight.append("")  # counted only here
+            self._in_flight.append((member, False))
+            self._unshared[member] = self._clock()
         return wait
 
     async def finished(self) -> None:
         self._local.finished_now()
-        member = self._in_flight.popleft() if self._in_flight else ""
-        if member and self._shared.usable():
+        if not self._in_flight:
+            return
+        member, in_redis = self._in_flight.popleft()  # calls are interchangeable (see budgets.SlidingWindow)
+        if in_redis and self._shared.usable():
             try:
                 await self._shared.finish(self._key, self.limit, member)
+                return
             except SharedBudgetUnavailable:
                 pass
+        self._unshared[member] = self._clock()  # it counts from its end, once Redis hears of it
+
+    async def _tell_redis(self) -> None:
+        """Write the calls made while Redis did not answer into the shared window."""
+        if not self._unshared:
+            return
+        now = self._clock()
+        snapshot = dict(self._unshared)
+        told = [(member, now - at) for member, at in snapshot.items() if at > now - self.limit.kept_window]
+        if told:
+            await self._shared.record(self._key, self.limit, told)
+        for member, at in snapshot.items():
+            if self._unshared.get(member) == at:  # unless it finished meanwhile: its end is still to be told
+                del self._unshared[member]
 
     async def pause(self, seconds: float) -> None:
         self._local.pause_now(seconds)
@@ -217,4 +282,4 @@ class SharedBudget:
 
     @property
     def idle(self) -> bool:
-        return self._clock() - self._last_take > self.limit.kept_window and self._local.idle
+        return self._clock() - self._last_take > self.limit.kept_window and self._local.idle and not self._unshared
