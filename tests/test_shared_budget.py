@@ -181,6 +181,23 @@ async def test_a_process_without_redis_leaves_alone_what_the_others_spent(redis_
         await two.redis.aclose()
 
 
+async def test_calls_made_without_redis_are_forgotten_once_out_of_the_window(redis_server):
+    """A budget that spent during an outage and was never taken from again must still be forgotten (idle)."""
+    now = [1000.0]
+    one = RedisBudgets(Redis.from_url(redis_server.url), share=2, process_id="one", clock=lambda: now[0])
+    try:
+        budget = one.budget(KEY, Limit(10, window=60.0, burst=10))
+        redis_server.kill()
+        assert await budget.take() == 0
+        await budget.finished()
+        now[0] += budget.limit.kept_window / 2
+        assert not budget.idle, "its call is still in the window, and Redis has not heard of it"
+        now[0] += budget.limit.kept_window
+        assert budget.idle
+    finally:
+        await one.redis.aclose()
+
+
 @pytest.mark.parametrize("urgent", [False, True])
 async def test_the_window_holds_even_for_urgent_calls(redis_server, urgent):
     limit = Limit(4, window=60.0, burst=1)

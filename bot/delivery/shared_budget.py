@@ -10,14 +10,17 @@ out. The keys expire a second after their window: nothing grows.
 Redis that does not answer within `timeout` (50 ms) is not waited for: the budget falls back
 to this process's share of it (`SLACK_BUDGET_SHARE`, 2 by default with Redis), the log says so once, and the
 shared budget is tried again a second later. No answer fails because of Redis. One process alone may fall
-back while the others still count in Redis (a busy moment of its own loop looks like a slow Redis), so the
-fallback also leaves alone what the shared window held when Redis last answered, and the calls made meanwhile
-are written to Redis as soon as it answers again: no process goes on spending what another already spent.
+back while the others still count in Redis (a busy moment of its own loop looks like a slow Redis). The
+fallback then leaves alone what the shared window held when Redis last answered, and the calls it made are
+written to Redis as soon as it answers again, so that nobody goes on spending them twice. What the others
+spend in Redis during the fallback itself, this process cannot see: there, a 429's pause (shared again once
+Redis answers) is what brings everyone back under the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -167,7 +170,11 @@ class RedisBudgets:
         its own, and its answer is ignored (a call it counted in Redis counts until its window ends, or until
         the fallback's record of the same call, under the same member, replaces it)."""
         call = asyncio.ensure_future(command)
-        done, _ = await asyncio.wait({call}, timeout=self._timeout)
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self._timeout)
+        except BaseException:  # the caller was cancelled (a lane closing): the command ends on its own
+            call.add_done_callback(_ignore_outcome)
+            raise
         if not done:
             call.add_done_callback(_ignore_outcome)
             raise TimeoutError
@@ -220,8 +227,7 @@ class SharedBudget:
                     self._local.record()  # should Redis go, this process's fallback share knows what it spent
                     self._in_flight.append((member, True))
                 return wait
-        horizon = self._clock() - self.limit.kept_window
-        self._unshared = {call: at for call, at in self._unshared.items() if at > horizon}
+        self._forget_expired_unshared()
         if self._estimated_used() + len(self._unshared) >= self.limit.calls:
             # The others may still be counting in Redis: what the window held when Redis last answered (less what
             # has left it since) is not this process's to spend, whatever its own share says.
@@ -244,6 +250,13 @@ class SharedBudget:
             except SharedBudgetUnavailable:
                 pass
         self._unshared[member] = self._clock()  # it counts from its end, once Redis hears of it
+        if self._shared.usable():
+            with contextlib.suppress(SharedBudgetUnavailable):
+                await self._tell_redis()
+
+    def _forget_expired_unshared(self) -> None:
+        horizon = self._clock() - self.limit.kept_window
+        self._unshared = {call: at for call, at in self._unshared.items() if at > horizon}
 
     async def _tell_redis(self) -> None:
         """Write the calls made while Redis did not answer into the shared window."""
@@ -254,6 +267,7 @@ class SharedBudget:
         told = [(member, now - at) for member, at in snapshot.items() if at > now - self.limit.kept_window]
         if told:
             await self._shared.record(self._key, self.limit, told)
+            self._used += len(told)  # counted there now, should the next take not be answered
         for member, at in snapshot.items():
             if self._unshared.get(member) == at:  # unless it finished meanwhile: its end is still to be told
                 del self._unshared[member]
@@ -282,4 +296,5 @@ class SharedBudget:
 
     @property
     def idle(self) -> bool:
+        self._forget_expired_unshared()
         return self._clock() - self._last_take > self.limit.kept_window and self._local.idle and not self._unshared
