@@ -19,6 +19,14 @@ def process(url: str, name: str) -> RedisBudgets:
     return RedisBudgets(Redis.from_url(url), share=2, process_id=name)
 
 
+@pytest.fixture
+async def two_processes(redis_server):
+    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
+    yield one, two
+    await one.redis.aclose()
+    await two.redis.aclose()
+
+
 async def spend(budgets: RedisBudgets, limit: Limit, until: float, starts: list[float]) -> None:
     budget = budgets.budget(KEY, limit)
     while time.monotonic() < until:
@@ -34,44 +42,36 @@ def busiest_window(starts: list[float], window: float) -> int:
     return max((sum(1 for t in starts[i:] if t < start + window) for i, start in enumerate(starts)), default=0)
 
 
-async def test_two_processes_together_never_exceed_the_limit_and_one_may_use_it_all(redis_server):
+async def test_two_processes_together_never_exceed_the_limit_and_one_may_use_it_all(two_processes):
     limit = Limit(20, window=1.0, burst=5, margin=0.0)
-    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
-    try:
-        starts_one: list[float] = []
-        starts_two: list[float] = []
-        until = time.monotonic() + 3.0
-        await asyncio.gather(
-            *(spend(p, limit, until, s) for p, s in ((one, starts_one), (two, starts_two)) for _ in range(3))
-        )
-        # 1 ms of tolerance: the window is on Redis's clock, the starts on ours
-        assert busiest_window(starts_one + starts_two, 0.999) <= 20
-        assert starts_one and starts_two, "both processes got calls"
-        total = len(starts_one) + len(starts_two)
-        assert total >= 5 + 15 * 3 * 0.8, f"together they used the budget ({total} calls in 3 s)"
+    one, two = two_processes
+    starts_one: list[float] = []
+    starts_two: list[float] = []
+    until = time.monotonic() + 3.0
+    await asyncio.gather(
+        *(spend(p, limit, until, s) for p, s in ((one, starts_one), (two, starts_two)) for _ in range(3))
+    )
+    # 1 ms of tolerance: the window is on Redis's clock, the starts on ours
+    assert busiest_window(starts_one + starts_two, 0.999) <= 20
+    assert starts_one and starts_two, "both processes got calls"
+    total = len(starts_one) + len(starts_two)
+    assert total >= 5 + 15 * 3 * 0.8, f"together they used the budget ({total} calls in 3 s)"
 
-        alone: list[float] = []
-        await asyncio.sleep(1.0)  # the window empties
-        await spend(one, limit, time.monotonic() + 2.0, alone)
-        assert len(alone) > 20, f"a process alone uses the whole shared budget, not half of it ({len(alone)} in 2 s)"
-        assert busiest_window(alone, 0.999) <= 20
-    finally:
-        await one.redis.aclose()
-        await two.redis.aclose()
+    alone: list[float] = []
+    await asyncio.sleep(1.0)  # the window empties
+    await spend(one, limit, time.monotonic() + 2.0, alone)
+    assert len(alone) > 20, f"a process alone uses the whole shared budget, not half of it ({len(alone)} in 2 s)"
+    assert busiest_window(alone, 0.999) <= 20
 
 
-async def test_a_pause_after_a_429_holds_every_process(redis_server):
+async def test_a_pause_after_a_429_holds_every_process(two_processes):
     limit = Limit(50, window=60.0)
-    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
-    try:
-        await one.budget(KEY, limit).pause(1.5)
-        wait = await two.budget(KEY, limit).take()
-        assert 1.3 < wait <= 1.5, wait
-        await asyncio.sleep(wait)
-        assert await two.budget(KEY, limit).take() == 0
-    finally:
-        await one.redis.aclose()
-        await two.redis.aclose()
+    one, two = two_processes
+    await one.budget(KEY, limit).pause(1.5)
+    wait = await two.budget(KEY, limit).take()
+    assert 1.3 < wait <= 1.5, wait
+    await asyncio.sleep(wait)
+    assert await two.budget(KEY, limit).take() == 0
 
 
 async def test_the_keys_expire_on_their_own(redis_server):
@@ -140,45 +140,39 @@ async def test_a_slow_redis_is_not_waited_for(redis_server):
         await blocker.aclose()
 
 
-async def test_calls_made_while_redis_did_not_answer_are_counted_there_when_it_answers_again(redis_server):
+async def test_calls_made_while_redis_did_not_answer_are_counted_there_when_it_answers_again(
+    redis_server, two_processes
+):
     """One process may fall back alone while the others still count in Redis: its calls must reach them."""
     limit = Limit(10, window=60.0, burst=10)
-    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
-    try:
-        budget = one.budget(KEY, limit)
-        assert await budget.take() == 0
+    one, two = two_processes
+    budget = one.budget(KEY, limit)
+    assert await budget.take() == 0
+    await budget.finished()
+    redis_server.kill()
+    for _ in range(3):
+        assert await budget.take() == 0  # this process's share, counted here only
         await budget.finished()
-        redis_server.kill()
-        for _ in range(3):
-            assert await budget.take() == 0  # this process's share, counted here only
-            await budget.finished()
-        redis_server.start()  # the same port: Redis is back, empty (the first call is lost with it)
-        await asyncio.sleep(RETRY_AFTER + 0.1)
-        assert await budget.take() == 0
-        assert await one.redis.zcard(f"{KEY}:w") == 4, "the three calls made without Redis, and this one"
-        other = two.budget(KEY, limit)
-        taken = [await other.take(urgent=True) for _ in range(10)]
-        assert sum(1 for wait in taken if wait <= 0) == 10 - 4, taken
-    finally:
-        await one.redis.aclose()
-        await two.redis.aclose()
+    redis_server.start()  # the same port: Redis is back, empty (the first call is lost with it)
+    await asyncio.sleep(RETRY_AFTER + 0.1)
+    assert await budget.take() == 0
+    assert await one.redis.zcard(f"{KEY}:w") == 4, "the three calls made without Redis, and this one"
+    other = two.budget(KEY, limit)
+    taken = [await other.take(urgent=True) for _ in range(10)]
+    assert sum(1 for wait in taken if wait <= 0) == 10 - 4, taken
 
 
-async def test_a_process_without_redis_leaves_alone_what_the_others_spent(redis_server):
+async def test_a_process_without_redis_leaves_alone_what_the_others_spent(redis_server, two_processes):
     limit = Limit(10, window=60.0, burst=10)
-    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
-    try:
-        busy = two.budget(KEY, limit)
-        for _ in range(8):
-            assert await busy.take(urgent=True) == 0
-        budget = one.budget(KEY, limit)
-        assert await budget.take(urgent=True) == 0  # Redis says 9 of 10 are spent
-        redis_server.kill()
-        taken = [await budget.take(urgent=True) for _ in range(5)]
-        assert sum(1 for wait in taken if wait <= 0) == 1, f"its share (5) would allow 4 more: {taken}"
-    finally:
-        await one.redis.aclose()
-        await two.redis.aclose()
+    one, two = two_processes
+    busy = two.budget(KEY, limit)
+    for _ in range(8):
+        assert await busy.take(urgent=True) == 0
+    budget = one.budget(KEY, limit)
+    assert await budget.take(urgent=True) == 0  # Redis says 9 of 10 are spent
+    redis_server.kill()
+    taken = [await budget.take(urgent=True) for _ in range(5)]
+    assert sum(1 for wait in taken if wait <= 0) == 1, f"its share (5) would allow 4 more: {taken}"
 
 
 async def test_calls_made_without_redis_are_forgotten_once_out_of_the_window(redis_server):
@@ -212,20 +206,16 @@ async def test_the_window_holds_even_for_urgent_calls(redis_server, urgent):
         await one.redis.aclose()
 
 
-async def test_a_finished_call_counts_from_its_end_in_every_process(redis_server):
+async def test_a_finished_call_counts_from_its_end_in_every_process(two_processes):
     limit = Limit(1, window=1.0, margin=0.0)
-    one, two = process(redis_server.url, "one"), process(redis_server.url, "two")
-    try:
-        budget = one.budget(KEY, limit)
-        assert await budget.take() == 0
-        await asyncio.sleep(0.6)  # the call took this long (a slow request)
-        await budget.finished()
-        await asyncio.sleep(0.6)  # 1.2 s after its start, 0.6 s after its end
-        wait = await two.budget(KEY, limit).take()
-        assert 0.2 < wait <= 0.45, wait
-    finally:
-        await one.redis.aclose()
-        await two.redis.aclose()
+    one, two = two_processes
+    budget = one.budget(KEY, limit)
+    assert await budget.take() == 0
+    await asyncio.sleep(0.6)  # the call took this long (a slow request)
+    await budget.finished()
+    await asyncio.sleep(0.6)  # 1.2 s after its start, 0.6 s after its end
+    wait = await two.budget(KEY, limit).take()
+    assert 0.2 < wait <= 0.45, wait
 
 
 async def test_a_full_window_seen_once_does_not_look_full_for_ever(redis_server):
