@@ -175,6 +175,22 @@ async def test_a_process_without_redis_leaves_alone_what_the_others_spent(redis_
     assert sum(1 for wait in taken if wait <= 0) == 1, f"its share (5) would allow 4 more: {taken}"
 
 
+async def test_a_process_that_spent_more_than_its_share_waits_only_until_redis_is_asked_again(redis_server):
+    """Alone, a process may spend the whole shared budget: its fallback share is then over-spent, and must not make
+    it wait for the local window (most of a minute) when Redis is back within a second."""
+    limit = Limit(10, window=60.0, burst=10)
+    one = process(redis_server.url, "one")
+    try:
+        budget = one.budget(KEY, limit)
+        for _ in range(6):
+            assert await budget.take(urgent=True) == 0  # 6 of 10 in Redis: more than this process's share of 5
+        redis_server.kill()
+        wait = await budget.take(urgent=True)
+        assert 0 < wait <= RETRY_AFTER, wait
+    finally:
+        await one.redis.aclose()
+
+
 async def test_calls_made_without_redis_are_forgotten_once_out_of_the_window(redis_server):
     """A budget that spent during an outage and was never taken from again must still be forgotten (idle)."""
     now = [1000.0]

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = 0.05
 RETRY_AFTER = 1.0
 FULL_WINDOW_RECHECK = 1.0  # seconds
+MIN_RECHECK = 0.05  # seconds
 
 # KEYS: the window (a sorted set of call times), the bucket (a hash), the pause (a time).
 # ARGV: limit, window (ms), burst, rate (calls per ms), urgent (0/1), a unique member for this call.
@@ -122,6 +123,10 @@ class RedisBudgets:
 
     def usable(self) -> bool:
         return self._clock() >= self._down_until
+
+    def retried_in(self) -> float:
+        """Seconds until Redis is asked again."""
+        return max(0.0, self._down_until - self._clock())
 
     def budget(self, key: str, limit: Limit) -> SharedBudget:
         return SharedBudget(self, key, limit, clock=self._clock)
@@ -231,12 +236,19 @@ class SharedBudget:
         if self._estimated_used() + len(self._unshared) >= self.limit.calls:
             # The others may still be counting in Redis: what the window held when Redis last answered (less what
             # has left it since) is not this process's to spend, whatever its own share says.
-            return FULL_WINDOW_RECHECK
+            return self._until_asked_again(FULL_WINDOW_RECHECK)
         wait = self._local.take_now(urgent=urgent)
         if wait <= 0:
             self._in_flight.append((member, False))
             self._unshared[member] = self._clock()
-        return wait
+            return wait
+        return self._until_asked_again(wait)
+
+    def _until_asked_again(self, wait: float) -> float:
+        """The local share's verdict holds only until Redis is asked again: a process that spent more than its share
+        in the shared window would otherwise be told to wait for most of a minute (the local window, or the local
+        pace deep in debt) by a Redis that was slow once."""
+        return min(wait, max(self._shared.retried_in(), MIN_RECHECK))
 
     async def finished(self) -> None:
         self._local.finished_now()
