@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import event
+
+from bot.services import pool_connections
 from tests.harness import BotHarness
 
 NOT_ENOUGH = "doesn't have enough credits"
@@ -86,3 +89,39 @@ async def test_30_mentions_in_one_channel_within_3_seconds_are_all_answered_exac
     assert len(post_times) == 30
     assert post_times[-1] - post_times[0] >= 30 - 3 - 1, "about one post a second in the channel, after a short burst"
     assert [c for c in h.slack.calls if c.status == 429] == []
+
+
+async def test_a_burst_claims_at_most_as_many_questions_at_once_as_the_pool_keeps_connections(
+    start_bot_on_each_database,
+):
+    """A burst must not take every connection the pool allows (overflow included) for its claims: the database and
+    the bot would share the CPU among them all, and acknowledging Slack's next requests would wait behind them."""
+    h = await start(start_bot_on_each_database, free_credits=10_000, ai_credits_per_message=1)
+    claiming: set[int] = set()
+    most = 0
+
+    def statement(connection, cursor, sql, parameters, context, executemany):
+        nonlocal most
+        if sql.lstrip().upper().startswith("INSERT INTO SLACK_EVENTS"):
+            claiming.add(id(connection))
+            most = max(most, len(claiming))
+
+    def ended(connection):
+        claiming.discard(id(connection))
+
+    engine = h.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", ended)
+    event.listen(engine, "rollback", ended)
+    try:
+        sent = await mention_burst(h, 60, 0.2, [f"CP{k:02d}" for k in range(20)])
+        await h.idle(timeout=120)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", ended)
+        event.remove(engine, "rollback", ended)
+    assert len(outcomes(h, sent)["answered"]) == 60
+    kept = pool_connections(h.services.engine)
+    assert 1 <= most <= kept, f"{most} claims at once, the pool keeps {kept} connections"
+    if h.services.engine.dialect.name == "postgresql":
+        assert most > 1, "claims still run side by side"
