@@ -90,7 +90,7 @@ class Services:
     # The questions claimed at once (answer.claim): as many as the pool keeps connections. A burst would otherwise
     # take every connection the pool allows, overflow included, and the database and this process would share the
     # CPU among them all while Slack's next requests wait to be acknowledged behind them (500 questions on two
-    # processes and PostgreSQL: the sender's ack p99 125 -> 42 ms, the first sign's p99 254 -> 113 ms).
+    # processes and PostgreSQL: the sender's ack p99 went from 125-197 ms to 47-146 ms, see README).
     claims: asyncio.Semaphore
     feedback: FeedbackStore
     tasks: BackgroundTasks
