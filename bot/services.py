@@ -15,7 +15,6 @@ import anthropic
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
 
 from billing import (
     AutoReload,
@@ -46,7 +45,7 @@ from bot.stops import AnswerStops
 from bot.surfaces.answer_controls import FeedbackStore
 from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
-from storage import create_reader
+from storage import create_reader, pool_connections
 
 log = logging.getLogger(__name__)
 
@@ -315,12 +314,6 @@ def delivery_limits(settings: Settings) -> DeliveryLimits:
 
 
 REDIS_SOCKET_TIMEOUT = 5.0
-
-
-def pool_connections(engine: AsyncEngine) -> int:
-    """The connections the engine's pool keeps open (its overflow aside)."""
-    size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
-    return max(1, size)
 
 
 def budget_maker(settings: Settings, process_id: str) -> tuple[BudgetMaker, RedisBudgets | None]:

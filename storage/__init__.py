@@ -1,6 +1,6 @@
 """Database plumbing shared by the bot and billing: the async engine and the Alembic migrations."""
 
-from storage.engine import create_engine, create_reader, database_missing, describe_database
+from storage.engine import create_engine, create_reader, database_missing, describe_database, pool_connections
 from storage.errors import is_transient
 from storage.migrate import migrate, schema_revisions
 
@@ -11,5 +11,6 @@ __all__ = [
     "describe_database",
     "is_transient",
     "migrate",
+    "pool_connections",
     "schema_revisions",
 ]

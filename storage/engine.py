@@ -5,7 +5,7 @@ from pathlib import Path
 from sqlalchemy import event, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A burst of questions queues for a connection rather than failing: on SQLite writers take turns
@@ -36,6 +36,11 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     return _sqlite_engine(
         url, kwargs, pragmas=("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"), begin="BEGIN IMMEDIATE"
     )
+
+
+def pool_connections(engine: AsyncEngine) -> int:
+    """The connections the engine's pool keeps open (its overflow aside): 1 on SQLite, 10 elsewhere."""
+    return max(1, engine.pool.size()) if isinstance(engine.pool, QueuePool) else 1
 
 
 def create_reader(url: str, **kwargs) -> AsyncEngine | None:

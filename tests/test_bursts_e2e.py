@@ -7,7 +7,7 @@ import asyncio
 
 from sqlalchemy import event
 
-from bot.services import pool_connections
+from storage import pool_connections
 from tests.harness import BotHarness
 
 NOT_ENOUGH = "doesn't have enough credits"

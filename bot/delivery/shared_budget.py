@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 0.05
 RETRY_AFTER = 1.0
-FULL_WINDOW_RECHECK = 1.0  # seconds
 MIN_RECHECK = 0.05  # seconds
 
 # KEYS: the window (a sorted set of call times), the bucket (a hash), the pause (a time).
@@ -236,7 +235,7 @@ class SharedBudget:
         if self._estimated_used() + len(self._unshared) >= self.limit.calls:
             # The others may still be counting in Redis: what the window held when Redis last answered (less what
             # has left it since) is not this process's to spend, whatever its own share says.
-            return self._until_asked_again(FULL_WINDOW_RECHECK)
+            return self._until_asked_again(math.inf)
         wait = self._local.take_now(urgent=urgent)
         if wait <= 0:
             self._in_flight.append((member, False))
