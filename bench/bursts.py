@@ -9,15 +9,14 @@ true reason there is none (here: the workspace's credits ran out), and how long 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
 import aiohttp
-from slack_sdk.signature import SignatureVerifier
 
 from bench.measure import percentile
-from bench.scenarios import BOT_USER, SIGNING_SECRET, World
+from bench.scenarios import SIGNING_SECRET, World
+from bench.sender import signed_mention
 from bench.world import add_team
 from bot.server import start_bot
 
@@ -76,34 +75,10 @@ class BurstRow:
 
 async def _mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, n: int, question: str) -> str:
     ts = f"{1_700_100_000 + n}.{int(time.time() * 1000) % 1_000_000:06d}"
-    event = {
-        "type": "app_mention",
-        "user": f"U{n:04d}",
-        "text": f"<@{BOT_USER}> {question}",
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-        "team": team,
-    }
-    body = json.dumps(
-        {
-            "token": "legacy",
-            "team_id": team,
-            "api_app_id": "A0001",
-            "event": event,
-            "type": "event_callback",
-            "event_id": f"EvBurst{channel}{n}",
-            "event_time": int(time.time()),
-            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
-        }
+    body, headers = signed_mention(
+        SIGNING_SECRET, team, channel, question, event_id=f"EvBurst{channel}{n}", ts=ts, user=f"U{n:04d}"
     )
-    stamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body),
-    }
-    async with http.post(url, data=body.encode(), headers=headers) as response:
+    async with http.post(url, data=body, headers=headers) as response:
         await response.read()
     return ts
 

@@ -20,14 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import anthropic
 from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
-from slack_sdk.signature import SignatureVerifier
 
 from bench.measure import AnswerTrace, LoopProbe, shown_prefix
 from bench.references import Counters, reference_client, run_reference_answer
+from bench.sender import BOT_USER
 from bench.world import BenchSlack, TimedAnthropic, add_team, answer_text, question_for, script_for
 from config import load_settings
 from storage import create_engine, migrate
@@ -35,7 +34,6 @@ from tests.process import ROOT, free_port
 
 log = logging.getLogger("bench")
 SIGNING_SECRET = "bench-signing-secret"
-BOT_USER = "UBOT"
 _ts = itertools.count(1)
 FAKES_LOOP_LAG_WARNING = 0.1
 
@@ -154,41 +152,17 @@ class World:
         )
 
 
-async def _send_mention(http: aiohttp.ClientSession, url: str, team: str, channel: str, question: str) -> float:
-    ts = f"{1_700_000_000 + next(_ts)}.000100"
-    event = {
-        "type": "app_mention",
-        "user": "U0001",
-        "text": f"<@{BOT_USER}> {question}",
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-        "team": team,
-    }
-    body = json.dumps(
-        {
-            "token": "legacy",
-            "team_id": team,
-            "api_app_id": "A0001",
-            "event": event,
-            "type": "event_callback",
-            "event_id": f"Ev{team}{channel}",
-            "event_time": int(time.time()),
-            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
-        }
+async def _send_from_slack_side(world: World, tag: str, mentions: list[dict]) -> list[dict]:
+    """The mentions sent by `python -m bench.sender` (why: its docstring); what it measured of each."""
+    plan_path = Path(world.tmp.name) / f"{tag}-mentions.json"
+    plan_path.write_text(json.dumps({"signing_secret": SIGNING_SECRET, "mentions": mentions}))
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sender", str(plan_path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
     )
-    stamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=stamp, body=body),
-    }
-    started = time.monotonic()
-    async with http.post(url, data=body.encode(), headers=headers) as response:
-        await response.read()
-        if response.status != 200:
-            log.warning("the bot answered a mention with HTTP %d", response.status)
-    return time.monotonic() - started
+    output, _ = await sender.communicate()
+    if sender.returncode != 0:
+        raise SystemExit(f"the sender of the mentions failed (exit {sender.returncode})")
+    return json.loads(output)
 
 
 def _teams_for(world: World, scenario: Scenario, tag: str) -> list[str]:
@@ -224,23 +198,28 @@ async def run_bot(
     )
     await prepare_database(values["database_url"], teams if oauth else [])
     bots = [BotChild(values, Path(world.tmp.name), f"{tag}{mode}{processes}-{n}") for n in range(processes)]
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     own_loop = LoopProbe()
     try:
         await asyncio.gather(*(bot.start() for bot in bots))
         own_loop.start()
         run.started_at = time.monotonic()
-
-        async def one(k: int, answer_id: str) -> None:
-            await asyncio.sleep(k * world.options.ramp / scenario.answers)
-            team, channel = teams[k % len(teams)], f"C{answer_id}"
-            run.channels[answer_id] = channel
-            run.sent_at[answer_id] = time.monotonic()
-            run.acks.append(
-                await _send_mention(http, bots[k % len(bots)].events_url, team, channel, question_for(answer_id))
+        mentions = []
+        for k, answer_id in enumerate(ids):
+            run.channels[answer_id] = f"C{answer_id}"
+            mentions.append(
+                {
+                    "delay": k * world.options.ramp / scenario.answers,
+                    "url": bots[k % len(bots)].events_url,
+                    "team": teams[k % len(teams)],
+                    "channel": run.channels[answer_id],
+                    "question": question_for(answer_id),
+                }
             )
-
-        await asyncio.gather(*(one(k, answer_id) for k, answer_id in enumerate(ids)))
+        for answer_id, sent in zip(ids, await _send_from_slack_side(world, tag, mentions), strict=True):
+            run.sent_at[answer_id] = sent["sent_at"]
+            run.acks.append(sent["ack"])
+            if sent["status"] != 200:
+                log.warning("the bot answered a mention with HTTP %d", sent["status"])
         await asyncio.sleep(0.5)  # every answer has been handed over (and the status files say so)
         deadline = run.started_at + world.options.time_limit
         while any(bot.working() for bot in bots) and time.monotonic() < deadline:
@@ -249,7 +228,6 @@ async def run_bot(
         run.ended_at = time.monotonic()
     finally:
         await own_loop.stop()
-        await http.close()
         measured = await asyncio.gather(*(bot.stop() for bot in bots))
     run.loop_lags = [lag for m in measured for lag in m.get("loop_lags", [])]
     run.cpu_seconds = sum(m.get("cpu_seconds", 0.0) for m in measured)

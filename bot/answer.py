@@ -82,7 +82,7 @@ class Claimed:
 async def claim(question: Question, services: Services, bot_user_id: str | None) -> Claimed | None:
     """The only database work before anything is shown: one transaction that claims the event, holds the
     worst case of the answer's price and records the question. None when the event was claimed before."""
-    async with services.claims, services.engine.begin() as connection:
+    async with services.claims.begin() as connection:
         if not await services.events.claim(connection, question.event_id, question.team_id):
             return None
         choice = services.priced(

@@ -45,7 +45,8 @@ from bot.stops import AnswerStops
 from bot.surfaces.answer_controls import FeedbackStore
 from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
-from storage import create_reader, pool_connections
+from storage import create_reader, short_transactions
+from storage.short_transactions import ShortTransactions
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Services:
     # take every connection the pool allows, overflow included, and the database and this process would share the
     # CPU among them all while Slack's next requests wait to be acknowledged behind them (500 questions on two
     # processes and PostgreSQL: the sender's ack p99 went from 125-197 ms to 47-146 ms, see README).
-    claims: asyncio.Semaphore
+    claims: ShortTransactions
     feedback: FeedbackStore
     tasks: BackgroundTasks
     clock: Callable[[], datetime]
@@ -263,7 +264,7 @@ def build_services(settings: Settings, engine: AsyncEngine, *, clock: Callable[[
         journal=journal,
         stops=AnswerStops(journal),
         claude_slots=asyncio.Semaphore(settings.claude_max_streams),
-        claims=asyncio.Semaphore(pool_connections(engine)),
+        claims=short_transactions(engine),
         answer_settings=AnswerSettings(
             engine, default_model=settings.claude_model, default_prompt=settings.system_prompt, clock=clock
         ),

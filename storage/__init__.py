@@ -1,6 +1,13 @@
 """Database plumbing shared by the bot and billing: the async engine and the Alembic migrations."""
 
-from storage.engine import create_engine, create_reader, database_missing, describe_database, pool_connections
+from storage.engine import (
+    create_engine,
+    create_reader,
+    database_missing,
+    describe_database,
+    pool_connections,
+    short_transactions,
+)
 from storage.errors import is_transient
 from storage.migrate import migrate, schema_revisions
 
@@ -13,4 +20,5 @@ __all__ = [
     "migrate",
     "pool_connections",
     "schema_revisions",
+    "short_transactions",
 ]

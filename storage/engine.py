@@ -7,6 +7,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
 
+from storage.short_transactions import ShortTransactions
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A burst of questions queues for a connection rather than failing: on SQLite writers take turns
 # anyway, and an answer that waits a little beats one that is refused.
@@ -41,6 +43,12 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
 def pool_connections(engine: AsyncEngine) -> int:
     """The connections the engine's pool keeps open (its overflow aside): 1 on SQLite, 10 elsewhere."""
     return max(1, engine.pool.size()) if isinstance(engine.pool, QueuePool) else 1
+
+
+def short_transactions(engine: AsyncEngine) -> ShortTransactions:
+    """Turns for a burst of short transactions: as many at once as the pool keeps connections (its overflow left
+    to everything else). SQLite's only connection goes back to the pool after each: other writers need it too."""
+    return ShortTransactions(engine, pool_connections(engine), hand_over=engine.dialect.name != "sqlite")
 
 
 def create_reader(url: str, **kwargs) -> AsyncEngine | None:

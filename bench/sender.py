@@ -1,0 +1,88 @@
+"""`python -m bench.sender PLAN`: Slack's side of a scenario, sending the mentions from a process of its own.
+
+Slack sends its events from machines of its own. Sent from the benchmark's process, a mention would wait for the
+fakes' event loop (busy answering hundreds of Claude streams and Slack calls) before it left and again before its
+answer was read, and the ack times would be the fakes' as much as the bot's. PLAN is a JSON file: the signing
+secret, and for each mention its delay from the start, the URL of its bot process, team, channel and question. The
+sender prints, for each mention in order, when it was sent (time.monotonic: one clock for every process of the
+machine, so the fakes' records compare with it) and how long the bot took to answer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+
+import aiohttp
+from slack_sdk.signature import SignatureVerifier
+
+BOT_USER = "UBOT"
+_ts = itertools.count(1)
+
+
+def signed_mention(
+    signing_secret: str, team: str, channel: str, question: str, *, event_id: str, ts: str, user: str = "U0001"
+) -> tuple[bytes, dict[str, str]]:
+    """An `app_mention` event as Slack delivers it: the JSON body and its signed headers."""
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {question}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": team,
+    }
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "team_id": team,
+            "api_app_id": "A0001",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
+        }
+    )
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": SignatureVerifier(signing_secret).generate_signature(timestamp=stamp, body=body),
+    }
+    return body.encode(), headers
+
+
+async def send_all(plan: dict) -> list[dict]:
+    results: list[dict] = [{} for _ in plan["mentions"]]
+    started = time.monotonic()
+
+    async def one(k: int, mention: dict, http: aiohttp.ClientSession) -> None:
+        await asyncio.sleep(max(0.0, started + mention["delay"] - time.monotonic()))
+        team, channel = mention["team"], mention["channel"]
+        ts = f"{1_700_000_000 + next(_ts)}.000100"
+        body, headers = signed_mention(
+            plan["signing_secret"], team, channel, mention["question"], event_id=f"Ev{team}{channel}", ts=ts
+        )
+        sent_at = time.monotonic()
+        async with http.post(mention["url"], data=body, headers=headers) as response:
+            await response.read()
+        results[k] = {"sent_at": sent_at, "ack": time.monotonic() - sent_at, "status": response.status}
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        await asyncio.gather(*(one(k, mention, http) for k, mention in enumerate(plan["mentions"])))
+    return results
+
+
+def main(plan_path: str) -> None:
+    with open(plan_path) as plan_file:
+        plan = json.load(plan_file)
+    json.dump(asyncio.run(send_all(plan)), sys.stdout)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
