@@ -58,16 +58,21 @@ def signed_mention(
 
 
 async def send_all(plan: dict) -> list[dict]:
+    signed = []  # before the first is sent: signing is the sender's work, not the burst's
+    for mention in plan["mentions"]:
+        team, channel = mention["team"], mention["channel"]
+        ts = f"{1_700_000_000 + next(_ts)}.000100"
+        signed.append(
+            signed_mention(
+                plan["signing_secret"], team, channel, mention["question"], event_id=f"Ev{team}{channel}", ts=ts
+            )
+        )
     results: list[dict] = [{} for _ in plan["mentions"]]
     started = time.monotonic()
 
     async def one(k: int, mention: dict, http: aiohttp.ClientSession) -> None:
         await asyncio.sleep(max(0.0, started + mention["delay"] - time.monotonic()))
-        team, channel = mention["team"], mention["channel"]
-        ts = f"{1_700_000_000 + next(_ts)}.000100"
-        body, headers = signed_mention(
-            plan["signing_secret"], team, channel, mention["question"], event_id=f"Ev{team}{channel}", ts=ts
-        )
+        body, headers = signed[k]
         sent_at = time.monotonic()
         async with http.post(mention["url"], data=body, headers=headers) as response:
             await response.read()

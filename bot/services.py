@@ -87,10 +87,10 @@ class Services:
     stops: AnswerStops
     answer_settings: AnswerSettings  # what admins chose: model, prompt, web search (per workspace and channel)
     claude_slots: asyncio.Semaphore  # CLAUDE_MAX_STREAMS: the Claude streams this process reads at once
-    # The questions claimed at once (answer.claim): as many as the pool keeps connections. A burst would otherwise
-    # take every connection the pool allows, overflow included, and the database and this process would share the
-    # CPU among them all while Slack's next requests wait to be acknowledged behind them (500 questions on two
-    # processes and PostgreSQL: the sender's ack p99 went from 125-197 ms to 47-146 ms, see README).
+    # The questions claimed at once (answer.claim): as many as the pool keeps connections, the others in turn, each
+    # taking over the connection of the claim before it (no checkout, no ping). A burst would otherwise take every
+    # connection the pool allows, overflow included, and the database and this process would share the CPU among
+    # them all while Slack's next requests wait to be acknowledged behind them (README: Many workspaces).
     claims: ShortTransactions
     feedback: FeedbackStore
     tasks: BackgroundTasks
