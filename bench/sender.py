@@ -24,9 +24,18 @@ _ts = itertools.count(1)
 
 
 def signed_mention(
-    signing_secret: str, team: str, channel: str, question: str, *, event_id: str, ts: str, user: str = "U0001"
+    signing_secret: str,
+    team: str,
+    channel: str,
+    question: str,
+    *,
+    event_id: str,
+    ts: str,
+    user: str = "U0001",
+    sent_in: float = 0.0,
 ) -> tuple[bytes, dict[str, str]]:
-    """An `app_mention` event as Slack delivers it: the JSON body and its signed headers."""
+    """An `app_mention` event as Slack delivers it: the JSON body and its signed headers, stamped for when it will
+    be sent (`sent_in` seconds from now: Bolt refuses a stamp five minutes old)."""
     event = {
         "type": "app_mention",
         "user": user,
@@ -44,11 +53,11 @@ def signed_mention(
             "event": event,
             "type": "event_callback",
             "event_id": event_id,
-            "event_time": int(time.time()),
+            "event_time": int(time.time() + sent_in),
             "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True, "enterprise_id": None}],
         }
     )
-    stamp = str(int(time.time()))
+    stamp = str(int(time.time() + sent_in))
     headers = {
         "Content-Type": "application/json",
         "X-Slack-Request-Timestamp": stamp,
@@ -64,7 +73,13 @@ async def send_all(plan: dict) -> list[dict]:
         ts = f"{1_700_000_000 + next(_ts)}.000100"
         signed.append(
             signed_mention(
-                plan["signing_secret"], team, channel, mention["question"], event_id=f"Ev{team}{channel}", ts=ts
+                plan["signing_secret"],
+                team,
+                channel,
+                mention["question"],
+                event_id=f"Ev{team}{channel}",
+                ts=ts,
+                sent_in=mention["delay"],
             )
         )
     results: list[dict] = [{} for _ in plan["mentions"]]

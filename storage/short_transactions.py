@@ -18,7 +18,8 @@ class ShortTransactions:
     ROLLBACK, three round trips before a claim's own handful). A connection that has just committed is known to be
     alive, so while others wait it goes straight to the next transaction, and back to the pool once nobody does.
     With `hand_over=False` (SQLite, whose one connection is every writer's) it goes back after each transaction:
-    the rest of the bot is not kept waiting behind a burst."""
+    the rest of the bot is not kept waiting behind a burst. A handed-over connection skips the pool's reset, so a
+    transaction here must leave the connection as it found it (no execution options, SET or `info` of its own)."""
 
     def __init__(self, engine: AsyncEngine, width: int, *, hand_over: bool):
         self._engine = engine
@@ -50,7 +51,8 @@ class ShortTransactions:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # given its turn just as it was cancelled: it goes on
-                await self._pass_on(waiter.result(), reusable=True)
+                with contextlib.suppress(Exception):  # a connection that fails to close: the caller sees the cancel
+                    await self._pass_on(waiter.result(), reusable=True)
             raise
 
     async def _pass_on(self, connection: AsyncConnection | None, *, reusable: bool) -> None:
