@@ -76,7 +76,7 @@ class Run:
     ended_at: float = 0.0
     channels: dict[str, str] = field(default_factory=dict)  # answer id -> channel
     sent_at: dict[str, float] = field(default_factory=dict)  # answer id -> mention (or start) time
-    acks: list[float] = field(default_factory=list)  # as the sender saw them (its own event loop's delays included)
+    acks: list[float] = field(default_factory=list)  # as bench/sender.py saw them, from a process of its own
     handled: list[float] = field(default_factory=list)  # as the bot measured them, from request to response
     cpu_seconds: float | None = None
     rss_growth: int | None = None

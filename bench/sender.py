@@ -11,7 +11,6 @@ machine, so the fakes' records compare with it) and how long the bot took to ans
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import sys
 import time
@@ -20,7 +19,6 @@ import aiohttp
 from slack_sdk.signature import SignatureVerifier
 
 BOT_USER = "UBOT"
-_ts = itertools.count(1)
 
 
 def signed_mention(
@@ -68,9 +66,9 @@ def signed_mention(
 
 async def send_all(plan: dict) -> list[dict]:
     signed = []  # before the first is sent: signing is the sender's work, not the burst's
-    for mention in plan["mentions"]:
+    for k, mention in enumerate(plan["mentions"], start=1):
         team, channel = mention["team"], mention["channel"]
-        ts = f"{1_700_000_000 + next(_ts)}.000100"
+        ts = f"{1_700_000_000 + k}.000100"
         signed.append(
             signed_mention(
                 plan["signing_secret"],

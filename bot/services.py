@@ -45,8 +45,7 @@ from bot.stops import AnswerStops
 from bot.surfaces.answer_controls import FeedbackStore
 from bot.surfaces.purchase_notices import SlackPurchaseNotices
 from config import ConfigError, Settings
-from storage import create_reader, short_transactions
-from storage.short_transactions import ShortTransactions
+from storage import ShortTransactions, create_reader, short_transactions
 
 log = logging.getLogger(__name__)
 

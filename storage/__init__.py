@@ -10,8 +10,10 @@ from storage.engine import (
 )
 from storage.errors import is_transient
 from storage.migrate import migrate, schema_revisions
+from storage.short_transactions import ShortTransactions
 
 __all__ = [
+    "ShortTransactions",
     "create_engine",
     "create_reader",
     "database_missing",

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.short_transactions import ShortTransactions
+from storage import ShortTransactions
 
 
 class Counted:
