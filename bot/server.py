@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from billing import stripe_off_reason, stripe_routes
 from bot.app import build_bolt_app
+from bot.front import Front, answered_on_front, handlers_on, on_loop
 from bot.inbound import Refused, SlackRequestGate
 from bot.logs import log_context
 from bot.metrics import LIVE_STATE, metrics_route, watch_event_loop
@@ -64,10 +65,21 @@ async def _dispatch_event(bolt: AsyncApp, request: AsyncBoltRequest) -> None:
         log.info("event %s not handled (%d: %s)", request.body.get("event_id"), response.status, response.body[:200])
 
 
+async def _bolt_response(bolt: AsyncApp, request: AsyncBoltRequest) -> web.Response:
+    return await to_aiohttp_response(await bolt.async_dispatch(request))
+
+
 def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
+    """The endpoints, to be served by bot.front.Front: /slack/events on the front's own loop, the rest (and
+    what the events ask for) on this one."""
     logging.getLogger("aiohttp.server").addFilter(_MALFORMED_HTTP_FILTER)  # the same filter: added once
     gate = SlackRequestGate(services.settings.slack_signing_secret)
+    main = asyncio.get_running_loop()
 
+    def dispatch(admitted: AsyncBoltRequest) -> None:
+        services.tasks.spawn(_dispatch_event(bolt, admitted), name=f"event {admitted.body.get('event_id')}")
+
+    @answered_on_front
     async def slack_events(request: web.Request) -> web.Response:
         try:
             admitted = await gate.admit(request)
@@ -77,9 +89,9 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
         if admitted.body.get("type") == "event_callback":
             # Slack wants only a 200 for an event, within 3 s: it gets it now, before the workspace's token is
             # looked up (a burst of questions must not wait for the database to be acknowledged).
-            services.tasks.spawn(_dispatch_event(bolt, admitted), name=f"event {admitted.body.get('event_id')}")
+            main.call_soon_threadsafe(dispatch, admitted)
             return web.Response(status=200)
-        return await to_aiohttp_response(await bolt.async_dispatch(admitted))
+        return await on_loop(main, _bolt_response(bolt, admitted))
 
     async def healthz(_request: web.Request) -> web.Response:
         """200 while the database answers; Redis is reported but never fails the check (the bot works without it)."""
@@ -93,7 +105,7 @@ def build_web_app(services: Services, bolt: AsyncApp) -> web.Application:
             return web.json_response({"ok": False, "database": "unavailable", "redis": redis}, status=503)
         return web.json_response({"ok": True, "database": "ok", "redis": redis})
 
-    app = web.Application()
+    app = web.Application(middlewares=[handlers_on(main)])
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes([metrics_route(services.settings.metrics_token)])
@@ -170,14 +182,14 @@ async def heartbeat(services: Services) -> None:
 class RunningBot:
     services: Services
     bolt: AsyncApp
-    runner: web.AppRunner
+    front: Front
     port: int
     background: list[asyncio.Task] = field(default_factory=list)
     socket_mode: AsyncSocketModeHandler | None = None
 
     async def stop(self) -> None:
         """Stop taking requests, let answers in progress finish (or wrap them up), then close."""
-        await self.runner.shutdown()
+        await self.front.shutdown()
         if self.socket_mode is not None:
             await self.socket_mode.close_async()
         # Upkeep first (it may be inside a transaction: let it unwind), so that no recovery starts while answers drain.
@@ -192,7 +204,7 @@ class RunningBot:
                 "could not sign off this process (%s); its answers are finished once its lease ends",
                 error.__class__.__name__,
             )
-        await self.runner.cleanup()
+        await self.front.stop()
         await self.services.close()
 
 
@@ -220,13 +232,11 @@ async def start_bot(settings: Settings, *, clock=utc_now, host: str = "0.0.0.0",
         if services.installs is not None:
             log.info("%d installs known", await services.installs.store.warm())
         bolt = build_bolt_app(services)
-        runner = web.AppRunner(build_web_app(services, bolt), access_log=None)
-        await runner.setup()
-        opened.push_async_callback(runner.cleanup)
-        site = web.SockSite(runner, listening)
-        await site.start()
+        front = Front(build_web_app(services, bolt), listening)
+        await front.start()
+        opened.push_async_callback(front.stop)
         bound_port = listening.getsockname()[1]
-        running = RunningBot(services, bolt, runner, bound_port)
+        running = RunningBot(services, bolt, front, bound_port)
         loop = asyncio.get_running_loop()
         running.background.append(loop.create_task(heartbeat(services), name="heartbeat"))
         running.background.append(loop.create_task(upkeep(services), name="upkeep"))

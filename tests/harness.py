@@ -126,6 +126,17 @@ class BotHarness:
         """An Events API delivery; `org_wide` as Slack sends it for an org-wide install on Enterprise Grid
         (the authorization names the org, not the workspace)."""
         event_id = event_id or f"Ev{next(_ids):08d}"
+        body = self.envelope(event, team=team, event_id=event_id, enterprise_id=enterprise_id, org_wide=org_wide)
+        status, text = await self.post_signed(body, "application/json", headers=headers, **sign)
+        sent = Sent(status, event_id, event.get("ts", ""), text)
+        self.sent.append(sent)
+        return sent
+
+    @staticmethod
+    def envelope(
+        event: dict, *, team: str = TEAM, event_id: str, enterprise_id: str | None = None, org_wide: bool = False
+    ) -> str:
+        """The Events API body that carries `event`."""
         authorization = {
             "team_id": None if org_wide else team,
             "user_id": BOT_USER,
@@ -145,10 +156,20 @@ class BotHarness:
         }
         if enterprise_id:
             envelope["enterprise_id"] = enterprise_id
-        status, text = await self.post_signed(json.dumps(envelope), "application/json", headers=headers, **sign)
-        sent = Sent(status, event_id, event.get("ts", ""), text)
-        self.sent.append(sent)
-        return sent
+        return json.dumps(envelope)
+
+    @staticmethod
+    def mention_event(text: str, *, channel: str = "C0001", user: str = "U0001", team: str = TEAM) -> dict:
+        ts = new_ts()
+        return {
+            "type": "app_mention",
+            "user": user,
+            "text": f"<@{BOT_USER}> {text}".rstrip(),
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+            "team": team,
+        }
 
     async def mention(
         self,
@@ -161,16 +182,7 @@ class BotHarness:
         files: list[dict] | None = None,
         **kwargs,
     ) -> Sent:
-        ts = new_ts()
-        event = {
-            "type": "app_mention",
-            "user": user,
-            "text": f"<@{BOT_USER}> {text}".rstrip(),
-            "ts": ts,
-            "channel": channel,
-            "event_ts": ts,
-            "team": team,
-        }
+        event = self.mention_event(text, channel=channel, user=user, team=team)
         if thread_ts:
             event["thread_ts"] = thread_ts
         if files:
