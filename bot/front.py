@@ -12,6 +12,7 @@ it), after the front has read the request's body (the request's stream is the fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -65,7 +66,8 @@ class Front:
         try:
             await on_loop(self._loop, self._serve())
         except BaseException:
-            await self.stop()
+            with contextlib.suppress(Exception):  # the failure to start is what the caller must see
+                await self.stop()
             raise
 
     async def _serve(self) -> None:
